@@ -1,0 +1,122 @@
+"""Linear blend skinning of Gaussians against smplx's own vertices."""
+
+import math
+
+import pytest
+import torch
+from smplx.lbs import batch_rodrigues
+
+from conftest import random_pose
+from streamer.avatar import Avatar, Gaussians
+from streamer.avatar.lbs import matrix_to_quat, quat_multiply
+from streamer.body import BodyModel, SmplxPose
+from streamer.errors import PoseError
+
+
+def _vertex_avatar(body: BodyModel, betas: torch.Tensor) -> Avatar:
+    """One Gaussian exactly on each shaped rest vertex, with that vertex's skinning weights."""
+    n = body.num_vertices
+    g = torch.Generator().manual_seed(1)
+    q = torch.randn(n, 4, generator=g)
+    gs = Gaussians(
+        means=body.shaped_vertices(betas).contiguous(),
+        quats=q / q.norm(dim=1, keepdim=True),
+        scales=torch.full((n, 3), 0.01),
+        opacities=torch.ones(n),
+        colors=torch.rand(n, 3, generator=g),
+    )
+    return Avatar(gs, body.lbs_weights.clone(), betas)
+
+
+@pytest.fixture(scope="module")
+def body_no_correctives():
+    body = BodyModel.load()
+    body.layer.posedirs.zero_()  # compare skinning alone
+    return body
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_gaussians_on_vertices_land_on_smplx_vertices(body_no_correctives, seed):
+    body = body_no_correctives
+    pose = random_pose(seed)
+    avatar = _vertex_avatar(body, pose.betas)
+    verts, _ = body.forward(pose)
+    posed = avatar.pose(body, pose)
+    # float32 chains of 4x4 products differ only in rounding order: 1e-5 m = 0.01 mm.
+    torch.testing.assert_close(posed.means, verts, rtol=0, atol=1e-5)
+
+
+def test_batched_equals_per_frame(body_no_correctives):
+    body = body_no_correctives
+    poses = random_pose(7, batch=4)
+    avatar = _vertex_avatar(body, torch.zeros(10))
+    batched = avatar.pose(body, poses)
+    assert isinstance(batched, list) and len(batched) == 4
+    for i in range(4):
+        single = avatar.pose(body, poses[i])
+        torch.testing.assert_close(batched[i].means, single.means, rtol=0, atol=1e-6)
+        torch.testing.assert_close(batched[i].quats, single.quats, rtol=0, atol=1e-6)
+
+
+def test_rigid_part_rotates_with_its_joint(body):
+    """A Gaussian weighted fully to one joint turns by that joint's world rotation."""
+    n = 3
+    w = torch.zeros(n, 55)
+    w[:, 18] = 1.0  # left elbow
+    q0 = torch.tensor([[1.0, 0, 0, 0], [0.0, 1, 0, 0], [math.cos(0.3), 0, math.sin(0.3), 0]])
+    gs = Gaussians(means=torch.zeros(n, 3), quats=q0, scales=torch.full((n, 3), 0.01),
+                   opacities=torch.ones(n), colors=torch.zeros(n, 3))
+    avatar = Avatar(gs, w)
+    pose = random_pose(3).replace(betas=torch.zeros(10))
+    posed = avatar.pose(body, pose)
+    chain = [18, 16, 13, 9, 6, 3, 0]  # elbow up to the root
+    rot = torch.eye(3)
+    full = batch_rodrigues(pose.full_pose())
+    for j in reversed(chain):
+        rot = rot @ full[j]
+    expected = quat_multiply(matrix_to_quat(rot).expand(n, 4), q0)
+    dots = (posed.quats * expected).sum(-1).abs()
+    torch.testing.assert_close(dots, torch.ones(n), rtol=0, atol=1e-5)
+
+
+def test_rest_pose_is_identity(demo_avatar, body):
+    posed = demo_avatar.pose(body, SmplxPose.zeros())
+    torch.testing.assert_close(posed.means, demo_avatar.gaussians.means, rtol=0, atol=1e-6)
+    dots = (posed.quats * demo_avatar.gaussians.quats).sum(-1).abs()
+    torch.testing.assert_close(dots, torch.ones_like(dots), rtol=0, atol=1e-5)
+
+
+def test_translation_moves_everything(demo_avatar, body):
+    t = torch.tensor([0.5, -0.2, 1.0])
+    posed = demo_avatar.pose(body, SmplxPose.zeros().replace(transl=t))
+    torch.testing.assert_close(posed.means, demo_avatar.gaussians.means + t, rtol=0, atol=1e-6)
+
+
+def test_matrix_to_quat_round_trip():
+    aa = torch.randn(100, 3)
+    rot = batch_rodrigues(aa)
+    q = matrix_to_quat(rot)
+    w, v = q[:, :1], q[:, 1:]
+    # Rodrigues from the quaternion: R = (w^2 - |v|^2) I + 2 v v^T + 2 w [v]x
+    vx = torch.zeros(100, 3, 3)
+    vx[:, 0, 1], vx[:, 0, 2], vx[:, 1, 2] = -v[:, 2], v[:, 1], -v[:, 0]
+    vx = vx - vx.transpose(1, 2)
+    back = (w**2 - (v * v).sum(1, keepdim=True))[..., None] * torch.eye(3) + 2 * v[:, :, None] * v[:, None, :] + 2 * w[..., None] * vx
+    torch.testing.assert_close(back, rot, rtol=0, atol=1e-5)
+
+
+def test_nan_written_into_pose_is_caught(demo_avatar, body):
+    pose = SmplxPose.zeros()
+    pose.body_pose[3, 1] = float("nan")
+    with pytest.raises(PoseError, match="body_pose: contains NaN"):
+        demo_avatar.pose(body, pose)
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_cuda_lbs_equals_cpu(demo_avatar, body):
+    pose = random_pose(5, batch=3)
+    cpu = demo_avatar.pose_tensors(body, pose)
+    gpu = demo_avatar.to("cuda").pose_tensors(body.to("cuda"), pose.to("cuda"))
+    torch.testing.assert_close(gpu[0].cpu(), cpu[0], rtol=0, atol=1e-5)
+    torch.testing.assert_close(gpu[1].cpu(), cpu[1], rtol=0, atol=1e-5)
