@@ -1,0 +1,1 @@
+"""Implementations of the ``streamer`` console verbs, one module per verb."""

@@ -1,0 +1,135 @@
+"""``streamer bench render|lbs``: per-stage speed figures (medians, ms) as text or one JSON object."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+from typing import Callable
+
+import torch
+
+from ..assets import load_body
+from ..avatar.demo import build_demo_avatar
+from ..render import Camera, get_renderer, resolve_backend
+from ..tracking.demo_motion import demo_motion
+
+BENCH_POSE_FRAME = 75  # a frame of the demo motion with the arm raised mid-wave
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser("bench", help="measure per-stage speed (medians in ms)")
+    sub = p.add_subparsers(dest="bench_verb", required=True, metavar="{render,lbs}")
+    for name, func, default_counts, helptext in (
+        ("render", run_render, "10000,40000,200000", "rasterize the posed demo avatar"),
+        ("lbs", run_lbs, "10000,40000,200000", "linear blend skinning of the demo avatar"),
+    ):
+        q = sub.add_parser(name, help=helptext)
+        q.add_argument("--backends", default="all", help="comma list (cpu,cuda) or 'all' available (default: %(default)s)")
+        q.add_argument("--counts", default=default_counts, help="Gaussian counts (default: %(default)s)")
+        q.add_argument("--repeats", type=int, default=30, help="timed runs per case (default: %(default)s)")
+        q.add_argument("--warmup", type=int, default=3, help="untimed runs first (default: %(default)s)")
+        q.add_argument("--smplx-dir", help="folder with real SMPL-X files (default: built-in body model)")
+        q.add_argument("--json", action="store_true", help="print one JSON object")
+        if name == "render":
+            q.add_argument("--sizes", default="256,512,1024", help="square frame sizes (default: %(default)s)")
+        q.set_defaults(func=func)
+
+
+def _ints(text: str) -> list[int]:
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise SystemExit(f"expected a comma-separated list of integers, got {text!r}") from None
+    if not values or min(values) <= 0:
+        raise SystemExit(f"expected positive integers, got {text!r}")
+    return values
+
+
+def _backends(text: str) -> list[str]:
+    if text == "all":
+        return ["cpu", "cuda"] if torch.cuda.is_available() else ["cpu"]
+    return [resolve_backend(b.strip()) for b in text.split(",")]
+
+
+def time_ms(fn: Callable[[], object], repeats: int, warmup: int, cuda: bool) -> dict[str, float]:
+    """Median and spread of ``fn`` in milliseconds (CUDA-synchronised when ``cuda``)."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(max(1, repeats)):
+        if cuda:
+            torch.cuda.synchronize()
+        t = time.perf_counter()
+        fn()
+        if cuda:
+            torch.cuda.synchronize()
+        times.append((time.perf_counter() - t) * 1e3)
+    times.sort()
+    return {
+        "median_ms": round(statistics.median(times), 3),
+        "p10_ms": round(times[int(0.1 * (len(times) - 1))], 3),
+        "p90_ms": round(times[int(0.9 * (len(times) - 1))], 3),
+    }
+
+
+def _machine() -> dict[str, object]:
+    return {"cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(), "cuda": torch.cuda.is_available(),
+            "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
+
+
+def _report(kind: str, rows: list[dict], args: argparse.Namespace) -> int:
+    result = {"bench": kind, "machine": _machine(), "results": rows}
+    if args.json:
+        print(json.dumps(result))
+        return 0
+    print(f"bench {kind}  ({_machine()})")
+    for r in rows:
+        case = "  ".join(f"{k}={r[k]}" for k in r if not k.endswith("_ms"))
+        print(f"  {case:48s} median {r['median_ms']:8.2f} ms   p10 {r['p10_ms']:8.2f}   p90 {r['p90_ms']:8.2f}")
+    return 0
+
+
+def run_render(args: argparse.Namespace) -> int:
+    """Rasterize the demo avatar, posed mid-wave and framed to fill the image."""
+    body = load_body(args.smplx_dir)
+    pose = demo_motion().poses[BENCH_POSE_FRAME]
+    rows = []
+    counts, sizes = _ints(args.counts), _ints(args.sizes)
+    # Scaling with count at the middle size, and with size at the middle count (the full grid adds little).
+    mid_count, mid_size = (40000 if 40000 in counts else counts[0]), (512 if 512 in sizes else sizes[0])
+    cases = sorted({(n, mid_size) for n in counts} | {(mid_count, s) for s in sizes})
+    for backend in _backends(args.backends):
+        device = "cuda" if backend == "cuda" else "cpu"
+        renderer = get_renderer(backend)
+        for count in sorted({c[0] for c in cases}):
+            avatar = build_demo_avatar(body, num_gaussians=count)
+            posed = avatar.pose(body, pose)
+            for size in sorted({c[1] for c in cases if c[0] == count}):
+                cam = Camera.framing(posed.means, size, size, margin=1.05)
+                g, c = posed.to(device), cam.to(device)
+                stats = time_ms(lambda: renderer.render(g, c, (1.0, 1.0, 1.0)), args.repeats, args.warmup, device == "cuda")
+                rows.append({"backend": backend, "gaussians": count, "size": size, **stats})
+                if not args.json:
+                    print(f"  {backend} {count} @ {size}: {stats['median_ms']:.2f} ms", file=sys.stderr)
+    return _report("render", rows, args)
+
+
+def run_lbs(args: argparse.Namespace) -> int:
+    """Skin the demo avatar into one pose (positions and orientations)."""
+    body = load_body(args.smplx_dir)
+    pose = demo_motion().poses[BENCH_POSE_FRAME]
+    rows = []
+    for backend in _backends(args.backends):
+        device = "cuda" if backend == "cuda" else "cpu"
+        b = body.to(device)
+        p = pose.to(device)
+        for count in _ints(args.counts):
+            avatar = build_demo_avatar(body, num_gaussians=count).to(device)
+            with torch.inference_mode():
+                stats = time_ms(lambda: avatar.pose_tensors(b, p), args.repeats, args.warmup, device == "cuda")
+            rows.append({"device": device, "gaussians": count, **stats})
+    return _report("lbs", rows, args)
