@@ -1,25 +1,49 @@
-"""The ``streamer`` console script: one sub-command per verb."""
+"""The ``streamer`` console script: one sub-command per verb.
+
+Each module in :mod:`streamer.commands` that defines ``add_parser(subparsers)`` adds a verb
+(``streamer <verb>``). Modules may also define ``add_bench_parser(subparsers)`` or
+``add_eval_parser(subparsers)`` to add sub-verbs under ``streamer bench`` / ``streamer eval``.
+Every parser sets ``func=handler`` with ``handler(args) -> int`` (the exit code).
+"""
 
 from __future__ import annotations
 
 import argparse
+import importlib
+import pkgutil
 import sys
+from types import ModuleType
 
-from . import __version__
+from . import __version__, commands
 from .errors import StreamerError
+
+GROUPS = {"bench": "measure per-stage speed (medians in ms)", "eval": "measure quality against ground truth"}
+
+
+def _command_modules() -> list[ModuleType]:
+    names = sorted(m.name for m in pkgutil.iter_modules(commands.__path__) if not m.name.startswith("_"))
+    return [importlib.import_module(f"{commands.__name__}.{name}") for name in names]
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .commands import bench, render
-
     parser = argparse.ArgumentParser(
         prog="streamer",
         description="Real-time animatable 3D Gaussian avatars: reconstruct, track, render, stream.",
     )
     parser.add_argument("--version", action="version", version=f"streamer {__version__}")
     sub = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
-    render.add_parser(sub)
-    bench.add_parser(sub)
+    modules = _command_modules()
+    for group, help_text in GROUPS.items():
+        hook = f"add_{group}_parser"
+        members = [m for m in modules if hasattr(m, hook)]
+        if members:
+            group_parser = sub.add_parser(group, help=help_text)
+            group_sub = group_parser.add_subparsers(dest=f"{group}_verb", required=True, metavar="WHAT")
+            for m in members:
+                getattr(m, hook)(group_sub)
+    for m in modules:
+        if hasattr(m, "add_parser"):
+            m.add_parser(sub)
     return parser
 
 

@@ -20,9 +20,8 @@ from ..tracking.demo_motion import demo_motion
 BENCH_POSE_FRAME = 75  # a frame of the demo motion with the arm raised mid-wave
 
 
-def add_parser(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser("bench", help="measure per-stage speed (medians in ms)")
-    sub = p.add_subparsers(dest="bench_verb", required=True, metavar="{render,lbs}")
+def add_bench_parser(sub: argparse._SubParsersAction) -> None:
+    """``streamer bench render`` and ``streamer bench lbs``."""
     for name, func, default_counts, helptext in (
         ("render", run_render, "10000,40000,200000", "rasterize the posed demo avatar"),
         ("lbs", run_lbs, "10000,40000,200000", "linear blend skinning of the demo avatar"),
