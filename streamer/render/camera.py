@@ -64,7 +64,7 @@ class Camera:
         if float(forward.norm()) < 1e-9:
             raise InputError("Camera.look_at: eye and target coincide")
         z = forward / forward.norm()
-        x = torch.linalg.cross(z, -torch.tensor(up, dtype=torch.float64))  # image x to the right
+        x = torch.linalg.cross(z, torch.tensor(up, dtype=torch.float64))  # image x: right of the view
         if float(x.norm()) < 1e-9:
             raise InputError("Camera.look_at: view direction is parallel to up")
         x = x / x.norm()
