@@ -6,9 +6,15 @@ Every error the package raises on purpose derives from :class:`StreamerError`::
      ├── InputError (also ValueError)  bad data handed to us: shapes, NaN, options
      │    ├── PoseError                 an SmplxPose with wrong shapes or non-finite values
      │    ├── AvatarFormatError         a .ply that is truncated or not a 3DGS avatar
-     │    └── MotionFormatError         a motion file we cannot read
+     │    ├── MotionFormatError         a motion file we cannot read
+     │    ├── SourceError               a video file or camera that cannot be opened or decoded
+     │    └── CameraCalibrationError    camera intrinsics that cannot be computed or read
      ├── BodyModelError                 body model files missing or malformed
-     └── BackendUnavailableError        a renderer backend that cannot run here
+     ├── TrackingError                  landmark tracking cannot run as asked, or found nobody
+     │    └── ModelUnavailableError     a MediaPipe model that is not bundled (would need a download)
+     ├── BackendUnavailableError        a renderer backend that cannot run here
+     └── LHMError                       LHM checkpoints, encoders, manifests
+                                        (tree in streamer/reconstruct/lhm/errors.py)
 """
 
 from __future__ import annotations
@@ -34,9 +40,25 @@ class MotionFormatError(InputError):
     """A motion file that cannot be read."""
 
 
+class SourceError(InputError):
+    """A video file or camera that cannot be opened, or a video that cannot be decoded."""
+
+
+class CameraCalibrationError(InputError):
+    """Camera intrinsics that cannot be computed (too few views) or a corrupt intrinsics file."""
+
+
 class BodyModelError(StreamerError):
     """Body model files are missing or malformed."""
 
 
 class BackendUnavailableError(StreamerError):
     """A renderer (or other) backend was requested that cannot run on this machine."""
+
+
+class TrackingError(StreamerError):
+    """Landmark tracking cannot run as asked, or found no person at all."""
+
+
+class ModelUnavailableError(TrackingError):
+    """A MediaPipe model that this install does not bundle (using it would need a download)."""

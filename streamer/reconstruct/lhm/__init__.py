@@ -1,0 +1,63 @@
+"""LHM (Large Animatable Human Reconstruction Model, arXiv 2503.10625), written for this project.
+
+The modules reproduce the released architecture so that official checkpoints load strictly:
+
+* :mod:`.config`         MINI / 500M / 1B (released) and ``tiny`` (CPU tests) configurations
+* :mod:`.point_embed`    sinusoidal query-point embedding          (``pcl_embed.*``)
+* :mod:`.dinov2`         DINOv2 ViT-L/14 with registers             (``encoder.model.*``)
+* :mod:`.head_encoder`   four-layer fusion head over DINOv2          (``encoder.fusion_head.*``)
+* :mod:`.body_encoder`   Sapiens TorchScript loader / stand-in       (not in the state dict)
+* :mod:`.mbht`           Multimodal Body-Head Transformer            (``transformer.*``)
+* :mod:`.template`       SMPL-X template buffers                     (``renderer.smplx_model.*``)
+* :mod:`.decoder`        Gaussian attribute heads                    (``renderer.{mlp_net,gs_net}.*``)
+* :mod:`.model`          the full network                            (+ ``motion_embed_mlp.*``)
+* :mod:`.checkpoint`     strict loading of ``model.safetensors``
+* :mod:`.state_dict_diff` key / shape / dtype comparison of two layouts
+* :mod:`.manifest`       comparison with a state-dict manifest
+* :mod:`.errors`         the LHM error classes
+* :mod:`.cli`            ``streamer lhm info | check-manifest | check-checkpoint``
+
+Pre-processing (crops, face super-resolution), query-point sampling, animation and training
+are separate stages built on these modules.
+"""
+
+from __future__ import annotations
+
+from .body_encoder import BodyEncoder, PatchStandInEncoder, load_sapiens_torchscript
+from .checkpoint import CHECKPOINT_FILENAME, LoadReport, load_checkpoint, read_layout, save_checkpoint
+from .config import CONFIGS, RELEASED, LHMConfig, get_config
+from .decoder import GaussianAttributes
+from .errors import (
+    CheckpointFormatError,
+    CheckpointMismatchError,
+    CheckpointNotFoundError,
+    EncoderNotFoundError,
+    LHMError,
+    ManifestError,
+)
+from .model import LHMNetwork, build_network, count_parameters
+
+__all__ = [
+    "BodyEncoder",
+    "CHECKPOINT_FILENAME",
+    "CONFIGS",
+    "CheckpointFormatError",
+    "CheckpointMismatchError",
+    "CheckpointNotFoundError",
+    "EncoderNotFoundError",
+    "GaussianAttributes",
+    "LHMConfig",
+    "LHMError",
+    "LHMNetwork",
+    "LoadReport",
+    "ManifestError",
+    "PatchStandInEncoder",
+    "RELEASED",
+    "build_network",
+    "count_parameters",
+    "get_config",
+    "load_checkpoint",
+    "load_sapiens_torchscript",
+    "read_layout",
+    "save_checkpoint",
+]
