@@ -17,7 +17,11 @@ from types import ModuleType
 from . import __version__, commands
 from .errors import StreamerError
 
-GROUPS = {"bench": "measure per-stage speed (medians in ms)", "eval": "measure quality against ground truth"}
+GROUPS = {
+    "bench": "measure per-stage speed (medians in ms)",
+    "eval": "measure quality against ground truth",
+    "calibrate": "camera and performer calibration",
+}
 
 
 def _command_modules() -> list[ModuleType]:

@@ -6,7 +6,9 @@ import argparse
 import json
 import sys
 import time
+from typing import Iterator
 
+import numpy as np
 import torch
 from tqdm import tqdm
 
@@ -16,6 +18,7 @@ from ..body import BodyModel
 from ..render import Camera, get_renderer, resolve_backend
 from ..render.video import VideoWriter
 from ..tracking.motion import Motion
+from ..tracking.sources import VideoFileSource, frames_at
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -33,6 +36,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--backend", default="auto", choices=["auto", "cpu", "cuda"], help="renderer (default: %(default)s)")
     p.add_argument("--background", default="1,1,1", help="background RGB in [0,1] (default: %(default)s)")
     p.add_argument("--smplx-dir", help="folder with real SMPL-X files (default: built-in body model)")
+    p.add_argument("--overlay", metavar="VIDEO",
+                   help="show this video's frames beside the avatar, in sync (e.g. the video --motion was tracked from)")
     p.add_argument("--json", action="store_true", help="print a JSON summary instead of a progress bar")
     p.set_defaults(func=run)
 
@@ -43,6 +48,21 @@ def framing_camera(avatar: Avatar, body: BodyModel, motion: Motion, size: int) -
     sample = motion.poses[::step]
     means, _ = avatar.pose_tensors(body, sample)
     return Camera.framing(means.reshape(-1, 3), size, size, margin=1.1)
+
+
+def overlay_frames(video: str, times_ms: list[float], height: int) -> tuple[int, Iterator[np.ndarray]]:
+    """Frames of ``video`` shown at ``times_ms``, scaled to ``height``: (their even width, [height, w, 3] uint8)."""
+    import cv2
+
+    source = VideoFileSource(video)
+    width = max(2, round(source.width * height / source.height / 2) * 2)
+
+    def frames() -> Iterator[np.ndarray]:
+        with source:
+            for _, rgb in frames_at(iter(source), iter(times_ms)):
+                yield cv2.resize(rgb, (width, height), interpolation=cv2.INTER_AREA)
+
+    return width, frames()
 
 
 def run(args: argparse.Namespace) -> int:
@@ -63,18 +83,24 @@ def run(args: argparse.Namespace) -> int:
     count = max(1, round(len(motion) * fps / motion.fps))
     index = torch.clamp((torch.arange(count) * motion.fps / fps).round().long(), max=len(motion) - 1)
     render_ms = []
-    with VideoWriter(args.out, args.size, args.size, fps=fps) as writer:
+    side_width, side = 0, None
+    if args.overlay:  # the video frame at each motion frame's time goes left of the avatar
+        side_width, side = overlay_frames(args.overlay, (index * 1000.0 / motion.fps).tolist(), args.size)
+    with VideoWriter(args.out, side_width + args.size, args.size, fps=fps) as writer:
         for i in tqdm(index.tolist(), desc="render", unit="frame", disable=args.json, file=sys.stderr):
             posed = avatar.pose(body, poses[i])
             t = time.perf_counter()
             rgb, _ = renderer.render(posed, camera, background)
             render_ms.append((time.perf_counter() - t) * 1e3)
+            if side is not None:
+                rgb = np.concatenate([next(side), (rgb.clamp(0, 1) * 255 + 0.5).byte().cpu().numpy()], axis=1)
             writer.write(rgb)
     summary = {
         "output": str(args.out),
         "frames": count,
         "fps": fps,
         "size": args.size,
+        "overlay": args.overlay,
         "backend": backend,
         "gaussians": len(avatar),
         "render_ms_median": sorted(render_ms)[len(render_ms) // 2],

@@ -1,0 +1,106 @@
+"""``streamer bench track``: MediaPipe (per model and total) and SMPL-X fit speed on a real video."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+from pathlib import Path
+
+from ..errors import InputError
+from ..tracking.mediapipe_runner import MediaPipeRunner
+from ..tracking.sources import VideoFileSource
+from .bench import _machine
+
+#: The shared full-body test video, relative to the repository (``../shared/data`` beside the checkout).
+SHARED_VIDEO = (
+    Path(__file__).resolve().parents[2].parent / "shared" / "data" / "video" / "full_body_taichi.mp4"
+)
+WARMUP_FRAMES = 5  # graph start-up and the first detections are slower than steady-state tracking
+
+
+def add_bench_parser(sub: argparse._SubParsersAction) -> None:
+    """``streamer bench track``."""
+    q = sub.add_parser("track", help="MediaPipe and landmark->SMPL-X fit per frame on a video")
+    q.add_argument("--video", help=f"video file (default: the shared test video, {SHARED_VIDEO.name})")
+    q.add_argument(
+        "--frames", type=int, default=150, help="frames to track, from the start (default: %(default)s)"
+    )
+    q.add_argument(
+        "--models",
+        default="holistic",
+        help="MediaPipe models: holistic, or a comma list of pose, hands, face (default: %(default)s)",
+    )
+    q.add_argument("--smplx-dir", help="folder with real SMPL-X files (default: built-in body model)")
+    q.add_argument("--json", action="store_true", help="print one JSON object")
+    q.set_defaults(func=run_track)
+
+
+def _stats(times: list[float]) -> dict[str, float]:
+    """Median and spread in ms (the keys of :func:`streamer.commands.bench.time_ms`)."""
+    times = sorted(times)
+    return {
+        "median_ms": round(statistics.median(times), 3),
+        "p10_ms": round(times[int(0.1 * (len(times) - 1))], 3),
+        "p90_ms": round(times[int(0.9 * (len(times) - 1))], 3),
+    }
+
+
+def run_track(args: argparse.Namespace) -> int:
+    """Track the first ``--frames`` frames in video mode; time each MediaPipe graph and the fit."""
+    from ..assets import load_body
+    from ..tracking.fit import PoseFitter
+
+    if args.frames <= WARMUP_FRAMES:
+        raise InputError(
+            f"--frames must be more than {WARMUP_FRAMES} (the warm-up frames), got {args.frames}"
+        )
+    video = Path(args.video) if args.video else SHARED_VIDEO
+    if not args.video and not video.exists():
+        raise InputError(f"no --video given and the shared test video is missing ({SHARED_VIDEO.name})")
+    body = load_body(args.smplx_dir)
+    per_stage: dict[str, list[float]] = {}
+    tracked = frames = 0
+    # Frames are decoded as they are tracked (keeping them all would take ~2.7 MB each); only
+    # MediaPipe and the fit are timed, not decoding.
+    with VideoFileSource(video) as source, MediaPipeRunner(args.models, video=True) as runner:
+        fitter = PoseFitter(body, K=None, fps=source.fps)
+        size = f"{source.width}x{source.height}"
+        for i, (t_ms, rgb) in enumerate(source):
+            if i >= args.frames:
+                break
+            frame = runner.process(rgb, t_ms)
+            fitter.fit(frame)
+            frames += 1
+            tracked += frame.has_person
+            if i < WARMUP_FRAMES:
+                continue
+            for name, ms in frame.timings_ms.items():
+                per_stage.setdefault(f"mediapipe:{name}", []).append(ms)
+            per_stage.setdefault("fit", []).append(float(fitter.last_timings_ms["total"]))
+            if not args.json and i % 30 == 0:
+                print(f"  frame {i}/{args.frames}", file=sys.stderr)
+    rows = [{"stage": stage, "frames": len(times), **_stats(times)} for stage, times in per_stage.items()]
+    result = {
+        "bench": "track",
+        "machine": _machine(),
+        "video": video.name,
+        "size": size,
+        "models": ",".join(runner.models),
+        "frames": frames,
+        "tracked_frames": tracked,
+        "warmup_frames": WARMUP_FRAMES,
+        "results": rows,
+    }
+    if args.json:
+        print(json.dumps(result))
+        return 0
+    print(f"bench track  ({_machine()})")
+    print(f"  {video.name} {size}: {frames} frames, a person in {tracked}; models {result['models']}")
+    for r in rows:
+        print(
+            f"  {r['stage']:24s} median {r['median_ms']:8.2f} ms   "
+            f"p10 {r['p10_ms']:8.2f}   p90 {r['p90_ms']:8.2f}"
+        )
+    return 0

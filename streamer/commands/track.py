@@ -1,0 +1,214 @@
+"""``streamer track``: a video file or camera -> MediaPipe landmarks -> SMPL-X poses -> a motion file."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import numpy as np
+from tqdm import tqdm
+
+from ..errors import InputError, TrackingError
+from ..tracking.landmarks import FrameLandmarks
+from ..tracking.mediapipe_runner import MediaPipeRunner
+from ..tracking.motion import Motion
+from ..tracking.sources import FrameSource, open_source
+
+if TYPE_CHECKING:
+    from calibration.camera import CameraIntrinsics
+
+    from ..body import SmplxPose
+    from ..tracking.fit import PoseFitter
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "track",
+        help="track a person in a video or camera and write the SMPL-X motion",
+        description="Run MediaPipe (pose, hands, face) on every frame of a video file or camera (camera:N), "
+        "fit SMPL-X to the landmarks and write the motion as .npz (one pose per input frame). "
+        "Stop a camera with Ctrl+C; what was tracked so far is written.",
+    )
+    p.add_argument("source", metavar="VIDEO_OR_CAMERA", help="a video file, or camera:N for camera index N")
+    p.add_argument("--out", "-o", required=True, help="output motion .npz")
+    p.add_argument(
+        "--mirror",
+        action="store_true",
+        help="mirror the performer (selfie view: their right hand moves the avatar's left)",
+    )
+    p.add_argument(
+        "--camera-json",
+        metavar="K.json",
+        help="camera intrinsics from `streamer calibrate camera` (default: a field-of-view guess)",
+    )
+    p.add_argument("--profile", help="performer profile name or JSON (from `streamer calibrate performer`)")
+    p.add_argument("--max-frames", type=int, metavar="N", help="stop after N frames")
+    p.add_argument(
+        "--models",
+        default="holistic",
+        help="MediaPipe models: holistic, or a comma list of pose, hands, face (default: %(default)s)",
+    )
+    p.add_argument("--smplx-dir", help="folder with real SMPL-X files (default: built-in body model)")
+    p.add_argument("--json", action="store_true", help="print a JSON summary (no progress bar for files)")
+    p.set_defaults(func=run)
+
+
+@dataclass
+class TrackResult:
+    """What :func:`track_frames` collected: one pose per frame and per-frame timings (ms)."""
+
+    poses: list[SmplxPose] = field(default_factory=list)
+    tracked: int = 0
+    mediapipe_ms: list[float] = field(default_factory=list)
+    fit_ms: list[float] = field(default_factory=list)
+    model_ms: dict[str, list[float]] = field(default_factory=dict)
+    first_ms: float | None = None
+    last_ms: float | None = None
+    interrupted: bool = False
+
+    @property
+    def frames(self) -> int:
+        return len(self.poses)
+
+
+def undistort_landmarks(frame: FrameLandmarks, intrinsics: CameraIntrinsics) -> None:
+    """Move the pixel landmarks of ``frame`` (in place) to where a distortion-free camera sees them."""
+    if not intrinsics.has_distortion:
+        return
+    parts = [frame.pose, frame.left_hand, frame.right_hand, frame.face]
+    for part in parts:
+        if part is not None:
+            part.image[:, :2] = intrinsics.undistort_points(part.image[:, :2])
+
+
+def track_frames(
+    source: FrameSource,
+    runner: MediaPipeRunner,
+    fitter: PoseFitter,
+    max_frames: int | None = None,
+    intrinsics: CameraIntrinsics | None = None,
+    progress: bool = True,
+) -> TrackResult:
+    """Run MediaPipe and the fitter over a source; Ctrl+C stops a live camera early (not a file).
+
+    Args:
+        source: frames to track.
+        runner: MediaPipe in video mode.
+        fitter: turns each frame's landmarks into a pose (``fit``) and reports ``last_timings_ms``.
+        max_frames: stop after this many frames (None: until the source ends).
+        intrinsics: when given with distortion, landmarks are undistorted before fitting.
+        progress: a tqdm bar on stderr.
+    """
+    result = TrackResult()
+    total = source.frame_count if max_frames is None else min(max_frames, source.frame_count or max_frames)
+    bar = tqdm(total=total, desc="track", unit="frame", file=sys.stderr, disable=not progress)
+    try:
+        for t_ms, rgb in source:
+            frame = runner.process(rgb, t_ms)
+            if intrinsics is not None:
+                undistort_landmarks(frame, intrinsics)
+            t = time.perf_counter()
+            pose = fitter.fit(frame)
+            fit_wall_ms = (time.perf_counter() - t) * 1000.0
+            timings = getattr(fitter, "last_timings_ms", None) or {}
+            result.poses.append(pose)
+            result.tracked += frame.has_person
+            result.mediapipe_ms.append(frame.timings_ms["total"])
+            result.fit_ms.append(float(timings.get("total", fit_wall_ms)))
+            for name, ms in frame.timings_ms.items():
+                if name != "total":
+                    result.model_ms.setdefault(name, []).append(ms)
+            result.first_ms = t_ms if result.first_ms is None else result.first_ms
+            result.last_ms = t_ms
+            bar.update(1)
+            if result.frames % 10 == 0:
+                bar.set_postfix(tracked=result.tracked)
+            if max_frames is not None and result.frames >= max_frames:
+                break
+    except KeyboardInterrupt:
+        if not source.is_live:
+            raise
+        result.interrupted = True
+    finally:
+        bar.close()
+    return result
+
+
+def _median(values: list[float]) -> float | None:
+    return round(statistics.median(values), 3) if values else None
+
+
+def _motion_fps(source: FrameSource, result: TrackResult) -> float:
+    """A file's frame rate; for a camera, the rate frames were actually tracked at."""
+    if not source.is_live or result.frames < 2 or result.first_ms is None or result.last_ms is None:
+        return source.fps
+    span_s = (result.last_ms - result.first_ms) / 1000.0
+    return float(np.clip((result.frames - 1) / span_s, 1.0, 1000.0)) if span_s > 0 else source.fps
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..assets import load_body
+    from ..body import SmplxPose
+    from ..tracking.fit import PoseFitter
+
+    if args.max_frames is not None and args.max_frames < 1:
+        raise InputError(f"--max-frames must be at least 1, got {args.max_frames}")
+    if not str(args.out).endswith(".npz"):
+        raise InputError(f"--out must be a .npz motion file, got {args.out}")
+    t0 = time.perf_counter()
+    with open_source(args.source) as source:  # bad sources and camera files fail before the slow set-up
+        intrinsics = None
+        if args.camera_json:
+            from calibration.camera import load_intrinsics
+
+            intrinsics = load_intrinsics(args.camera_json).scaled_to(source.width, source.height)
+        K = None if intrinsics is None else intrinsics.K.astype(np.float32)
+        body = load_body(args.smplx_dir)
+        fitter = PoseFitter(body, K=K, mirror=args.mirror, profile=args.profile, fps=source.fps)
+        with MediaPipeRunner(args.models, video=True) as runner:
+            result = track_frames(
+                source, runner, fitter, args.max_frames, intrinsics, progress=source.is_live or not args.json
+            )
+        fps = _motion_fps(source, result)
+        size = (source.width, source.height)
+    if result.frames == 0:
+        raise TrackingError(f"{args.source}: no frames were read; nothing written")
+    if result.tracked == 0:
+        raise TrackingError(
+            f"{args.source}: no person found in any of the {result.frames} frames (a black or empty video, "
+            "or the person is too small or out of view); nothing written"
+        )
+    motion = Motion(poses=SmplxPose.stack(result.poses), fps=fps)
+    motion.save(args.out)
+    summary = {
+        "output": str(args.out),
+        "source": str(args.source),
+        "frames": result.frames,
+        "tracked_frames": result.tracked,
+        "fps": round(fps, 3),
+        "width": size[0],
+        "height": size[1],
+        "models": ",".join(runner.models),
+        "mirror": bool(args.mirror),
+        "camera": str(args.camera_json) if args.camera_json else "fov-guess",
+        "profile": args.profile,
+        "ms_per_frame_mediapipe": _median(result.mediapipe_ms),
+        "ms_per_frame_fit": _median(result.fit_ms),
+        "ms_per_frame_by_model": {k: _median(v) for k, v in result.model_ms.items()},
+        "interrupted": result.interrupted,
+        "seconds": round(time.perf_counter() - t0, 3),
+    }
+    if args.json:
+        print(json.dumps(summary))
+    else:
+        print(
+            f"wrote {args.out}: {result.frames} frames at {fps:g} fps, a person in {result.tracked}; "
+            f"median MediaPipe {summary['ms_per_frame_mediapipe']} ms, "
+            f"fit {summary['ms_per_frame_fit']} ms per frame"
+        )
+    return 0

@@ -1,0 +1,237 @@
+"""The MediaPipe runner: real MediaPipe on the shared photos and video, model checks, hand sides."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from conftest import SHARED_DATA
+
+from streamer.errors import InputError, ModelUnavailableError, TrackingError
+from streamer.tracking.landmarks import FrameLandmarks, HandLandmarks, PoseLandmarks
+from streamer.tracking.mediapipe_runner import (
+    MediaPipeRunner,
+    assign_hands,
+    mediapipe_modules_dir,
+    parse_models,
+)
+from streamer.tracking.sources import VideoFileSource
+
+PHOTOS = sorted((SHARED_DATA / "photos").glob("*")) if (SHARED_DATA / "photos").is_dir() else []
+VIDEO = SHARED_DATA / "video" / "full_body_taichi.mp4"
+needs_photos = pytest.mark.skipif(not PHOTOS, reason="shared photos not found beside the repository")
+needs_video = pytest.mark.skipif(not VIDEO.exists(), reason="shared video not found beside the repository")
+
+# MediaPipe pose landmark indices.
+L_SHOULDER, R_SHOULDER, L_WRIST, R_WRIST, L_HIP, R_HIP = 11, 12, 15, 16, 23, 24
+
+
+def read_rgb(path: Path) -> np.ndarray:
+    return cv2.cvtColor(cv2.imread(str(path)), cv2.COLOR_BGR2RGB)
+
+
+# -- settings and refusals --------------------------------------------------------------------
+
+
+def test_parse_models():
+    assert parse_models("holistic") == ("holistic",)
+    assert parse_models("face, pose") == ("pose", "face")
+    assert parse_models(["hands"]) == ("hands",)
+    with pytest.raises(InputError, match="unknown MediaPipe model 'pose_heavy'"):
+        parse_models("pose_heavy")
+    with pytest.raises(InputError, match="do not combine"):
+        parse_models("holistic,pose")
+    with pytest.raises(InputError, match="no MediaPipe model"):
+        parse_models("")
+
+
+@pytest.mark.parametrize("complexity", [0, 2])
+@pytest.mark.parametrize("models", ["pose", "holistic"])
+def test_unbundled_pose_models_are_refused_without_download(complexity, models):
+    name = {0: "pose_landmark_lite.tflite", 2: "pose_landmark_heavy.tflite"}[complexity]
+    target = mediapipe_modules_dir() / "pose_landmark" / name
+    if target.exists():
+        pytest.skip(f"{name} was installed into this MediaPipe by hand")
+    with pytest.raises(ModelUnavailableError, match=rf"model_complexity={complexity}.*download") as info:
+        MediaPipeRunner(models, model_complexity=complexity)
+    assert name in str(info.value)
+    assert not target.exists()  # nothing was fetched
+
+
+def test_bad_settings():
+    with pytest.raises(InputError, match="0, 1 or 2"):
+        MediaPipeRunner("pose", model_complexity=3)
+    with pytest.raises(InputError, match="0 or 1"):
+        MediaPipeRunner("hands", hand_complexity=2)
+    with pytest.raises(InputError, match="min_detection_confidence"):
+        MediaPipeRunner("pose", min_detection_confidence=1.5)
+
+
+def test_bad_frames_and_closed_runner():
+    runner = MediaPipeRunner("pose", video=False)
+    with pytest.raises(InputError, match=r"\[H, W, 3\] uint8"):
+        runner.process(np.zeros((64, 64, 3), np.float32))
+    with pytest.raises(InputError, match=r"\[H, W, 3\] uint8"):
+        runner.process(np.zeros((64, 64), np.uint8))
+    runner.close()
+    runner.close()  # idempotent
+    with pytest.raises(TrackingError, match="closed"):
+        runner.process(np.zeros((64, 64, 3), np.uint8))
+
+
+def test_black_frame_has_no_person():
+    with MediaPipeRunner("holistic", video=False) as runner:
+        frame = runner.process(np.zeros((240, 320, 3), np.uint8), timestamp_ms=12.5)
+    assert not frame.has_person and frame.pose is None
+    assert frame.left_hand is None and frame.right_hand is None and frame.face is None
+    assert (frame.width, frame.height, frame.timestamp_ms) == (320, 240, 12.5)
+    assert set(frame.timings_ms) == {"holistic", "total"}
+
+
+# -- hand sides ---------------------------------------------------------------------------------
+
+
+def _hand_at(x: float, y: float, size: float = 20.0, score: float = 0.9) -> HandLandmarks:
+    image = np.zeros((21, 3), np.float32)
+    image[:, 0], image[:, 1] = x, y
+    image[9, 1] = y - size  # middle knuckle above the wrist: the hand's scale
+    return HandLandmarks(image=image, world=None, score=score)
+
+
+def _pose_with_wrists(left: tuple[float, float], right: tuple[float, float]) -> PoseLandmarks:
+    image = np.zeros((33, 3), np.float32)
+    image[L_WRIST, :2], image[R_WRIST, :2] = left, right
+    return PoseLandmarks(image=image, world=np.zeros((33, 3), np.float32), visibility=np.ones(33, np.float32))
+
+
+def test_assign_hands_follows_the_pose_wrists_not_the_labels():
+    pose = _pose_with_wrists(left=(300, 200), right=(100, 200))  # front-facing: left wrist on the image right
+    near_left, near_right = _hand_at(305, 195), _hand_at(95, 205)
+    # Labels deliberately wrong: the wrists decide.
+    left, right = assign_hands([(near_left, "Left"), (near_right, "Left")], pose)
+    assert left is near_left and right is near_right
+    # Someone else's hand far from both wrists is dropped.
+    stranger = _hand_at(600, 50)
+    left, right = assign_hands([(stranger, "Right"), (near_right, "Left")], pose)
+    assert left is None and right is near_right
+
+
+def test_assign_hands_without_pose_swaps_the_selfie_labels():
+    a, b = _hand_at(300, 200), _hand_at(100, 200)
+    # MediaPipe Hands labels assume a mirrored image: "Right" on an un-mirrored frame is the person's left.
+    left, right = assign_hands([(a, "Right"), (b, "Left")], None)
+    assert left is a and right is b
+    assert assign_hands([], None) == (None, None)
+
+
+# -- real photos ----------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def photo_results() -> dict[str, FrameLandmarks]:
+    with MediaPipeRunner("holistic", video=False) as runner:
+        return {p.name: runner.process(read_rgb(p)) for p in PHOTOS}
+
+
+@needs_photos
+def test_a_person_in_every_photo_with_sane_landmarks(photo_results):
+    assert len(photo_results) == 4
+    for name, frame in photo_results.items():
+        assert frame.has_person, name
+        pose = frame.pose
+        assert pose.image.shape == (33, 3) and pose.image.dtype == np.float32
+        assert pose.world.shape == (33, 3) and pose.visibility.shape == (33,)
+        seen = pose.visibility > 0.5
+        assert seen[[L_SHOULDER, R_SHOULDER]].all(), name
+        # Head, arms and hips (0-24) are in every photo; MediaPipe extrapolates legs cut off by the border.
+        xy = pose.image[:25][seen[:25], :2]
+        assert (xy[:, 0] >= 0).all() and (xy[:, 0] <= frame.width).all(), name
+        assert (xy[:, 1] >= 0).all() and (xy[:, 1] <= frame.height).all(), name
+        # Front-facing people: the person's left shoulder is on the image right.
+        assert pose.image[L_SHOULDER, 0] > pose.image[R_SHOULDER, 0], name
+        # World landmarks are metric: an adult's shoulders are 0.2-0.6 m apart, the hips near the origin.
+        shoulders = float(np.linalg.norm(pose.world[L_SHOULDER] - pose.world[R_SHOULDER]))
+        assert 0.2 < shoulders < 0.6, (name, shoulders)
+        assert np.linalg.norm(pose.world[[L_HIP, R_HIP]].mean(0)) < 0.1, name
+        # World x follows the image: the left shoulder has the larger x too.
+        assert pose.world[L_SHOULDER, 0] > pose.world[R_SHOULDER, 0], name
+        assert frame.face is not None and frame.face.image.shape == (478, 3), name  # iris-refined mesh
+        assert frame.timings_ms["holistic"] > 0 and frame.timings_ms["total"] >= frame.timings_ms["holistic"]
+
+
+@needs_photos
+def test_hands_are_the_persons_sides_in_every_mode():
+    """studio_woman_skirt: both hands hang beside the body; her right hand is on the image left."""
+    rgb = read_rgb(SHARED_DATA / "photos" / "studio_woman_skirt.png")
+    with MediaPipeRunner("pose,hands,face", video=False) as runner:
+        frame = runner.process(rgb)
+    assert set(frame.timings_ms) == {"pose", "hands", "face", "total"}
+    pose = frame.pose
+    assert frame.left_hand is not None and frame.right_hand is not None
+    for hand, wrist in ((frame.left_hand, L_WRIST), (frame.right_hand, R_WRIST)):
+        assert np.linalg.norm(hand.image[0, :2] - pose.image[wrist, :2]) < 40  # pixels
+        assert hand.world is not None and hand.world.shape == (21, 3)
+    # Hands alone (no pose to match): the handedness labels, un-mirrored, give the same answer.
+    with MediaPipeRunner("hands", video=False) as runner:
+        alone = runner.process(rgb)
+    centre_x = pose.image[[L_SHOULDER, R_SHOULDER], 0].mean()
+    assert alone.right_hand is not None and alone.right_hand.image[0, 0] < centre_x
+    if alone.left_hand is not None:
+        assert alone.left_hand.image[0, 0] > centre_x
+    # Holistic labels its hands by the pose's wrists.
+    with MediaPipeRunner("holistic", video=False) as runner:
+        holistic = runner.process(rgb)
+    assert holistic.right_hand is not None
+    assert np.linalg.norm(holistic.right_hand.image[0, :2] - pose.image[R_WRIST, :2]) < 40
+
+
+# -- real video ------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def video_frames() -> list[FrameLandmarks]:
+    """Holistic in video mode over all 301 frames of the shared video (about 15 s on 2 cores)."""
+    out = []
+    with VideoFileSource(VIDEO) as source, MediaPipeRunner("holistic", video=True) as runner:
+        for t_ms, rgb in source:
+            frame = runner.process(rgb, t_ms)
+            frame.face = None  # keep the fixture small
+            out.append(frame)
+    return out
+
+
+@needs_video
+@pytest.mark.slow
+def test_video_pose_in_at_least_98_percent_of_frames(video_frames):
+    assert len(video_frames) == 301
+    tracked = sum(f.has_person for f in video_frames)
+    assert tracked >= 0.98 * len(video_frames), tracked
+    times = [f.timestamp_ms for f in video_frames]
+    assert np.allclose(np.diff(times), 1000 / 30, atol=0.5)
+
+
+@needs_video
+@pytest.mark.slow
+def test_video_landmarks_stay_in_frame_and_hands_sit_on_their_wrists(video_frames):
+    hands = 0
+    for f in video_frames:
+        if f.pose is None:
+            continue
+        # Pixels, not normalised: head, arms and hips (0-24) stay within the frame give or take 5% (an
+        # elbow or a hand reaches past the border in a few frames; a foot steps out for longer).
+        xy = f.pose.image[:25][f.pose.visibility[:25] > 0.5, :2]
+        margin = 0.05 * f.width
+        assert (
+            (xy >= -margin).all()
+            and (xy[:, 0] <= f.width + margin).all()
+            and (xy[:, 1] <= f.height + margin).all()
+        )
+        for hand, own, other in ((f.left_hand, L_WRIST, R_WRIST), (f.right_hand, R_WRIST, L_WRIST)):
+            if hand is not None:
+                hands += 1
+                gap_own = np.linalg.norm(hand.image[0, :2] - f.pose.image[own, :2])
+                gap_other = np.linalg.norm(hand.image[0, :2] - f.pose.image[other, :2])
+                assert gap_own < gap_other
+    assert hands >= 10  # the hands are small in this video but found in part of it

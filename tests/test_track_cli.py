@@ -1,0 +1,198 @@
+"""``streamer track``, ``streamer bench track`` and ``streamer render --overlay``, end to end."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import SHARED_DATA
+
+from calibration.camera import CameraIntrinsics, intrinsics_from_fov
+from streamer.body import SmplxPose
+from streamer.cli import main
+from streamer.commands.track import track_frames, undistort_landmarks
+from streamer.render.video import VideoWriter
+from streamer.tracking.landmarks import FaceLandmarks, FrameLandmarks, HandLandmarks, PoseLandmarks
+from streamer.tracking.mediapipe_runner import MediaPipeRunner
+from streamer.tracking.motion import Motion, load_motion
+from streamer.tracking.sources import FrameSource, VideoFileSource
+
+VIDEO = SHARED_DATA / "video" / "full_body_taichi.mp4"
+needs_video = pytest.mark.skipif(not VIDEO.exists(), reason="shared video not found beside the repository")
+
+
+def write_video(
+    path: Path, levels: list[int], width: int = 160, height: int = 120, fps: float = 30.0
+) -> Path:
+    """A video whose frame i is a flat grey of ``levels[i]`` (0 everywhere: a black video)."""
+    with VideoWriter(path, width, height, fps=fps, crf=0) as w:
+        for level in levels:
+            w.write(np.full((height, width, 3), level, np.uint8))
+    return path
+
+
+def leftovers(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir() if p.name.startswith("."))
+
+
+@needs_video
+def test_track_writes_a_motion_of_the_first_60_frames(tmp_path, capsys):
+    camera = tmp_path / "K.json"
+    intrinsics_from_fov(65.0, 720, 1280).save(camera)
+    out = tmp_path / "motion.npz"
+    code = main(
+        ["track", str(VIDEO), "-o", str(out), "--max-frames", "60", "--camera-json", str(camera), "--json"]
+    )
+    assert code == 0
+    summary = json.loads(capsys.readouterr().out)
+    for key in ("frames", "tracked_frames", "ms_per_frame_mediapipe", "ms_per_frame_fit", "output"):
+        assert key in summary
+    assert summary["frames"] == 60 and summary["tracked_frames"] >= 58
+    assert summary["output"] == str(out) and summary["fps"] == 30.0
+    assert summary["ms_per_frame_mediapipe"] > 0 and summary["ms_per_frame_fit"] > 0
+    assert set(summary["ms_per_frame_by_model"]) == {"holistic"}
+    motion = load_motion(out)
+    assert len(motion) == 60 and motion.fps == 30.0
+    assert np.isfinite(motion.poses.body_pose.numpy()).all()
+    # A person moving their arms: the body is not stuck in one pose.
+    assert float(motion.poses.body_pose.std(0).max()) > 0.01
+
+
+def test_black_video_fails_clearly_and_writes_nothing(tmp_path, capsys):
+    video = write_video(tmp_path / "black.mp4", [0] * 8)
+    out = tmp_path / "motion.npz"
+    assert main(["track", str(video), "-o", str(out), "--json"]) == 2
+    err = capsys.readouterr().err
+    assert "no person found in any of the 8 frames" in err and "nothing written" in err
+    assert not out.exists() and leftovers(tmp_path) == []
+
+
+def test_bad_inputs_fail_before_tracking(tmp_path, capsys):
+    corrupt = tmp_path / "corrupt.mp4"
+    corrupt.write_bytes(b"\x00\x00\x00\x18ftypmp42" + bytes(range(256)) * 8)
+    out = tmp_path / "m.npz"
+    assert main(["track", str(corrupt), "-o", str(out)]) == 2
+    assert "not a readable video file" in capsys.readouterr().err
+    video = write_video(tmp_path / "grey.mp4", [128] * 2)
+    square = tmp_path / "square.json"
+    intrinsics_from_fov(60.0, 480, 480).save(square)
+    assert main(["track", str(video), "-o", str(out), "--camera-json", str(square)]) == 2
+    assert "different aspect ratio" in capsys.readouterr().err
+    broken = tmp_path / "broken.json"
+    broken.write_text("{not json")
+    assert main(["track", str(video), "-o", str(out), "--camera-json", str(broken)]) == 2
+    assert "not a readable JSON file" in capsys.readouterr().err
+    assert main(["track", str(video), "-o", str(out), "--max-frames", "0"]) == 2
+    assert main(["track", str(video), "-o", str(tmp_path / "m.json")]) == 2
+    assert main(["track", "camera:96", "-o", str(out)]) == 2
+    assert "camera 96 is not available" in capsys.readouterr().err
+    assert not out.exists()
+
+
+class _LiveSource(FrameSource):
+    """A 'camera' that delivers a few black frames, then the user presses Ctrl+C."""
+
+    def __init__(self, frames: int) -> None:
+        self.name, self.width, self.height, self.fps, self.frame_count = "fake", 64, 48, 30.0, None
+        self._frames = frames
+
+    def __iter__(self) -> Iterator[tuple[float, np.ndarray]]:
+        for i in range(self._frames):
+            yield i * 50.0, np.zeros((48, 64, 3), np.uint8)
+        raise KeyboardInterrupt
+
+    def close(self) -> None:
+        pass
+
+
+class _RestFitter:
+    def __init__(self) -> None:
+        self.last_timings_ms: dict[str, float] = {}
+
+    def fit(self, frame: FrameLandmarks) -> SmplxPose:
+        self.last_timings_ms = {"total": 0.5}
+        return SmplxPose.zeros()
+
+
+def test_ctrl_c_stops_a_camera_and_keeps_what_was_tracked():
+    with MediaPipeRunner("pose", video=True) as runner:
+        result = track_frames(_LiveSource(3), runner, _RestFitter(), progress=False)
+    assert result.interrupted and result.frames == 3 and result.tracked == 0
+    assert result.fit_ms == [0.5, 0.5, 0.5] and len(result.mediapipe_ms) == 3
+    assert (result.first_ms, result.last_ms) == (0.0, 100.0)
+
+
+def test_undistort_landmarks_moves_every_part():
+    intr = CameraIntrinsics(
+        K=[[500.0, 0, 320], [0, 500.0, 240], [0, 0, 1]],
+        width=640,
+        height=480,
+        dist=[-0.3, 0.1, 0.0, 0.0, 0.0],
+    )
+    corner = np.array([[600.0, 450.0, 1.0]], np.float32)  # far from the centre: barrel distortion matters
+    frame = FrameLandmarks(
+        width=640,
+        height=480,
+        timestamp_ms=0.0,
+        pose=PoseLandmarks(
+            image=np.repeat(corner, 33, 0),
+            world=np.zeros((33, 3), np.float32),
+            visibility=np.ones(33, np.float32),
+        ),
+        left_hand=HandLandmarks(image=np.repeat(corner, 21, 0), world=None),
+        face=FaceLandmarks(image=np.repeat(corner, 478, 0)),
+    )
+    undistort_landmarks(frame, intr)
+    expected = intr.undistort_points(corner[:, :2])[0]
+    assert np.linalg.norm(expected - corner[0, :2]) > 5
+    for part in (frame.pose, frame.left_hand, frame.face):
+        assert np.allclose(part.image[:, :2], expected) and np.all(part.image[:, 2] == 1.0)  # depth untouched
+
+
+@needs_video
+def test_bench_track_reports_mediapipe_and_fit(capsys):
+    assert main(["bench", "track", "--frames", "10", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["bench"] == "track" and result["frames"] == 10 and result["tracked_frames"] >= 9
+    stages = {row["stage"]: row for row in result["results"]}
+    assert set(stages) == {"mediapipe:holistic", "mediapipe:total", "fit"}
+    assert all(row["median_ms"] > 0 and row["frames"] == 5 for row in stages.values())
+
+
+def test_render_overlay_puts_the_synchronised_video_beside_the_avatar(tmp_path, capsys):
+    """The video's frame k (grey level 40 * k) sits left of the avatar rendered from motion frame k."""
+    levels = [40 * k for k in range(6)]
+    video = write_video(tmp_path / "src.mp4", levels, width=96, height=64, fps=24.0)
+    motion = tmp_path / "m.npz"
+    Motion(SmplxPose.zeros(batch=6), fps=24.0).save(motion)
+    out = tmp_path / "overlay.mp4"
+    assert (
+        main(
+            [
+                "render",
+                "--motion",
+                str(motion),
+                "--overlay",
+                str(video),
+                "--size",
+                "64",
+                "-o",
+                str(out),
+                "--backend",
+                "cpu",
+                "--json",
+            ]
+        )
+        == 0
+    )
+    assert json.loads(capsys.readouterr().out)["overlay"] == str(video)
+    with VideoFileSource(out) as src:
+        assert (src.width, src.height) == (96 + 64, 64)
+        frames = [rgb for _, rgb in src]
+    assert len(frames) == 6
+    for k, rgb in enumerate(frames):
+        assert abs(float(np.median(rgb[:, :90])) - levels[k]) <= 4, k
+        assert float(rgb[:, 96:].max()) > 200  # the render's white background on the right
