@@ -7,7 +7,7 @@ import torch
 from torch import Tensor
 
 from ..body.joints import JOINT_INDEX, JOINT_NAMES
-from ..body.model import BodyModel, face_normals
+from ..body.model import BodyModel, vertex_normals
 from .avatar import Avatar
 from .gaussians import Gaussians
 from .lbs import matrix_to_quat
@@ -92,10 +92,15 @@ def outfit_colors(points: Tensor, normals: Tensor, weights: Tensor, body: BodyMo
     hair = is_head & ((y > eye_y + 0.035) | ((z < float(head[2]) - 0.02) & (y > eye_y - 0.07)))
     paint(hair, HAIR)
     paint(torch.as_tensor(np.isin(names, ["left_eye", "right_eye"])), EYES)
-    mouth_y = float(joints[JOINT_INDEX["jaw"], 1])
-    front = z > points[is_head, 2].max() - 0.045 if bool(is_head.any()) else torch.zeros_like(is_head)
-    lips = is_head & front & (y > mouth_y - 0.035) & (y < mouth_y - 0.005) & (points[:, 0].abs() < 0.025)
-    paint(lips, LIPS)
+    # Lips from the face landmarks: an ellipse around the outer lip contour, front of the face.
+    lmk = body.face_landmarks()
+    x = points[:, 0]
+    face_front = is_head & (z > float(lmk[:, 2].min()) - 0.01)
+    lip = lmk[31:43]
+    centre = lip.mean(0)
+    half = (lip.max(0).values - lip.min(0).values) / 2
+    inside = ((x - centre[0]) / half[0]) ** 2 + ((y - centre[1]) / (half[1] * 1.1)) ** 2 < 1
+    paint(face_front & inside, LIPS)
     # Soft light from above-front plus a little deterministic fabric noise.
     light = torch.tensor([0.25, 0.75, 0.6])
     light = light / light.norm()
@@ -129,7 +134,8 @@ def build_demo_avatar(body: BodyModel, num_gaussians: int = DEMO_GAUSSIANS, seed
     means = (verts[tri] * bary[..., None]).sum(1)
     weights = (body.lbs_weights[tri] * bary[..., None]).sum(1)
     weights = weights / weights.sum(1, keepdim=True)
-    normals = face_normals(verts, faces)[fidx]
+    normals = (vertex_normals(verts, faces)[tri] * bary[..., None]).sum(1)
+    normals = normals / normals.norm(dim=-1, keepdim=True).clamp_min(1e-12)
     quats = matrix_to_quat(tangent_frames(normals))
     scales = torch.stack([spacing * TANGENT_SIGMA, spacing * TANGENT_SIGMA, spacing * NORMAL_SIGMA], -1)
     colors = outfit_colors(means, normals, weights, body)

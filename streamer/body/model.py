@@ -162,6 +162,16 @@ class BodyModel:
         """Joint centres of the shaped T-pose. [..., 55, 3]"""
         return torch.einsum("jv,...vc->...jc", self.J_regressor, self.shaped_vertices(betas))
 
+    def face_landmarks(self, vertices: Tensor | None = None) -> Tensor:
+        """The 51 static face landmarks (brows 0-9, nose 10-18, eyes 19-30, mouth 31-50). [..., 51, 3]
+
+        Computed on ``vertices`` [..., V, 3] (default: the template) from the model's
+        ``lmk_faces_idx`` / ``lmk_bary_coords``.
+        """
+        v = self.v_template if vertices is None else vertices
+        tri = v[..., self.faces[self.layer.lmk_faces_idx], :]  # [..., 51, 3 corners, 3]
+        return (tri * self.layer.lmk_bary_coords[..., None]).sum(-2)
+
     def joint_transforms(self, pose: SmplxPose, betas: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """Skinning transforms of a pose (translation included).
 
@@ -213,6 +223,17 @@ class BodyModel:
         if not lead:
             return verts[0], joints[0]
         return verts, joints
+
+
+def vertex_normals(vertices: Tensor, faces: Tensor) -> Tensor:
+    """Unit per-vertex normals: area-weighted sums of the adjacent face normals. [V, 3]
+
+    Smoother than face normals and robust to the odd tiny folded triangle.
+    """
+    tri = vertices[faces]
+    n = torch.linalg.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])  # length = 2 * area
+    acc = torch.zeros_like(vertices).index_add_(0, faces.reshape(-1), n.repeat_interleave(3, dim=0))
+    return acc / acc.norm(dim=-1, keepdim=True).clamp_min(1e-12)
 
 
 def face_normals(vertices: Tensor, faces: Tensor) -> Tensor:
