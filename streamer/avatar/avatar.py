@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -16,6 +17,11 @@ from ..errors import AvatarFormatError, InputError
 from .gaussians import Gaussians
 from .lbs import align_quat_signs, matrix_to_quat, skin_gaussians
 from .ply import read_ply, write_ply
+
+try:  # the compiled CPU kernel; built by `pip install -e .`
+    from . import _lbs_cpu
+except ImportError:  # pragma: no cover - exercised only on broken installs
+    _lbs_cpu = None
 
 if TYPE_CHECKING:
     from ..body.model import BodyModel
@@ -38,6 +44,7 @@ class Avatar:
     gaussians: Gaussians
     skin_weights: Tensor
     betas: Tensor = field(default_factory=lambda: torch.zeros(10))
+    _cache: dict[Any, Any] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         n = len(self.gaussians)
@@ -74,9 +81,49 @@ class Avatar:
         return [g.replace(means=m, quats=q) for m, q in zip(means, quats)]
 
     def pose_tensors(self, body: "BodyModel", pose: SmplxPose) -> tuple[Tensor, Tensor]:
-        """Posed means [..., N, 3] and quaternions [..., N, 4] (the batched core of :meth:`pose`)."""
-        transforms, joint_quats = skinning_transforms(body, pose, self.betas)
-        return skin_gaussians(self.gaussians.means, self.gaussians.quats, self.skin_weights, transforms, joint_quats)
+        """Posed means [..., N, 3] and quaternions [..., N, 4] (the batched core of :meth:`pose`).
+
+        On the CPU without autograd this runs the C++ sparse kernel; otherwise (CUDA, gradients)
+        the dense torch implementation :func:`skin_gaussians`, its tested twin.
+        """
+        transforms, joint_quats = skinning_transforms(body, pose, self.rest_joints(body))
+        g = self.gaussians
+        fast = _lbs_cpu is not None and g.device.type == "cpu" and not (
+            torch.is_grad_enabled() and (g.means.requires_grad or transforms.requires_grad)
+        )
+        if not fast:
+            return skin_gaussians(g.means, g.quats, self.skin_weights, transforms, joint_quats)
+        idx, w = self.sparse_weights()
+        lead = transforms.shape[:-3]
+        A = transforms[..., :3, :].reshape(-1, NUM_JOINTS, 12).contiguous().numpy()
+        Q = joint_quats.reshape(-1, NUM_JOINTS, 4).contiguous().numpy()
+        means = torch.empty((A.shape[0], len(g), 3))
+        quats = torch.empty((A.shape[0], len(g), 4))
+        src_m, src_q = g.means.detach().contiguous().numpy(), g.quats.detach().contiguous().numpy()
+        for t in range(A.shape[0]):
+            _lbs_cpu.skin_sparse(src_m, src_q, idx, w, A[t], Q[t], means[t].numpy(), quats[t].numpy())
+        return means.reshape(lead + (len(g), 3)), quats.reshape(lead + (len(g), 4))
+
+    def rest_joints(self, body: "BodyModel") -> Tensor:
+        """Joint centres of this avatar's shaped rest pose on ``body`` (cached). [55, 3]"""
+        key = ("rest", id(body), body.device)
+        if key not in self._cache:
+            self._cache[key] = body.rest_joints(self.betas.to(body.device))
+        return self._cache[key]
+
+    def sparse_weights(self) -> tuple[np.ndarray, np.ndarray]:
+        """Non-zero skinning weights as joint indices [N, K] int32 and weights [N, K] float32 (cached).
+
+        K is the largest number of non-zero weights of any Gaussian; shorter rows are padded with
+        weight 0, so the sparse form is exact.
+        """
+        if "sparse" not in self._cache:
+            w = self.skin_weights.detach().cpu().numpy()
+            k = max(1, int((w > 0).sum(1).max())) if len(w) else 1
+            idx = np.argsort(-w, axis=1, kind="stable")[:, :k]
+            vals = np.take_along_axis(w, idx, axis=1)
+            self._cache["sparse"] = (idx.astype(np.int32), np.ascontiguousarray(vals, dtype=np.float32))
+        return self._cache["sparse"]
 
     # -- files ---------------------------------------------------------------------------
 
@@ -87,13 +134,11 @@ class Avatar:
         weights any Gaussian has) as ``skin_j_k`` (uchar joint) and ``skin_w_k`` (float), so the
         weights round-trip bit-exactly.
         """
-        w = self.skin_weights.detach().cpu().numpy()
-        k = max(1, int((w > 0).sum(1).max())) if len(w) else 1
-        idx = np.argsort(-w, axis=1, kind="stable")[:, :k].astype(np.uint8)
-        val = np.take_along_axis(w, idx.astype(np.int64), axis=1).astype(np.float32)
+        idx, val = self.sparse_weights()
+        k = idx.shape[1]
         extras: dict[str, np.ndarray] = {}
         for i in range(k):
-            extras[f"skin_j_{i}"] = idx[:, i]
+            extras[f"skin_j_{i}"] = idx[:, i].astype(np.uint8)
             extras[f"skin_w_{i}"] = val[:, i]
         betas = " ".join(repr(float(b)) for b in self.betas.cpu().tolist())
         comments = [f"{FORMAT_TAG} {FORMAT_VERSION} joints={NUM_JOINTS} skin_k={k}", f"betas {betas}".rstrip()]
@@ -140,9 +185,8 @@ class Avatar:
         return avatar.to(device) if str(device) != "cpu" else avatar
 
 
-def skinning_transforms(body: "BodyModel", pose: SmplxPose, betas: Tensor) -> tuple[Tensor, Tensor]:
+def skinning_transforms(body: "BodyModel", pose: SmplxPose, rest_joints: Tensor) -> tuple[Tensor, Tensor]:
     """Per-joint transforms [..., 55, 4, 4] and their sign-aligned quaternions [..., 55, 4]."""
-    transforms, _ = body.joint_transforms(pose, betas=betas.to(body.device))
+    transforms, _ = body.joint_transforms(pose, rest_joints=rest_joints)
     joint_quats = align_quat_signs(matrix_to_quat(transforms[..., :3, :3]), body.parents)
     return transforms, joint_quats
-

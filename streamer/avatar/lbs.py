@@ -13,6 +13,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from ..body.kinematics import level_index
 from ..errors import InputError
 
 
@@ -57,14 +58,14 @@ def align_quat_signs(quats: Tensor, parents: Tensor) -> Tensor:
     """Flip joint quaternions [..., J, 4] so each has a non-negative dot with its parent's.
 
     Neighbouring joints then blend along the short arc. ``parents`` [J] long, root -1, in
-    topological order (every parent index is smaller than its child's).
+    topological order. Runs one vectorised step per tree depth.
     """
-    out = list(quats.unbind(-2))
-    for j, p in enumerate(parents.tolist()):
-        if p >= 0:
-            dot = (out[j] * out[p]).sum(-1, keepdim=True)
-            out[j] = torch.where(dot < 0, -out[j], out[j])
-    return torch.stack(out, dim=-2)
+    out = quats.clone()
+    for joints, pars in level_index(tuple(parents.tolist()), quats.device):
+        child, parent = out[..., joints, :], out[..., pars, :]
+        dot = (child * parent).sum(-1, keepdim=True)
+        out[..., joints, :] = torch.where(dot < 0, -child, child)
+    return out
 
 
 def skin_gaussians(

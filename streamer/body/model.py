@@ -11,11 +11,12 @@ from pathlib import Path
 import numpy as np
 import smplx
 import torch
-from smplx.lbs import batch_rigid_transform, batch_rodrigues
+from smplx.lbs import batch_rodrigues
 from torch import Tensor
 
 from ..errors import BodyModelError, PoseError
 from .joints import NUM_JOINTS, PARENTS
+from .kinematics import forward_kinematics
 from .pose import SmplxPose
 
 _BUILTIN_LOCK = threading.Lock()
@@ -172,12 +173,15 @@ class BodyModel:
         tri = v[..., self.faces[self.layer.lmk_faces_idx], :]  # [..., 51, 3 corners, 3]
         return (tri * self.layer.lmk_bary_coords[..., None]).sum(-2)
 
-    def joint_transforms(self, pose: SmplxPose, betas: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    def joint_transforms(
+        self, pose: SmplxPose, betas: Tensor | None = None, rest_joints: Tensor | None = None
+    ) -> tuple[Tensor, Tensor]:
         """Skinning transforms of a pose (translation included).
 
         Args:
             pose: SMPL-X pose, single or batched.
             betas: body shape [..., B]; defaults to ``pose.betas``.
+            rest_joints: precomputed :meth:`rest_joints` of that shape [55, 3] (saves time per frame).
 
         Returns:
             ``A`` [..., 55, 4, 4]: maps a rest-pose point rigidly attached to joint j to its posed
@@ -187,15 +191,13 @@ class BodyModel:
             raise PoseError(f"expected an SmplxPose, got {type(pose).__name__}")
         pose.validate()  # catches NaN written into the tensors after construction
         lead = pose.batch_shape
-        rest = self.rest_joints(pose.betas if betas is None else betas)
-        rest = rest.expand(lead + rest.shape[-2:]).reshape(-1, NUM_JOINTS, 3)
-        rot = batch_rodrigues(pose.full_pose().to(self.device).reshape(-1, 3)).reshape(-1, NUM_JOINTS, 3, 3)
-        joints, A = batch_rigid_transform(rot, rest, self.parents)
-        transl = pose.transl.to(self.device).reshape(-1, 1, 3)
+        rest = self.rest_joints(pose.betas if betas is None else betas) if rest_joints is None else rest_joints
+        rot = batch_rodrigues(pose.full_pose().to(self.device).reshape(-1, 3)).reshape(lead + (NUM_JOINTS, 3, 3))
+        A, joints = forward_kinematics(rot, rest, PARENTS)
+        transl = pose.transl.to(self.device)[..., None, :]
         A = A.clone()
         A[..., :3, 3] += transl
-        joints = joints + transl
-        return A.reshape(lead + (NUM_JOINTS, 4, 4)), joints.reshape(lead + (NUM_JOINTS, 3))
+        return A, joints + transl
 
     def forward(self, pose: SmplxPose) -> tuple[Tensor, Tensor]:
         """Posed mesh through ``smplx`` (pose blend shapes included).
