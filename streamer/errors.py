@@ -8,11 +8,14 @@ Every error the package raises on purpose derives from :class:`StreamerError`::
      │    ├── AvatarFormatError         a .ply that is truncated or not a 3DGS avatar
      │    ├── MotionFormatError         a motion file we cannot read
      │    ├── SourceError               a video file or camera that cannot be opened or decoded
-     │    └── CameraCalibrationError    camera intrinsics that cannot be computed or read
+     │    ├── CameraCalibrationError    camera intrinsics that cannot be computed or read
+     │    └── ProfileError              a performer profile that is missing or corrupt
      ├── BodyModelError                 body model files missing or malformed
      ├── TrackingError                  landmark tracking cannot run as asked, or found nobody
      │    └── ModelUnavailableError     a MediaPipe model that is not bundled (would need a download)
      ├── BackendUnavailableError        a renderer backend that cannot run here
+     ├── StreamError                    the avatar server cannot start or serve as asked
+     │    └── SignallingError           a bad signalling message (JSON, type, SDP, size, state)
      └── LHMError                       LHM checkpoints, encoders, manifests
                                         (tree in streamer/reconstruct/lhm/errors.py)
 """
@@ -48,6 +51,10 @@ class CameraCalibrationError(InputError):
     """Camera intrinsics that cannot be computed (too few views) or a corrupt intrinsics file."""
 
 
+class ProfileError(InputError):
+    """A performer profile that is missing, unreadable or malformed (or a bad profile name)."""
+
+
 class BodyModelError(StreamerError):
     """Body model files are missing or malformed."""
 
@@ -62,3 +69,19 @@ class TrackingError(StreamerError):
 
 class ModelUnavailableError(TrackingError):
     """A MediaPipe model that this install does not bundle (using it would need a download)."""
+
+
+class StreamError(StreamerError):
+    """The avatar server cannot start (port in use, web client missing) or serve as asked."""
+
+
+class SignallingError(StreamError):
+    """A signalling message the server refuses; ``code`` names the reason for the client.
+
+    Codes: ``bad_json``, ``bad_message``, ``unknown_type``, ``bad_sdp``, ``too_large``, ``bad_state``,
+    ``stage_busy``, ``internal``.
+    """
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
