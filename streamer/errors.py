@@ -14,6 +14,8 @@ Every error the package raises on purpose derives from :class:`StreamerError`::
      ├── TrackingError                  landmark tracking cannot run as asked, or found nobody
      │    └── ModelUnavailableError     a MediaPipe model that is not bundled (would need a download)
      ├── BackendUnavailableError        a renderer backend that cannot run here
+     ├── ReconstructionError            a photo that cannot become an avatar: unreadable, too large,
+     │                                  nobody (or nobody whole enough) in it
      ├── StreamError                    the avatar server cannot start or serve as asked
      │    └── SignallingError           a bad signalling message (JSON, type, SDP, size, state)
      └── LHMError                       LHM checkpoints, encoders, manifests
@@ -71,6 +73,10 @@ class ModelUnavailableError(TrackingError):
     """A MediaPipe model that this install does not bundle (using it would need a download)."""
 
 
+class ReconstructionError(StreamerError):
+    """A photo that cannot be reconstructed: unreadable, unsupported, too large, or no usable person."""
+
+
 class StreamError(StreamerError):
     """The avatar server cannot start (port in use, web client missing) or serve as asked."""
 
@@ -79,7 +85,7 @@ class SignallingError(StreamError):
     """A signalling message the server refuses; ``code`` names the reason for the client.
 
     Codes: ``bad_json``, ``bad_message``, ``unknown_type``, ``bad_sdp``, ``too_large``, ``bad_state``,
-    ``stage_busy``, ``internal``.
+    ``busy``, ``internal`` (and ``replaced``, sent when another performer takes the stage).
     """
 
     def __init__(self, code: str, message: str) -> None:

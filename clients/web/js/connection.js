@@ -1,0 +1,259 @@
+// One connection to the avatar server: websocket signalling + RTCPeerConnection + data channel,
+// reconnecting (with back-off) whenever the websocket or the peer connection drops.
+//
+// Signalling (see streamer/stream/protocol.py): join -> joined, offer -> answer, error.
+// aiortc does not trickle ICE, so the offer is sent once ICE gathering is complete.
+//
+// Events (EventTarget): "state" {detail: {state, text}}, "stream" {detail: MediaStream},
+// "stats" {detail: stats message}, "problem" {detail: {code, message}}, "joined" {detail: msg},
+// "control-open" (the data channel is ready for sendControl).
+
+const RECONNECT_MIN_MS = 1000;
+const RECONNECT_MAX_MS = 10000;
+const ICE_GATHER_TIMEOUT_MS = 5000;
+const NO_MEDIA_TIMEOUT_MS = 20000;
+
+/** Words for the person, per server error code. */
+const ERROR_WORDS = {
+  replaced: "Another performer took over this stage.",
+  busy: "The server is full; try again later.",
+  bad_sdp: "The server could not use this browser's video offer.",
+  too_large: "A message to the server was too large.",
+  internal: "The server had a problem.",
+};
+
+export function wsUrl(location) {
+  const scheme = location.protocol === "https:" ? "wss:" : "ws:";
+  return `${scheme}//${location.host}/ws`;
+}
+
+export class AvatarConnection extends EventTarget {
+  /**
+   * @param {object} options
+   * @param {"performer"|"viewer"} options.role
+   * @param {string} options.stage
+   * @param {(joined: object) => Promise<MediaStream|null>} [options.getStream] the webcam to send,
+   *   asked for once the server said what drives the stage (joined.source: "webcam" or "motion").
+   * @param {string} [options.url] websocket URL (default: this page's server).
+   */
+  constructor({ role, stage, getStream = async () => null, url = wsUrl(window.location) }) {
+    super();
+    this.role = role;
+    this.stage = stage;
+    this.getStream = getStream;
+    this.url = url;
+    this.ws = null;
+    this.pc = null;
+    this.channel = null;
+    this.stopped = true;
+    this.attempt = 0;
+    this.retryTimer = null;
+    this.mediaTimer = null;
+    this.state = "idle";
+    this.lastStats = null;
+    this.generation = 0; // ignores events of connections that were replaced
+  }
+
+  start() {
+    if (!this.stopped) return;
+    this.stopped = false;
+    this.attempt = 0;
+    this.#connect();
+  }
+
+  stop() {
+    this.stopped = true;
+    clearTimeout(this.retryTimer);
+    this.#teardown();
+    this.#setState("idle", "Stopped.");
+  }
+
+  /** Send a data-channel message (orbit, stats); false while not connected. */
+  sendControl(message) {
+    if (!this.channel || this.channel.readyState !== "open") return false;
+    this.channel.send(JSON.stringify(message));
+    return true;
+  }
+
+  #setState(state, text) {
+    this.state = state;
+    this.dispatchEvent(new CustomEvent("state", { detail: { state, text } }));
+  }
+
+  #problem(code, message) {
+    this.dispatchEvent(new CustomEvent("problem", { detail: { code, message } }));
+  }
+
+  #teardown() {
+    this.generation += 1;
+    clearTimeout(this.mediaTimer);
+    if (this.channel) this.channel.close();
+    if (this.pc) this.pc.close();
+    if (this.ws) {
+      try {
+        if (this.ws.readyState === WebSocket.OPEN) this.ws.send(JSON.stringify({ type: "bye" }));
+        this.ws.close();
+      } catch (_) {
+        /* already closed */
+      }
+    }
+    this.ws = this.pc = this.channel = null;
+  }
+
+  #retry(reason) {
+    this.#teardown();
+    if (this.stopped) return;
+    const delay = Math.min(RECONNECT_MAX_MS, RECONNECT_MIN_MS * 2 ** this.attempt);
+    this.attempt += 1;
+    this.#setState("reconnecting", `${reason} Reconnecting in ${Math.round(delay / 1000)} s…`);
+    this.retryTimer = setTimeout(() => this.#connect(), delay);
+  }
+
+  #connect() {
+    const generation = ++this.generation;
+    const current = () => generation === this.generation && !this.stopped;
+    this.#setState("connecting", "Connecting to the avatar server…");
+    let ws;
+    try {
+      ws = new WebSocket(this.url);
+    } catch (err) {
+      this.#retry(`Cannot open the signalling connection (${err.message}).`);
+      return;
+    }
+    this.ws = ws;
+    let opened = false;
+    ws.onopen = () => {
+      if (!current()) return;
+      opened = true;
+      ws.send(JSON.stringify({ type: "join", role: this.role, stage: this.stage }));
+    };
+    ws.onmessage = async (event) => {
+      if (!current()) return;
+      let msg;
+      try {
+        msg = JSON.parse(event.data);
+      } catch (_) {
+        return;
+      }
+      try {
+        if (msg.type === "joined") await this.#negotiate(msg, current);
+        else if (msg.type === "answer") await this.pc.setRemoteDescription({ type: "answer", sdp: msg.sdp });
+        else if (msg.type === "error") this.#serverError(msg);
+      } catch (err) {
+        if (!current()) return;
+        this.#problem(err.code || err.name || "client", err.message || String(err));
+        if (err.fatal) this.stop();
+        else this.#retry(`Connection set-up failed: ${err.message || err}.`);
+      }
+    };
+    ws.onclose = () => {
+      if (!current()) return;
+      this.#retry(
+        opened
+          ? "The connection to the avatar server was lost."
+          : "The avatar server is not reachable (is `streamer serve` running?).",
+      );
+    };
+  }
+
+  #serverError(msg) {
+    const words = ERROR_WORDS[msg.code] || "The server refused the connection.";
+    this.#problem(msg.code, `${words} (${msg.message})`);
+    if (msg.code === "replaced") this.stop();
+  }
+
+  async #negotiate(joined, current) {
+    this.dispatchEvent(new CustomEvent("joined", { detail: joined }));
+    const stream = await this.getStream(joined); // may throw (camera permission): shown by the page
+    if (!current()) return;
+    const pc = new RTCPeerConnection({ iceServers: joined.ice_servers || [] });
+    this.pc = pc;
+    if (stream && stream.getVideoTracks().length) {
+      for (const track of stream.getVideoTracks()) pc.addTrack(track, stream);
+    } else {
+      pc.addTransceiver("video", { direction: "recvonly" });
+    }
+    const channel = pc.createDataChannel("control");
+    this.channel = channel;
+    channel.onopen = () => {
+      if (current()) this.dispatchEvent(new CustomEvent("control-open"));
+    };
+    channel.onmessage = (event) => {
+      if (!current()) return;
+      let msg;
+      try {
+        msg = JSON.parse(event.data);
+      } catch (_) {
+        return;
+      }
+      if (msg.type === "stats") {
+        this.lastStats = msg;
+        this.dispatchEvent(new CustomEvent("stats", { detail: msg }));
+      } else if (msg.type === "error") {
+        this.#problem(msg.code, msg.message);
+      }
+    };
+    pc.ontrack = (event) => {
+      if (!current()) return;
+      const media = event.streams && event.streams[0] ? event.streams[0] : new MediaStream([event.track]);
+      this.dispatchEvent(new CustomEvent("stream", { detail: media }));
+    };
+    pc.onconnectionstatechange = () => {
+      if (!current()) return;
+      const s = pc.connectionState;
+      if (s === "connected") {
+        clearTimeout(this.mediaTimer);
+        this.attempt = 0;
+        this.#setState("connected", "Connected.");
+      } else if (s === "failed" || s === "closed") {
+        this.#retry(`The video connection ${s}.`);
+      } else if (s === "disconnected") {
+        this.#setState("unstable", "The video connection is unstable…");
+      }
+    };
+    this.mediaTimer = setTimeout(() => {
+      if (current() && pc.connectionState !== "connected") this.#retry("The video connection did not come up.");
+    }, NO_MEDIA_TIMEOUT_MS);
+    await pc.setLocalDescription(await pc.createOffer());
+    await gatheringComplete(pc);
+    if (!current()) return;
+    this.ws.send(JSON.stringify({ type: "offer", sdp: pc.localDescription.sdp }));
+    this.#setState("negotiating", "Starting the video…");
+  }
+}
+
+/** Resolves when ICE gathering is complete (or after a timeout: send what we have). */
+function gatheringComplete(pc) {
+  if (pc.iceGatheringState === "complete") return Promise.resolve();
+  return new Promise((resolve) => {
+    const timer = setTimeout(done, ICE_GATHER_TIMEOUT_MS);
+    function done() {
+      clearTimeout(timer);
+      pc.removeEventListener("icegatheringstatechange", check);
+      resolve();
+    }
+    function check() {
+      if (pc.iceGatheringState === "complete") done();
+    }
+    pc.addEventListener("icegatheringstatechange", check);
+  });
+}
+
+/** Words for a getUserMedia failure. */
+export function cameraErrorWords(err) {
+  switch (err && err.name) {
+    case "NotAllowedError":
+    case "SecurityError":
+      return "Camera permission was denied. Allow camera access for this page in the browser, then press Start.";
+    case "NotFoundError":
+    case "OverconstrainedError":
+      return "No camera was found. Connect a webcam, then press Start.";
+    case "NotReadableError":
+    case "AbortError":
+      return "The camera could not be started: another program may be using it.";
+    case "TypeError":
+      return "This page cannot use the camera: open it as http://localhost or over HTTPS.";
+    default:
+      return `The camera could not be started (${(err && (err.message || err.name)) || err}).`;
+  }
+}

@@ -1,0 +1,97 @@
+// The overlay on the avatar video: frames per second shown here, and latency.
+//
+// Latency = what the server adds (webcam frame received -> avatar frame sent, p50 from its stats
+// message) + what the network and this browser add (half the round trip + jitter-buffer delay,
+// from RTCPeerConnection.getStats()).
+
+const UPDATE_MS = 1000;
+
+export class StatsOverlay {
+  /**
+   * @param {HTMLVideoElement} video the avatar video.
+   * @param {HTMLElement} element where the text goes.
+   * @param {() => {pc: RTCPeerConnection|null, lastStats: object|null}} source the connection.
+   */
+  constructor(video, element, source) {
+    this.video = video;
+    this.element = element;
+    this.source = source;
+    this.frames = 0;
+    this.lastFrames = 0;
+    this.lastTime = performance.now();
+    this.fps = 0;
+    this.clientMs = null;
+    this.timer = null;
+    this.#countFrames();
+  }
+
+  #countFrames() {
+    const video = this.video;
+    if ("requestVideoFrameCallback" in HTMLVideoElement.prototype) {
+      const onFrame = () => {
+        this.frames += 1;
+        video.requestVideoFrameCallback(onFrame);
+      };
+      video.requestVideoFrameCallback(onFrame);
+    }
+  }
+
+  /** Frames shown so far (requestVideoFrameCallback, else the playback-quality counter). */
+  framesShown() {
+    if ("requestVideoFrameCallback" in HTMLVideoElement.prototype) return this.frames;
+    const q = this.video.getVideoPlaybackQuality ? this.video.getVideoPlaybackQuality() : null;
+    return q ? q.totalVideoFrames : 0;
+  }
+
+  start() {
+    if (this.timer) return;
+    this.timer = setInterval(() => this.update(), UPDATE_MS);
+  }
+
+  stop() {
+    clearInterval(this.timer);
+    this.timer = null;
+    this.element.textContent = "";
+  }
+
+  async #clientLatency(pc) {
+    if (!pc) return null;
+    let rtt = null;
+    let buffer = null;
+    const report = await pc.getStats();
+    report.forEach((s) => {
+      if (s.type === "candidate-pair" && s.state === "succeeded" && s.currentRoundTripTime !== undefined) {
+        rtt = s.currentRoundTripTime;
+      }
+      if (s.type === "inbound-rtp" && s.kind === "video" && s.jitterBufferEmittedCount) {
+        buffer = s.jitterBufferDelay / s.jitterBufferEmittedCount;
+      }
+    });
+    if (rtt === null && buffer === null) return null;
+    return 1000 * ((rtt || 0) / 2 + (buffer || 0));
+  }
+
+  async update() {
+    const now = performance.now();
+    const shown = this.framesShown();
+    this.fps = ((shown - this.lastFrames) * 1000) / Math.max(1, now - this.lastTime);
+    this.lastFrames = shown;
+    this.lastTime = now;
+    const { pc, lastStats } = this.source();
+    try {
+      this.clientMs = await this.#clientLatency(pc);
+    } catch (_) {
+      this.clientMs = null;
+    }
+    const peer = lastStats && lastStats.peer;
+    const stage = lastStats && lastStats.stage;
+    const serverMs = peer && peer.latency_ms && peer.latency_ms.p50 !== null ? peer.latency_ms.p50 : null;
+    const parts = [`${this.fps.toFixed(1)} fps`];
+    if (serverMs !== null) parts.push(`server ${Math.round(serverMs)} ms`);
+    if (this.clientMs !== null) parts.push(`network+buffer ${Math.round(this.clientMs)} ms`);
+    if (serverMs !== null && this.clientMs !== null) parts.push(`≈ ${Math.round(serverMs + this.clientMs)} ms total`);
+    if (stage && stage.source === "webcam") parts.push(`tracking ${stage.tracked_per_s.toFixed(0)}/s`);
+    if (stage && stage.error) parts.push(`⚠ ${stage.error}`);
+    this.element.textContent = parts.join(" · ");
+  }
+}

@@ -1,0 +1,48 @@
+// The performer page: sends the webcam, shows it mirrored, and shows the avatar it drives.
+
+import { cameraErrorWords } from "./connection.js";
+import { setupPage } from "./page.js";
+
+const preview = document.getElementById("preview");
+const note = document.getElementById("preview-note");
+let webcam = null;
+
+/** The webcam (asked for once, kept across reconnects); null when the stage plays a motion file. */
+async function getStream(joined) {
+  if (joined.source !== "webcam") {
+    note.textContent = "This server plays a motion file: your webcam is not used.";
+    return null;
+  }
+  if (webcam && webcam.getVideoTracks().some((t) => t.readyState === "live")) return webcam;
+  if (!navigator.mediaDevices || !navigator.mediaDevices.getUserMedia) {
+    const err = new Error(cameraErrorWords({ name: "TypeError" }));
+    err.fatal = true;
+    err.code = "camera";
+    throw err;
+  }
+  note.textContent = "Asking for your webcam…";
+  try {
+    webcam = await navigator.mediaDevices.getUserMedia({
+      video: { width: { ideal: 640 }, height: { ideal: 480 }, frameRate: { ideal: 30 } },
+      audio: false,
+    });
+  } catch (cause) {
+    const err = new Error(cameraErrorWords(cause));
+    err.fatal = true;
+    err.code = "camera";
+    note.textContent = "No webcam.";
+    throw err;
+  }
+  preview.srcObject = webcam;
+  note.textContent = "Move: the avatar follows you (mirrored, like a mirror).";
+  return webcam;
+}
+
+function releaseWebcam() {
+  if (webcam) webcam.getTracks().forEach((t) => t.stop());
+  webcam = null;
+  preview.srcObject = null;
+  note.textContent = "Your webcam starts when you press Start.";
+}
+
+setupPage({ role: "performer", getStream, onStop: releaseWebcam });

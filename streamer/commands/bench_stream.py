@@ -1,0 +1,224 @@
+"""``streamer bench stream``: the whole live pipeline over loopback WebRTC, measured.
+
+An avatar server runs in this process (its own event loop and workers); a performer client sends a
+video file as its webcam (real time, looping) and a viewer client watches, both real aiortc peers
+over loopback. After a warm-up the server's figures are reset and collected for ``--seconds``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ..errors import InputError, StreamError
+from .bench import _machine
+from .bench_track import SHARED_VIDEO
+
+if TYPE_CHECKING:
+    from ..stream.server import AvatarServer
+
+#: Most seconds to wait for the first tracked webcam frame (MediaPipe start-up on a busy machine).
+FIRST_POSE_TIMEOUT_S = 120.0
+
+
+def add_bench_parser(sub: argparse._SubParsersAction) -> None:
+    """``streamer bench stream``."""
+    q = sub.add_parser(
+        "stream", help="performer + viewer over loopback WebRTC: fps, latency, drops, stage times"
+    )
+    q.add_argument(
+        "--video", help=f"video sent as the performer's webcam (default: the shared {SHARED_VIDEO.name})"
+    )
+    q.add_argument(
+        "--seconds", type=float, default=20.0, help="measured seconds after warm-up (default: %(default)s)"
+    )
+    q.add_argument(
+        "--warmup",
+        type=float,
+        default=3.0,
+        help="seconds after the first tracked frame before measuring (default: %(default)s)",
+    )
+    q.add_argument(
+        "--viewers", type=int, default=1, help="viewer clients besides the performer (default: %(default)s)"
+    )
+    q.add_argument(
+        "--webcam-size",
+        type=int,
+        default=640,
+        help="longer side of the webcam frames sent, pixels (default: %(default)s)",
+    )
+    q.add_argument("--size", type=int, default=512, help="avatar video size (default: %(default)s)")
+    q.add_argument("--fps", type=float, default=30.0, help="avatar video frame rate (default: %(default)s)")
+    q.add_argument(
+        "--backend", default="auto", choices=["auto", "cpu", "cuda"], help="renderer (default: %(default)s)"
+    )
+    q.add_argument("--models", default="holistic", help="MediaPipe models (default: %(default)s)")
+    q.add_argument(
+        "--motion",
+        metavar="M",
+        help="drive the avatar from a motion file ('demo': the built-in one) instead of the video (no tracking)",
+    )
+    q.add_argument("--avatar", metavar="A.ply", help="avatar (default: the built-in demo avatar)")
+    q.add_argument("--json", action="store_true", help="print one JSON object")
+    q.set_defaults(func=run_stream)
+
+
+def _p50(summary: dict[str, Any]) -> float | None:
+    return summary.get("p50")
+
+
+@dataclass
+class Measured:
+    """What one measurement window gave."""
+
+    snapshot: dict[str, Any]  # the stage's figures (Stage.snapshot)
+    received_fps: list[float]  # avatar frames per second per client (performer first)
+    webcam_sent_fps: float
+    cpu_cores: float  # this process's CPU time over wall time (server and clients)
+    elapsed: float
+    counts: dict[str, int]
+
+
+async def _measure(url: str, server: AvatarServer, args: argparse.Namespace, video: Path | None) -> Measured:
+    from ..stream.client import StreamClient, VideoFileTrack
+
+    source = VideoFileTrack(video, max_side=args.webcam_size, loop=True) if video is not None else None
+    performer = StreamClient(url, "performer", source=source)
+    viewers = [StreamClient(url, "viewer") for _ in range(args.viewers)]
+    clients = [performer, *viewers]
+    try:
+        for c in clients:
+            await c.connect(timeout=120.0)
+        entry = server.stages["main"]
+        stats = entry.stage.stats
+        deadline = time.monotonic() + FIRST_POSE_TIMEOUT_S
+        while (stats.tracked.count == 0 and args.motion is None) or performer.received.count == 0:
+            if time.monotonic() > deadline:
+                raise StreamError("no avatar frame or tracked webcam frame within 120 s; see the server log")
+            await asyncio.sleep(0.1)
+        await asyncio.sleep(args.warmup)
+        stats.reset()
+        counts0 = [c.received.count for c in clients]
+        sent0 = source.frames_sent if source is not None else 0
+        cpu0, t0 = time.process_time(), time.monotonic()
+        await asyncio.sleep(args.seconds)
+        elapsed = time.monotonic() - t0
+        return Measured(
+            snapshot=entry.stage.snapshot(peers=entry.peer_count),
+            received_fps=[(c.received.count - n0) / elapsed for c, n0 in zip(clients, counts0)],
+            webcam_sent_fps=((source.frames_sent - sent0) / elapsed) if source is not None else 0.0,
+            cpu_cores=(time.process_time() - cpu0) / elapsed,
+            elapsed=elapsed,
+            counts={
+                "sent": stats.frames_out.count,
+                "tracked": stats.tracked.count,
+                "frames_in": stats.frames_in.count,
+                "renders": stats.renders.count,
+                "poses": stats.poses.count,
+            },
+        )
+    finally:
+        for c in clients:
+            await c.close()
+        if source is not None:
+            source.stop()
+
+
+def run_stream(args: argparse.Namespace) -> int:
+    from ..stream.background import ServerThread
+    from ..stream.server import ServerConfig
+
+    if args.seconds <= 0 or args.warmup < 0:
+        raise InputError("--seconds must be positive and --warmup not negative")
+    if args.viewers < 0:
+        raise InputError(f"--viewers must be >= 0, got {args.viewers}")
+    video: Path | None = None
+    if args.motion is None:
+        video = Path(args.video) if args.video else SHARED_VIDEO
+        if not video.exists():
+            what = (
+                "--video"
+                if args.video
+                else f"no --video given and the shared test video ({SHARED_VIDEO.name})"
+            )
+            raise InputError(f"{what}: file not found")
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s: %(message)s")
+    logging.getLogger("websockets").setLevel(logging.ERROR)
+    config = ServerConfig(
+        port=0,
+        size=args.size,
+        fps=args.fps,
+        backend=args.backend,
+        models=args.models,
+        motion=args.motion,
+        avatar=args.avatar,
+    )
+    if not args.json:
+        print("bench stream: starting the server and the clients ...", file=sys.stderr)
+    with ServerThread(config) as st:
+        assert st.server is not None
+        result = asyncio.run(_measure(st.url, st.server, args, video))
+        backend = st.server.backend
+    snap = result.snapshot
+    stage_ms = {name: _p50(s) for name, s in snap["stages_ms"].items()}
+    wait_ms = {name: _p50(s) for name, s in snap["waits_ms"].items()}
+    counts = result.counts
+    elapsed = result.elapsed
+    peers = 1 + args.viewers
+    out = {
+        "bench": "stream",
+        "machine": _machine(),
+        "load_average_1min": round(os.getloadavg()[0], 2),
+        "backend": backend,
+        "source": "motion" if args.motion else Path(video).name,  # type: ignore[arg-type]
+        "size": args.size,
+        "target_fps": args.fps,
+        "viewers": args.viewers,
+        "seconds": round(elapsed, 2),
+        "fps": round(min(result.received_fps), 2),
+        "fps_per_client": [round(f, 2) for f in result.received_fps],
+        "server_fps": round(counts["sent"] / elapsed / peers, 2),
+        "new_poses_per_s": round(counts["poses"] / elapsed, 2),
+        "renders_per_s": round(counts["renders"] / elapsed, 2),
+        "webcam_fps_sent": round(result.webcam_sent_fps, 2),
+        "webcam_fps_received": round(counts["frames_in"] / elapsed, 2),
+        "tracked_per_s": round(counts["tracked"] / elapsed, 2),
+        "latency_ms_p50": snap["latency_ms"]["p50"],
+        "latency_ms_p95": snap["latency_ms"]["p95"],
+        "latency_samples": snap["latency_ms"]["n"],
+        "dropped_frames": snap["dropped_frames"],
+        "dropped_output_frames": snap["dropped_output_frames"],
+        **{f"{name}_ms_p50": value for name, value in stage_ms.items()},
+        **{f"{name}_ms_p50": value for name, value in wait_ms.items()},
+        "process_cpu_cores": round(result.cpu_cores, 2),
+    }
+    if args.json:
+        print(json.dumps(out))
+        return 0
+    print(f"bench stream  ({out['machine']}, load {out['load_average_1min']})")
+    print(
+        f"  {out['source']} -> {args.size}x{args.size} avatar, backend {backend}, 1 performer + {args.viewers} viewer(s), "
+        f"{out['seconds']} s"
+    )
+    print(
+        f"  fps {out['fps']} (per client {out['fps_per_client']}; new poses {out['new_poses_per_s']}/s, "
+        f"tracked {out['tracked_per_s']}/s of {out['webcam_fps_received']}/s received)"
+    )
+    print(
+        f"  latency_ms p50 {out['latency_ms_p50']}  p95 {out['latency_ms_p95']}  ({out['latency_samples']} samples)"
+    )
+    print(
+        f"  dropped_frames {out['dropped_frames']} webcam frames (not queued), {out['dropped_output_frames']} output"
+    )
+    print("  stage medians ms: " + "  ".join(f"{k} {v}" for k, v in stage_ms.items()))
+    print("  waits medians ms: " + "  ".join(f"{k} {v}" for k, v in wait_ms.items()))
+    print(f"  process CPU {out['process_cpu_cores']} cores (server and clients)")
+    return 0

@@ -1,0 +1,252 @@
+"""Where a stage's poses come from: a performer's webcam (tracked in a worker thread) or a motion file.
+
+Both give the render worker the newest :class:`PoseSample` on demand (:meth:`PoseSource.latest`),
+never a queue: tracking runs as fast as it can, rendering runs at the output rate.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from ..body import BodyModel, SmplxPose
+from ..tracking.landmarks import FrameLandmarks
+from ..tracking.motion import Motion
+from .latest import LatestSlot
+from .stats import PipelineStats
+
+logger = logging.getLogger(__name__)
+
+#: Webcam silent this long (seconds): the avatar holds its last pose, then eases to rest.
+HOLD_S = 0.5
+#: While easing to rest, poses are updated at this rate (Hz) for this long (seconds).
+EASE_HZ = 15.0
+EASE_S = 2.0
+#: Frame size assumed for the fitter's intrinsics before any webcam frame arrived.
+DEFAULT_FRAME = (640, 480)
+
+
+@dataclass(frozen=True)
+class PoseSample:
+    """One pose for the renderer.
+
+    Attributes:
+        seq: increases with every new pose (the renderer re-renders only when it changes).
+        pose: SMPL-X parameters (no batch dim).
+        capture_time: ``time.monotonic()`` seconds when the webcam frame this pose was fitted to was
+            taken from aiortc's receive queue (for a motion: when the motion frame fell due); None
+            before the first one.
+        live: True when fitted to a fresh webcam frame (or played from a motion); False while the
+            avatar holds or eases to rest. Only live poses count in the latency figures.
+        ready_at: ``time.monotonic()`` when the pose was ready (None: unknown).
+    """
+
+    seq: int
+    pose: SmplxPose
+    capture_time: float | None
+    live: bool
+    ready_at: float | None = None
+
+
+class PoseSource(ABC):
+    """The pose of one stage over time."""
+
+    #: ``webcam`` or ``motion`` (what the web client tells the person).
+    kind: str
+
+    _listener: Callable[[], None] | None = None
+
+    def listen(self, callback: Callable[[], None]) -> None:
+        """Call ``callback()`` (from the worker thread) whenever a new pose is ready."""
+        self._listener = callback
+
+    def start(self) -> None:
+        """Start any worker (idempotent)."""
+
+    def stop(self) -> None:
+        """Stop and join any worker (blocking; idempotent)."""
+
+    @abstractmethod
+    def latest(self) -> PoseSample:
+        """The newest pose."""
+
+    @abstractmethod
+    def framing_poses(self) -> SmplxPose:
+        """Poses [T, ...] the stage camera should keep in view."""
+
+    @property
+    def error(self) -> str | None:
+        """Why the source stopped working, if it did."""
+        return None
+
+
+class MotionPoseSource(PoseSource):
+    """A motion file played in a loop at its own frame rate, by the wall clock."""
+
+    kind = "motion"
+
+    def __init__(self, motion: Motion) -> None:
+        self.motion = motion
+        self._t0 = time.monotonic()
+
+    def latest(self) -> PoseSample:
+        index = max(0, int((time.monotonic() - self._t0) * self.motion.fps))
+        return PoseSample(
+            seq=index,
+            pose=self.motion.poses[index % len(self.motion)],
+            capture_time=self._t0 + index / self.motion.fps,
+            live=True,
+            ready_at=self._t0 + index / self.motion.fps,
+        )
+
+    def framing_poses(self) -> SmplxPose:
+        step = max(1, len(self.motion) // 24)
+        return self.motion.poses[::step]
+
+
+class TrackingPoseSource(PoseSource):
+    """Webcam frames -> MediaPipe -> SMPL-X fit, in one worker thread, newest frame only.
+
+    :meth:`feed` (any thread; the asyncio receiver) offers each decoded webcam frame; the worker
+    takes the newest, so frames that arrive while it is busy are dropped (counted in
+    ``stats.dropped_in``), never queued. When no frame comes for :data:`HOLD_S` the avatar holds its
+    pose, then the fitter eases it to rest (it is fed frames where nobody is seen).
+
+    Args:
+        body: the body model to fit.
+        stats: where timings (``tracking``, ``fit``) and counters go.
+        mirror: selfie view (the performer's right hand moves the avatar's left, as in a mirror).
+        models: MediaPipe models (see :class:`~streamer.tracking.mediapipe_runner.MediaPipeRunner`).
+        hold_s: seconds of webcam silence before the avatar starts easing to rest.
+    """
+
+    kind = "webcam"
+
+    def __init__(
+        self,
+        body: BodyModel,
+        stats: PipelineStats,
+        mirror: bool = True,
+        models: str = "holistic",
+        hold_s: float = HOLD_S,
+    ) -> None:
+        from ..tracking.fit import PoseFitter
+
+        self.body, self.stats, self.models, self.hold_s = body, stats, models, hold_s
+        self._fitter = PoseFitter(body, K=None, mirror=mirror)
+        rest = self._fitter.fit(FrameLandmarks(*DEFAULT_FRAME, timestamp_ms=0.0))
+        self._fitter.reset()
+        self._rest = rest
+        self._sample = PoseSample(seq=0, pose=rest, capture_time=None, live=False)
+        self._lock = threading.Lock()
+        self._slot: LatestSlot[tuple[Any, float]] = LatestSlot()
+        self._thread: threading.Thread | None = None
+        self._error: str | None = None
+        self._t0 = time.monotonic()
+
+    # -- any thread ----------------------------------------------------------------------------
+
+    def feed(self, frame: Any, received_at: float) -> None:
+        """Offer a decoded webcam frame (``av.VideoFrame``) taken from aiortc at ``received_at``."""
+        self.stats.frames_in.tick(received_at)
+        if self._slot.put((frame, received_at)):
+            self.stats.add_dropped(inputs=1)
+
+    def latest(self) -> PoseSample:
+        with self._lock:
+            return self._sample
+
+    def framing_poses(self) -> SmplxPose:
+        """The relaxed rest pose and the T-pose (arms spread): the body fills the picture's height."""
+        zero = SmplxPose.zeros(
+            num_betas=self._rest.betas.shape[-1], num_expression=self._rest.expression.shape[-1]
+        )
+        return SmplxPose.stack([self._rest, zero.replace(betas=self._rest.betas)])
+
+    @property
+    def error(self) -> str | None:
+        return self._error
+
+    def start(self) -> None:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="tracking", daemon=True)
+            self._thread.start()
+
+    def stop(self) -> None:
+        self._slot.close()
+        if self._thread is not None:
+            self._thread.join()
+
+    # -- worker thread ---------------------------------------------------------------------------
+
+    def _publish(self, pose: SmplxPose, capture_time: float | None, live: bool) -> None:
+        with self._lock:
+            self._sample = PoseSample(self._sample.seq + 1, pose, capture_time, live, time.monotonic())
+        if self._listener is not None:
+            self._listener()
+
+    def _run(self) -> None:
+        from ..tracking.mediapipe_runner import MediaPipeRunner
+
+        try:
+            runner = MediaPipeRunner(self.models, video=True)
+        except Exception as exc:  # a model that is not bundled, a broken install: say so in the stats
+            logger.exception("MediaPipe could not start; the avatar stays at rest")
+            self._error = f"tracking unavailable: {exc}"
+            return
+        last_ms = -1.0
+        last_frame_at: float | None = None  # when the last webcam frame was taken or tracked
+        last_ease = 0.0
+        failures = 0
+        size = DEFAULT_FRAME
+        try:
+            while True:
+                item = self._slot.get(timeout=1.0 / EASE_HZ)
+                now = time.monotonic()
+                if item is None:
+                    if self._slot.closed:
+                        break
+                    # Webcam silent: hold the pose, then ease to rest by fitting "nobody seen".
+                    silent = now - (last_frame_at if last_frame_at is not None else now)
+                    if last_frame_at is None or silent < self.hold_s or silent > self.hold_s + EASE_S:
+                        continue
+                    if now - last_ease >= 1.0 / EASE_HZ:
+                        last_ease = now
+                        last_ms = max(last_ms + 1.0, (now - self._t0) * 1000.0)
+                        pose = self._fitter.fit(FrameLandmarks(*size, timestamp_ms=last_ms))
+                        self._publish(pose, self.latest().capture_time, live=False)
+                    continue
+                frame, received_at = item
+                last_frame_at = received_at
+                self.stats.times["wait_tracking"].add((now - received_at) * 1000.0)
+                try:
+                    t = time.perf_counter()
+                    rgb = frame.to_ndarray(format="rgb24")
+                    size = (rgb.shape[1], rgb.shape[0])
+                    # MediaPipe's video mode needs strictly increasing timestamps (also across reconnects).
+                    last_ms = max(last_ms + 1.0, (received_at - self._t0) * 1000.0)
+                    landmarks = runner.process(rgb, last_ms)
+                    self.stats.times["tracking"].add((time.perf_counter() - t) * 1000.0)
+                    t = time.perf_counter()
+                    pose = self._fitter.fit(landmarks)
+                    self.stats.times["fit"].add((time.perf_counter() - t) * 1000.0)
+                except Exception:
+                    failures += 1
+                    if failures == 1 or failures % 100 == 0:  # the first with its traceback, then a count
+                        logger.exception(
+                            "tracking failed on a webcam frame (%d so far); skipping it", failures
+                        )
+                    continue
+                self.stats.tracked.tick()
+                self._publish(pose, received_at, live=True)
+                last_frame_at = time.monotonic()  # silence counts from the last pose shown
+        except Exception as exc:
+            logger.exception("tracking worker stopped")
+            self._error = f"tracking stopped: {exc}"
+        finally:
+            runner.close()

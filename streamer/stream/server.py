@@ -1,0 +1,338 @@
+"""The avatar server: HTTP pages, websocket signalling and aiortc peer connections on one port.
+
+Example:
+    >>> server = AvatarServer(ServerConfig(port=0))
+    >>> await server.start()      # loads the body model and the avatar, binds the port
+    >>> server.url                # 'http://127.0.0.1:PORT/'
+    >>> await server.close()
+
+Stages are created when their first peer joins and stopped when their last peer leaves; each
+has its own pose source (webcam tracking, or the ``--motion`` file) and render worker. The
+body model and the avatar are loaded once and shared.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import ssl
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+from aiortc import RTCIceServer
+from websockets.asyncio.server import Server, ServerConnection, serve
+
+from ..errors import InputError, SignallingError, StreamError
+from .http import WS_PATH, HttpRoutes, default_web_root
+from .ice import parse_ice_server
+from .painter import AvatarPainter
+from .pose_source import MotionPoseSource, PoseSource, TrackingPoseSource
+from .protocol import MAX_MESSAGE_BYTES, error_message
+from .session import Session
+from .stage import Stage
+from .stats import PipelineStats
+
+if TYPE_CHECKING:
+    from ..avatar import Avatar
+    from ..body import BodyModel
+    from ..tracking.motion import Motion
+
+logger = logging.getLogger(__name__)
+
+#: websockets' own limit: larger messages close the connection (1009) before we see them; up to it
+#: we answer with an error message ourselves (see protocol.MAX_MESSAGE_BYTES).
+WS_MAX_SIZE = 16 * MAX_MESSAGE_BYTES
+#: ``--motion demo``: the built-in demo motion (no file, no webcam).
+DEMO_MOTION = "demo"
+
+
+@dataclass
+class ServerConfig:
+    """What ``streamer serve`` was asked for.
+
+    Attributes:
+        host, port: where to listen (port 0: any free port; see :attr:`AvatarServer.port`).
+        avatar: an avatar ``.ply``; None for the built-in demo avatar.
+        motion: a motion file that drives every stage (looped) instead of a webcam, or ``demo`` for
+            the built-in demo motion; None for webcam tracking.
+        ice_servers: ``stun:``/``turn:`` URLs (``turn:USER:PASS@host:port`` with credentials); none
+            by default (host candidates only: a LAN or this machine).
+        size: avatar video width and height, pixels.
+        fps: avatar video frame rate.
+        backend: renderer, ``auto``, ``cpu`` or ``cuda``.
+        mirror: selfie view for webcam stages (the performer's right hand moves the avatar's left).
+        models: MediaPipe models for tracking.
+        smplx_dir: real SMPL-X files; None for the built-in body model.
+        web_root: the web client's folder; None for ``clients/web`` of this source tree.
+        certfile, keyfile: serve HTTPS/WSS (browsers allow webcams on plain HTTP only for localhost).
+        torch_threads: torch intra-op threads (1: the workers already use the cores; more threads
+            contend badly with tracking and encoding on a small machine).
+        max_stages, max_sessions: beyond these, new stages / sessions are refused (``busy``): each
+            webcam stage runs its own tracking worker.
+    """
+
+    host: str = "127.0.0.1"
+    port: int = 8080
+    avatar: str | None = None
+    motion: str | None = None
+    ice_servers: list[str] = field(default_factory=list)
+    size: int = 512
+    fps: float = 30.0
+    backend: str = "auto"
+    mirror: bool = True
+    models: str = "holistic"
+    smplx_dir: str | None = None
+    web_root: str | None = None
+    certfile: str | None = None
+    keyfile: str | None = None
+    torch_threads: int = 1
+    max_stages: int = 8
+    max_sessions: int = 64
+
+
+@dataclass(eq=False)
+class StageEntry:
+    """A running stage and the sessions on it."""
+
+    stage: Stage
+    sessions: set[Session] = field(default_factory=set)
+    performer: Session | None = None
+
+    @property
+    def peer_count(self) -> int:
+        return sum(1 for s in self.sessions if s.track is not None)
+
+
+class AvatarServer:
+    """HTTP + websockets signalling + aiortc, serving stages of one avatar.
+
+    Args:
+        config: what to serve.
+        avatar, body, motion: already loaded assets (tests); None loads them from ``config``.
+    """
+
+    def __init__(
+        self,
+        config: ServerConfig,
+        avatar: Avatar | None = None,
+        body: BodyModel | None = None,
+        motion: Motion | None = None,
+    ) -> None:
+        if config.size < 16 or config.size > 4096 or config.size % 2:
+            raise InputError(f"--size must be an even number in [16, 4096], got {config.size}")
+        if not 1.0 <= config.fps <= 120.0:
+            raise InputError(f"--fps must be in [1, 120], got {config.fps}")
+        for url in config.ice_servers:
+            parse_ice_server(url)
+        self.config = config
+        self.web_root = Path(config.web_root) if config.web_root else default_web_root()
+        if not (self.web_root / "index.html").is_file():
+            raise StreamError(f"the web client is missing: no index.html in {self.web_root}")
+        self._avatar, self._body, self._motion = avatar, body, motion
+        self.routes = HttpRoutes(self.web_root, self.stats)
+        self.stages: dict[str, StageEntry] = {}
+        self.sessions: set[Session] = set()
+        self._lock = asyncio.Lock()
+        self._server: Server | None = None
+        self._started = time.monotonic()
+        self.port = config.port
+        self.backend = config.backend
+
+    # -- start / stop -------------------------------------------------------------------------------
+
+    def _load(self) -> None:
+        """Load the body model, the avatar and the motion (blocking)."""
+        from ..assets import load_avatar_or_demo, load_body, load_motion_or_demo
+        from ..render import resolve_backend
+
+        if self.config.torch_threads > 0:
+            torch.set_num_threads(self.config.torch_threads)
+        self.backend = resolve_backend(self.config.backend)
+        device = "cuda" if self.backend == "cuda" else "cpu"
+        if self._body is None:
+            self._body = load_body(self.config.smplx_dir)
+        self._body = self._body.to(device)
+        if self._avatar is None:
+            self._avatar = load_avatar_or_demo(self.config.avatar, self._body)
+        self._avatar = self._avatar.to(device)
+        if self._motion is None and self.config.motion:
+            self._motion = load_motion_or_demo(
+                None if self.config.motion == DEMO_MOTION else self.config.motion
+            )
+
+    async def start(self) -> None:
+        """Load the assets and start listening.
+
+        Raises:
+            StreamError: the port cannot be bound.
+        """
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(None, self._load)
+        context = None
+        if self.config.certfile:
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            context.load_cert_chain(self.config.certfile, self.config.keyfile)
+        try:
+            self._server = await serve(
+                self._handle,
+                self.config.host,
+                self.config.port,
+                process_request=self.routes.process_request,
+                max_size=WS_MAX_SIZE,
+                ssl=context,
+            )
+        except OSError as exc:
+            raise StreamError(
+                f"cannot listen on {self.config.host}:{self.config.port}: {exc.strerror or exc}"
+            ) from None
+        self.port = self._server.sockets[0].getsockname()[1]
+        self._started = time.monotonic()
+        logger.info("serving on %s", self.url)
+
+    @property
+    def url(self) -> str:
+        """The performer page's URL."""
+        host = self.config.host
+        host = "127.0.0.1" if host in ("", "0.0.0.0") else ("[::1]" if host == "::" else host)
+        scheme = "https" if self.config.certfile else "http"
+        return f"{scheme}://{host}:{self.port}/"
+
+    async def serve_forever(self) -> None:
+        assert self._server is not None, "start() first"
+        await self._server.serve_forever()
+
+    async def close(self) -> None:
+        """Close every session, stop every stage and stop listening."""
+        if self._server is not None:
+            self._server.close(close_connections=False)
+        for session in list(self.sessions):
+            await session.close(1001, "server shutting down")
+        async with self._lock:
+            entries, self.stages = list(self.stages.values()), {}
+        loop = asyncio.get_running_loop()
+        for entry in entries:
+            await loop.run_in_executor(None, entry.stage.stop)
+        if self._server is not None:
+            await self._server.wait_closed()
+
+    # -- sessions and stages -------------------------------------------------------------------------
+
+    def ice_servers(self) -> list[RTCIceServer]:
+        return [parse_ice_server(u) for u in self.config.ice_servers]
+
+    async def _handle(self, ws: ServerConnection) -> None:
+        if ws.request is None or not ws.request.path.startswith(WS_PATH):
+            await ws.close(1008, "not found")
+            return
+        session = Session(self, ws)
+        if len(self.sessions) >= self.config.max_sessions:
+            await ws.send(
+                error_message("busy", f"the server serves its limit of {self.config.max_sessions} sessions")
+            )
+            await ws.close(1013, "busy")
+            return
+        self.sessions.add(session)
+        try:
+            await session.run()
+        finally:
+            self.sessions.discard(session)
+
+    def _make_stage(self, name: str, loop: asyncio.AbstractEventLoop) -> Stage:
+        """Build a stage (blocking: the pose source and the camera framing take a moment)."""
+        from ..render import get_renderer
+
+        assert self._body is not None and self._avatar is not None
+        stats = PipelineStats()
+        source: PoseSource
+        if self._motion is not None:
+            source = MotionPoseSource(self._motion)
+        else:
+            source = TrackingPoseSource(
+                self._body, stats, mirror=self.config.mirror, models=self.config.models
+            )
+        painter = AvatarPainter(
+            self._avatar,
+            self._body,
+            get_renderer(self.backend),
+            self.config.size,
+            source.framing_poses(),
+            pin_root=source.kind == "webcam",
+        )
+        return Stage(name, painter, source, stats, self.config.fps, loop)
+
+    async def join(self, session: Session, name: str, role: str) -> StageEntry:
+        """Put a session on a stage (created on first use); a new performer replaces the old one."""
+        replaced: Session | None = None
+        async with self._lock:
+            entry = self.stages.get(name)
+            if entry is None and len(self.stages) >= self.config.max_stages:
+                raise SignallingError("busy", f"the server runs its limit of {self.config.max_stages} stages")
+            if entry is None:
+                loop = asyncio.get_running_loop()
+                try:
+                    stage = await loop.run_in_executor(None, self._make_stage, name, loop)
+                except Exception as exc:
+                    logger.exception("stage %s could not start", name)
+                    raise SignallingError("internal", f"stage {name!r} could not start: {exc}") from None
+                stage.start()
+                entry = self.stages[name] = StageEntry(stage)
+                logger.info("stage %s started (%s)", name, stage.source.kind)
+            entry.sessions.add(session)
+            if role == "performer":
+                replaced, entry.performer = entry.performer, session
+        if replaced is not None and replaced is not session:
+            await replaced.replace()
+        return entry
+
+    async def leave(self, session: Session, entry: StageEntry) -> None:
+        """Take a session off its stage; the last one out stops the stage."""
+        async with self._lock:
+            entry.sessions.discard(session)
+            if entry.performer is session:
+                entry.performer = None
+            empty = not entry.sessions and self.stages.get(entry.stage.name) is entry
+            if empty:
+                del self.stages[entry.stage.name]
+        if empty:
+            await asyncio.get_running_loop().run_in_executor(None, entry.stage.stop)
+            logger.info("stage %s stopped", entry.stage.name)
+
+    # -- figures ------------------------------------------------------------------------------------
+
+    def stats(self) -> dict[str, Any]:
+        """``GET /stats``: the server and every running stage."""
+        stages = {}
+        for name, entry in list(self.stages.items()):
+            snap = entry.stage.snapshot(peers=entry.peer_count)
+            snap["performer"] = entry.performer is not None
+            snap["sessions"] = len(entry.sessions)
+            stages[name] = snap
+        return {
+            "server": {
+                "url": self.url,
+                "uptime_s": round(time.monotonic() - self._started, 1),
+                "sessions": len(self.sessions),
+                "backend": self.backend,
+                "size": self.config.size,
+                "fps": self.config.fps,
+                "avatar": self.config.avatar or "demo",
+                "source": "motion" if self._motion is not None or self.config.motion else "webcam",
+            },
+            "stages": stages,
+        }
+
+
+async def run_server(config: ServerConfig, ready: asyncio.Event | None = None) -> None:
+    """Serve until cancelled (Ctrl+C); prints the URLs to open."""
+    server = AvatarServer(config)
+    await server.start()
+    print(f"streamer serve: open {server.url} (performer) or {server.url}view (viewer)", flush=True)
+    if ready is not None:
+        ready.set()
+    try:
+        await server.serve_forever()
+    finally:
+        await server.close()

@@ -1,0 +1,231 @@
+"""One signalling session: a websocket, at most one peer connection, one role on one stage.
+
+The websocket is the session's lifeline: when it closes (or the peer connection fails) the session
+is freed (peer connection closed, view removed, stage released). Every refused message is
+answered with an ``error`` message and the session ends; the server keeps serving the others.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import logging
+from typing import TYPE_CHECKING, Any
+
+from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
+from websockets.asyncio.server import ServerConnection
+from websockets.exceptions import ConnectionClosed
+
+from ..errors import SignallingError
+from . import protocol
+from .ice import browser_ice_servers
+from .pose_source import TrackingPoseSource
+from .protocol import Bye, Join, Offer, Orbit, Ping, StatsRequest
+from .tracks import AvatarTrack, drain
+
+if TYPE_CHECKING:
+    from .server import AvatarServer, StageEntry
+
+logger = logging.getLogger(__name__)
+
+STATS_INTERVAL_S = 1.0
+#: Close codes: policy violation (refused message), message too big, server error.
+CLOSE_REFUSED, CLOSE_TOO_BIG, CLOSE_ERROR = 1008, 1009, 1011
+
+_session_ids = itertools.count(1)
+
+
+class Session:
+    """The server side of one client (performer or viewer)."""
+
+    def __init__(self, server: AvatarServer, ws: ServerConnection) -> None:
+        self.server, self.ws = server, ws
+        self.id = f"s{next(_session_ids)}"
+        self.role: str | None = None
+        self.entry: StageEntry | None = None
+        self.pc: RTCPeerConnection | None = None
+        self.track: AvatarTrack | None = None
+        self.channel: Any = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._closed = False  # no more messages are handled
+        self._freed = False  # close() has run (or is running)
+        self._done = asyncio.Event()  # close() has finished
+
+    # -- message loop ---------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Serve the websocket until it closes or a message is refused; always frees the session."""
+        code, reason = 1000, ""
+        try:
+            async for data in self.ws:
+                await self._dispatch(protocol.parse_client_message(data))
+                if self._closed:  # "bye", or the session was closed meanwhile
+                    break
+        except SignallingError as exc:
+            logger.info("session %s: refused: %s (%s)", self.id, exc, exc.code)
+            code = CLOSE_TOO_BIG if exc.code == "too_large" else CLOSE_REFUSED
+            reason = exc.code
+            await self._send_quietly(protocol.error_message(exc.code, str(exc)))
+        except ConnectionClosed:
+            pass
+        except Exception as exc:
+            logger.exception("session %s: unexpected error", self.id)
+            code, reason = CLOSE_ERROR, "internal"
+            await self._send_quietly(protocol.error_message("internal", f"server error: {exc}"))
+        finally:
+            await self.close(code, reason)
+
+    async def _dispatch(self, msg: protocol.ClientMessage) -> None:
+        if isinstance(msg, Join):
+            await self._join(msg)
+        elif isinstance(msg, Offer):
+            await self._offer(msg)
+        elif isinstance(msg, Ping):
+            await self.ws.send(protocol.message("pong"))
+        elif isinstance(msg, Bye):
+            self._closed = True
+
+    async def _join(self, msg: Join) -> None:
+        if self.entry is not None:
+            raise SignallingError("bad_state", "already joined a stage; one 'join' per session")
+        self.role = msg.role
+        self.entry = await self.server.join(self, msg.stage, msg.role)
+        stage = self.entry.stage
+        await self.ws.send(
+            protocol.message(
+                "joined",
+                session=self.id,
+                stage=stage.name,
+                role=msg.role,
+                source=stage.source.kind,
+                ice_servers=browser_ice_servers(self.server.config.ice_servers),
+                size=stage.painter.size,
+                fps=stage.fps,
+            )
+        )
+
+    async def _offer(self, msg: Offer) -> None:
+        if self.entry is None:
+            raise SignallingError("bad_state", "send 'join' before 'offer'")
+        if self.pc is not None:
+            raise SignallingError("bad_state", "one 'offer' per session; reconnect to renegotiate")
+        stage = self.entry.stage
+        pc = RTCPeerConnection(RTCConfiguration(iceServers=self.server.ice_servers()))
+        self.pc = pc
+        feed = (
+            stage.source.feed
+            if self.role == "performer" and isinstance(stage.source, TrackingPoseSource)
+            else None
+        )
+
+        @pc.on("track")
+        def on_track(track: Any) -> None:
+            # Drain every incoming track (aiortc queues decoded frames without bound); only the
+            # performer's video feeds tracking.
+            self._spawn(drain(track, feed if track.kind == "video" else None))
+
+        @pc.on("datachannel")
+        def on_datachannel(channel: Any) -> None:
+            self.channel = channel
+            channel.on("message", self._on_control)
+
+        @pc.on("connectionstatechange")
+        async def on_state() -> None:
+            logger.info("session %s: connection %s", self.id, pc.connectionState)
+            if pc.connectionState in ("failed", "closed") and not self._closed:
+                self._spawn(self.close(CLOSE_ERROR, f"connection {pc.connectionState}"))
+
+        try:
+            await pc.setRemoteDescription(RTCSessionDescription(sdp=msg.sdp, type="offer"))
+        except Exception as exc:  # aiortc's SDP parser raises many kinds of errors on bad input
+            raise SignallingError(
+                "bad_sdp", f"invalid SDP offer: {type(exc).__name__}: {exc}"[:500]
+            ) from None
+        if not any(t.kind == "video" for t in pc.getTransceivers()):
+            raise SignallingError("bad_sdp", "the offer has no video section; offer to receive video")
+        self.track = AvatarTrack(stage.add_view(), stage.stats)
+        pc.addTrack(self.track)
+        answer = await pc.createAnswer()
+        await pc.setLocalDescription(answer)
+        await self.ws.send(protocol.message("answer", sdp=pc.localDescription.sdp))
+        self._spawn(self._push_stats())
+
+    # -- data channel ------------------------------------------------------------------------------
+
+    def _on_control(self, data: str | bytes) -> None:
+        try:
+            msg = protocol.parse_control_message(data)
+        except SignallingError as exc:
+            self._send_control(protocol.error_message(exc.code, str(exc)))
+            return
+        if isinstance(msg, Orbit) and self.entry is not None and self.track is not None:
+            self.entry.stage.set_orbit(self.track.view, msg)
+        elif isinstance(msg, StatsRequest):
+            self._send_control(self._stats_message())
+
+    def _send_control(self, text: str) -> None:
+        channel = self.channel
+        if channel is not None and channel.readyState == "open":
+            try:
+                channel.send(text)
+            except Exception:  # the channel closed under us: the session ends by itself
+                logger.debug("session %s: data channel send failed", self.id)
+
+    def _stats_message(self) -> str:
+        entry = self.entry
+        stage = entry.stage.snapshot(peers=entry.peer_count) if entry is not None else None
+        peer = self.track.peer_stats() if self.track is not None else None
+        return json.dumps({"type": "stats", "role": self.role, "stage": stage, "peer": peer})
+
+    async def _push_stats(self) -> None:
+        while not self._closed:
+            await asyncio.sleep(STATS_INTERVAL_S)
+            self._send_control(self._stats_message())
+
+    # -- clean-up ---------------------------------------------------------------------------------
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _send_quietly(self, text: str) -> None:
+        """Send if the websocket still can (it may be gone: that is why we are closing)."""
+        try:
+            await self.ws.send(text)
+        except (ConnectionClosed, OSError, RuntimeError):
+            logger.debug("session %s: could not send %s", self.id, text[:80])
+
+    async def replace(self) -> None:
+        """Another performer took this stage: say so and end the session."""
+        await self._send_quietly(protocol.error_message("replaced", "another performer joined this stage"))
+        await self.close(CLOSE_REFUSED, "replaced")
+
+    async def close(self, code: int = 1000, reason: str = "") -> None:
+        """Free everything the session holds (idempotent, never raises)."""
+        if self._freed:
+            if asyncio.current_task() not in self._tasks:  # a clean-up task must not wait for itself
+                await self._done.wait()
+            return
+        self._freed = self._closed = True
+        current = asyncio.current_task()
+        for task in list(self._tasks):
+            if task is not current:
+                task.cancel()
+        try:
+            if self.entry is not None and self.track is not None:
+                self.entry.stage.remove_view(self.track.view)
+            if self.pc is not None:
+                pc, self.pc = self.pc, None
+                await pc.close()
+        except Exception:
+            logger.exception("session %s: closing the peer connection failed", self.id)
+        if self.entry is not None:
+            entry, self.entry = self.entry, None
+            await self.server.leave(self, entry)
+        try:
+            await self.ws.close(code, reason)
+        except (ConnectionClosed, OSError, RuntimeError):
+            logger.debug("session %s: websocket already gone", self.id)
+        self._done.set()

@@ -1,0 +1,263 @@
+"""A stage: one avatar, one pose source, any number of views, and the workers that feed them.
+
+Two parts keep the output steady while tracking and rendering take as long as they take:
+
+* the **render worker** (a thread) wakes when the pose source has a new pose (or a viewer moved
+  its camera, or for a motion file every frame period), skins the avatar once per new pose and
+  renders once per distinct camera (viewers sharing the stage camera share the picture), at most
+  ``fps`` times a second; it only replaces the newest picture per camera;
+* the **pacer** (an asyncio task on a fixed clock of ``fps`` ticks a second; it only hands over
+  references) gives every view the newest picture of its camera at each tick: a new one, or the
+  last one again while a slow tracker has not updated the pose. The video therefore runs at
+  ``fps`` with even spacing whatever the tracking rate; a new picture waits for the next tick
+  (on average half a frame period: the price of even spacing, counted in the latency figures).
+
+Every peer's :class:`~streamer.stream.tracks.AvatarTrack` then encodes for its own connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import itertools
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from .latest import FrameBus
+from .painter import AvatarPainter
+from .pose_source import PoseSource
+from .protocol import Orbit
+from .stats import PipelineStats
+
+logger = logging.getLogger(__name__)
+
+_view_ids = itertools.count(1)
+OrbitKey = tuple[float, float, float]
+
+
+@dataclass(frozen=True)
+class AvatarFrame:
+    """One output picture and where it came from.
+
+    Attributes:
+        seq: increases with every picture rendered and every repeat handed over, stage-wide.
+        i420: the picture, I420 planes stacked [size * 3 / 2, size] uint8 (shared: do not modify).
+        pose_seq: the :class:`~streamer.stream.pose_source.PoseSample` it shows.
+        capture_time: ``time.monotonic()`` when the webcam frame behind the pose was received.
+        live: the pose was fitted to a fresh webcam frame (not held or easing to rest).
+        rendered_at: ``time.monotonic()`` when the picture was ready.
+        repeat: the pacer handed over a picture it had handed to this view before (no new pose).
+    """
+
+    seq: int
+    i420: np.ndarray
+    pose_seq: int
+    capture_time: float | None
+    live: bool
+    rendered_at: float
+    repeat: bool = False
+
+
+@dataclass(eq=False)
+class View:
+    """One peer's camera on the stage and the feed of pictures for it."""
+
+    id: int = field(default_factory=lambda: next(_view_ids))
+    orbit: Orbit = field(default_factory=Orbit)
+    bus: FrameBus[AvatarFrame] = field(default_factory=FrameBus)
+    last_original: int = 0  # seq of the newest picture handed over as new (not as a repeat)
+
+
+class Stage:
+    """One avatar driven by one pose source, rendered for its views.
+
+    Args:
+        name: the stage name (from the page URL).
+        painter: skins and renders the avatar.
+        source: the pose source (webcam tracking or a motion).
+        stats: the stage's measurements (shared with the source and the tracks).
+        fps: output frames per second (and the most renders per second).
+        loop: the event loop the views' buses live on.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        painter: AvatarPainter,
+        source: PoseSource,
+        stats: PipelineStats,
+        fps: float,
+        loop: asyncio.AbstractEventLoop,
+    ) -> None:
+        if not 1.0 <= fps <= 120.0:
+            raise ValueError(f"fps must be in [1, 120], got {fps}")
+        self.name, self.painter, self.source, self.stats = name, painter, source, stats
+        self.fps = float(fps)
+        self.period = 1.0 / self.fps
+        self.loop = loop
+        self._views: dict[int, View] = {}
+        self._latest: dict[OrbitKey, AvatarFrame] = {}  # newest picture per camera
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._seq = itertools.count(1)
+        self._thread: threading.Thread | None = None
+        self._pacer: asyncio.Task[None] | None = None
+        self.render_error: str | None = None
+        source.listen(self._wake.set)
+
+    # -- views (event loop) --------------------------------------------------------------------
+
+    def add_view(self) -> View:
+        view = View()
+        with self._lock:
+            self._views[view.id] = view
+        self._wake.set()
+        return view
+
+    def remove_view(self, view: View) -> None:
+        with self._lock:
+            self._views.pop(view.id, None)
+        view.bus.close()
+
+    def set_orbit(self, view: View, orbit: Orbit) -> None:
+        with self._lock:
+            view.orbit = orbit
+        self._wake.set()
+
+    @property
+    def view_count(self) -> int:
+        with self._lock:
+            return len(self._views)
+
+    # -- life cycle --------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start the pose source, the render worker and the pacer (call on the event loop)."""
+        self.source.start()
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name=f"render-{self.name}", daemon=True)
+            self._thread.start()
+            self._pacer = self.loop.create_task(self._pace())
+
+    def stop(self) -> None:
+        """Stop the workers and wait for them (blocking: call it from an executor)."""
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join()
+        self.source.stop()
+
+    # -- event loop: pacing ----------------------------------------------------------------------
+
+    async def _pace(self) -> None:
+        """At each tick, hand every view the newest picture of its camera (again, if nothing new)."""
+        next_tick = time.monotonic()
+        while not self._stop.is_set():
+            await asyncio.sleep(max(0.0, next_tick - time.monotonic()))
+            with self._lock:
+                views = [(v, self._latest.get(v.orbit.key)) for v in self._views.values()]
+            for view, frame in views:
+                if frame is None or view.bus.closed:
+                    continue
+                if frame.seq == view.last_original:
+                    frame = dataclasses.replace(frame, seq=next(self._seq), repeat=True)
+                else:
+                    view.last_original = frame.seq
+                view.bus.publish(frame)
+            now = time.monotonic()
+            next_tick += self.period
+            if next_tick < now:  # the loop was held up: skip the missed ticks instead of bursting
+                next_tick = now + self.period
+
+    # -- render worker ---------------------------------------------------------------------------------
+
+    def _run(self) -> None:
+        posed: tuple[int, object] | None = None  # (pose seq, posed Gaussians)
+        last_render = -1.0
+        next_check = 0.0
+        while not self._stop.is_set():
+            # New pose, new camera or new view; a motion's pose also changes with time alone, so
+            # look again one frame period after the last render (or after this look, if idle).
+            self._wake.wait(max(0.0, next_check - time.monotonic()))
+            self._wake.clear()
+            delay = last_render + self.period - time.monotonic()
+            if delay > 0 and self._stop.wait(delay):  # at most fps renders per second
+                break
+            if self._stop.is_set():
+                break
+            next_check = time.monotonic() + self.period
+            with self._lock:
+                views = [(v, v.orbit) for v in self._views.values()]
+            if not views:
+                with self._lock:
+                    self._latest.clear()
+                continue
+            try:
+                sample = self.source.latest()
+                for key, group in _by_orbit(views).items():
+                    with self._lock:
+                        current = self._latest.get(key)
+                    if current is not None and current.pose_seq == sample.seq:
+                        continue  # nothing new for this camera: the pacer keeps its video going
+                    if posed is None or posed[0] != sample.seq:
+                        if sample.ready_at is not None:
+                            self.stats.times["wait_render"].add((time.monotonic() - sample.ready_at) * 1000.0)
+                        t = time.perf_counter()
+                        posed = (sample.seq, self.painter.pose(sample.pose))
+                        self.stats.times["lbs"].add((time.perf_counter() - t) * 1000.0)
+                        self.stats.poses.tick()
+                    last_render = time.monotonic()
+                    next_check = last_render + self.period
+                    t = time.perf_counter()
+                    picture = self.painter.paint(posed[1], group[0][1])
+                    self.stats.times["render"].add((time.perf_counter() - t) * 1000.0)
+                    self.stats.renders.tick()
+                    frame = AvatarFrame(
+                        next(self._seq),
+                        picture,
+                        sample.seq,
+                        sample.capture_time,
+                        sample.live,
+                        time.monotonic(),
+                    )
+                    with self._lock:
+                        self._latest[key] = frame
+                with self._lock:  # forget cameras nobody uses any more
+                    keys = {o.key for _, o in views}
+                    for key in [k for k in self._latest if k not in keys]:
+                        del self._latest[key]
+                self.render_error = None
+            except Exception as exc:  # log, say so in the stats, keep serving
+                if self.render_error is None:
+                    logger.exception("stage %s: rendering failed", self.name)
+                self.render_error = f"rendering failed: {exc}"
+                self._stop.wait(0.5)
+
+    # -- stats ----------------------------------------------------------------------------------------------
+
+    def snapshot(self, peers: int) -> dict[str, Any]:
+        """The stage's figures for ``/stats`` and the stats message."""
+        snap = self.stats.snapshot(peers=peers)
+        snap.update(
+            {
+                "source": self.source.kind,
+                "target_fps": self.fps,
+                "size": self.painter.size,
+                "views": self.view_count,
+                "error": self.render_error or self.source.error,
+            }
+        )
+        return snap
+
+
+def _by_orbit(views: list[tuple[View, Orbit]]) -> dict[OrbitKey, list[tuple[View, Orbit]]]:
+    groups: dict[OrbitKey, list[tuple[View, Orbit]]] = {}
+    for view, orbit in views:
+        groups.setdefault(orbit.key, []).append((view, orbit))
+    return groups

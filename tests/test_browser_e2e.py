@@ -1,0 +1,230 @@
+"""End to end in a real browser: Debian's Chromium, headless, with a fake webcam made from the shared
+video of a person, opens the performer page with ``?autostart=1``; the ``#avatar`` video plays
+frames that change over time. Also: the viewer page, the words shown when the camera is refused
+or the server goes away, and reconnecting when it comes back.
+
+The set-up installs what it needs from the package registries (``apt-get install chromium`` when
+missing and root; Playwright from PyPI when missing); it never downloads a browser by other means.
+If the browser cannot be installed the tests fail with a clear message instead of skipping.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from stream_utils import CHROMIUM_FLAGS, ensure_chromium, ensure_playwright, make_y4m, require_shared_video
+
+from streamer.stream.background import ServerThread
+from streamer.stream.server import ServerConfig
+
+WAIT_S = 180.0  # generous: a shared 2-core CI machine runs the browser, the server and the tracking
+
+
+@pytest.fixture(scope="module")
+def fake_webcam(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The person's wide arm and leg motion (4-9 s of the shared video), small, as a looping .y4m."""
+    out = tmp_path_factory.mktemp("webcam") / "person.y4m"
+    return make_y4m(require_shared_video(), out, start_s=4.0, end_s=9.0, max_side=480)
+
+
+@pytest.fixture(scope="module")
+def chromium() -> str:
+    return ensure_chromium()
+
+
+@pytest.fixture(scope="module")
+def playwright(chromium: str) -> Iterator[Any]:
+    sync_api = ensure_playwright()
+    with sync_api.sync_playwright() as pw:
+        yield pw
+
+
+@pytest.fixture(scope="module")
+def browser(
+    playwright: Any, chromium: str, fake_webcam: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Any]:
+    """Headless Chromium with the fake webcam (camera permission granted without a prompt)."""
+    flags = CHROMIUM_FLAGS + [
+        "--use-fake-device-for-media-stream",
+        "--use-fake-ui-for-media-stream",
+        f"--use-file-for-fake-video-capture={fake_webcam}",
+    ]
+    context = playwright.chromium.launch_persistent_context(
+        str(tmp_path_factory.mktemp("chromium-profile")), executable_path=chromium, headless=True, args=flags
+    )
+    try:
+        yield context
+    finally:
+        context.close()
+
+
+@pytest.fixture(scope="module")
+def server(body, demo_avatar) -> Iterator[ServerThread]:
+    config = ServerConfig(host="127.0.0.1", port=0, size=256, fps=20.0, backend="cpu")
+    with ServerThread(config, avatar=demo_avatar, body=body) as st:
+        yield st
+
+
+def _status(page: Any) -> dict:
+    return page.evaluate(
+        """() => {
+          const v = document.getElementById('avatar');
+          const c = window.avatarClient || {};
+          const q = v.getVideoPlaybackQuality ? v.getVideoPlaybackQuality() : {totalVideoFrames: 0};
+          return {state: c.state, problems: c.problems || [], readyState: v.readyState, time: v.currentTime,
+                  width: v.videoWidth, frames: q.totalVideoFrames,
+                  stateText: document.getElementById('state').textContent,
+                  message: document.getElementById('message').hidden ? '' : document.getElementById('message').textContent};
+        }"""
+    )
+
+
+def _picture(page: Any) -> np.ndarray:
+    """The #avatar video's current picture, 64x64 RGB."""
+    data = page.evaluate(
+        """() => {
+          const v = document.getElementById('avatar');
+          const c = document.createElement('canvas'); c.width = 64; c.height = 64;
+          const g = c.getContext('2d'); g.drawImage(v, 0, 0, 64, 64);
+          return Array.from(g.getImageData(0, 0, 64, 64).data);
+        }"""
+    )
+    return np.array(data, dtype=np.float32).reshape(64, 64, 4)[..., :3]
+
+
+def _wait_playing(page: Any, timeout: float = WAIT_S) -> dict:
+    deadline = time.monotonic() + timeout
+    status = _status(page)
+    while time.monotonic() < deadline:
+        status = _status(page)
+        if status["readyState"] >= 2 and status["width"] > 0 and status["frames"] > 5:
+            return status
+        time.sleep(0.25)
+    raise AssertionError(f"#avatar did not start playing within {timeout:g} s: {status}")
+
+
+def _wait_for_change(page: Any, timeout: float = WAIT_S) -> float:
+    """Largest mean absolute difference (0-255) between the first picture and later ones."""
+    first = _picture(page)
+    best = 0.0
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        time.sleep(0.5)
+        best = max(best, float(np.abs(_picture(page) - first).mean()))
+        if best > 2.0:
+            break
+    return best
+
+
+def test_performer_page_plays_an_avatar_that_moves(browser: Any, server: ServerThread) -> None:
+    page = browser.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    try:
+        page.goto(server.url + "?autostart=1")
+        first = _wait_playing(page)
+        assert first["state"] == "connected" and first["width"] == 256, first
+        change = _wait_for_change(page)
+        assert change > 2.0, f"the avatar video did not change over time (mean difference {change:.2f})"
+        later = _status(page)
+        assert later["frames"] > first["frames"] and later["time"] > first["time"], (first, later)
+        assert later["problems"] == [] and errors == [], (later, errors)
+        stats = server.call(lambda: server.server.stats())
+        assert stats["stages"]["main"]["frames_tracked"] > 0, stats  # the fake webcam drives the avatar
+        # the overlay shows the frame rate (and latency once the first stats message arrived)
+        assert "fps" in page.inner_text("#overlay")
+    finally:
+        page.close()
+
+
+def test_viewer_page_plays_and_orbits(browser: Any, server: ServerThread) -> None:
+    page = browser.new_page()
+    try:
+        page.goto(server.url + "view?autostart=1&stage=side")
+        _wait_playing(page)
+        box = page.locator(".screen").bounding_box()
+        assert box is not None
+        before = _picture(page)
+        x, y = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
+        page.mouse.move(x, y)
+        page.mouse.down()
+        page.mouse.move(x + 220, y, steps=8)  # about 90 degrees around the avatar
+        page.mouse.up()
+        deadline = time.monotonic() + WAIT_S
+        change = 0.0
+        while time.monotonic() < deadline and change <= 2.0:
+            time.sleep(0.5)
+            change = float(np.abs(_picture(page) - before).mean())
+        assert change > 2.0, f"orbiting did not change the viewer's picture ({change:.2f})"
+        stats = server.call(lambda: server.server.stats())
+        assert stats["stages"]["side"]["views"] == 1
+    finally:
+        page.close()
+
+
+def test_server_gone_is_shown_in_words_and_the_page_reconnects(
+    browser: Any, body, demo_avatar, fake_webcam: Path
+) -> None:
+    config = ServerConfig(host="127.0.0.1", port=0, size=128, fps=15.0, backend="cpu")
+    first = ServerThread(config, avatar=demo_avatar, body=body).start()
+    port = first.server.port
+    page = browser.new_page()
+    try:
+        page.goto(first.url + "?autostart=1")
+        _wait_playing(page)
+        first.stop()
+        deadline = time.monotonic() + WAIT_S
+        status = _status(page)
+        while time.monotonic() < deadline and status["state"] != "reconnecting":
+            time.sleep(0.2)
+            status = _status(page)
+        assert status["state"] == "reconnecting", status
+        assert "avatar server" in status["stateText"] and "Reconnecting" in status["stateText"], status
+        frames_before = status["frames"]
+        again = ServerThread(
+            ServerConfig(host="127.0.0.1", port=port, size=128, fps=15.0, backend="cpu"),
+            avatar=demo_avatar,
+            body=body,
+        ).start()
+        try:
+            deadline = time.monotonic() + WAIT_S
+            while time.monotonic() < deadline:
+                status = _status(page)
+                if status["state"] == "connected" and status["frames"] > frames_before + 5:
+                    break
+                time.sleep(0.25)
+            assert status["state"] == "connected" and status["frames"] > frames_before + 5, status
+        finally:
+            again.stop()
+    finally:
+        page.close()
+        first.stop()
+
+
+def test_refused_camera_is_shown_in_words(
+    playwright: Any, chromium: str, server: ServerThread, tmp_path: Path
+) -> None:
+    # no fake-UI flag: headless Chromium refuses the camera permission
+    context = playwright.chromium.launch_persistent_context(
+        str(tmp_path / "profile"),
+        executable_path=chromium,
+        headless=True,
+        args=CHROMIUM_FLAGS + ["--use-fake-device-for-media-stream"],
+    )
+    try:
+        page = context.new_page()
+        page.goto(server.url + "?autostart=1&stage=nocam")
+        deadline = time.monotonic() + WAIT_S
+        status = _status(page)
+        while time.monotonic() < deadline and not status["message"]:
+            time.sleep(0.2)
+            status = _status(page)
+        assert "Camera permission was denied" in status["message"], status
+        assert page.is_visible("#start"), "the Start button comes back to try again"
+    finally:
+        context.close()

@@ -1,0 +1,58 @@
+"""``streamer bench stream``: a real performer and viewer over loopback; the report has its keys."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from stream_utils import require_shared_video
+
+from streamer.cli import main
+
+KEYS = (
+    "fps",
+    "latency_ms_p50",
+    "latency_ms_p95",
+    "dropped_frames",
+    "tracking_ms_p50",
+    "fit_ms_p50",
+    "lbs_ms_p50",
+    "render_ms_p50",
+    "encode_ms_p50",
+)
+
+
+def test_bench_stream_reports_json(capsys: pytest.CaptureFixture[str]) -> None:
+    require_shared_video()
+    code = main(
+        [
+            "bench",
+            "stream",
+            "--seconds",
+            "3",
+            "--warmup",
+            "1",
+            "--size",
+            "128",
+            "--fps",
+            "15",
+            "--backend",
+            "cpu",
+            "--webcam-size",
+            "320",
+            "--json",
+        ]
+    )
+    assert code == 0
+    report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    for key in KEYS:
+        assert key in report, key
+    assert report["bench"] == "stream" and report["size"] == 128 and report["viewers"] == 1
+    assert report["fps"] > 0 and report["tracked_per_s"] > 0
+    assert report["latency_ms_p95"] >= report["latency_ms_p50"] > 0
+    assert report["dropped_frames"] >= 0
+
+
+def test_bench_stream_refuses_a_missing_video(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["bench", "stream", "--video", "no-such-video.mp4"]) == 2
+    assert "file not found" in capsys.readouterr().err

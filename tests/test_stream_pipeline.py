@@ -1,0 +1,146 @@
+"""The stage pipeline without networking: webcam tracking holds then eases to rest when the webcam
+stalls; the render worker renders once per distinct camera; the pacer keeps every view at the
+output rate with repeats while the pose does not change."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import av
+import numpy as np
+import torch
+from stream_utils import require_shared_video
+
+from streamer.render import get_renderer
+from streamer.stream.painter import AvatarPainter
+from streamer.stream.pose_source import MotionPoseSource, TrackingPoseSource
+from streamer.stream.protocol import Orbit
+from streamer.stream.stage import Stage
+from streamer.stream.stats import PipelineStats
+from streamer.tracking.demo_motion import demo_motion
+from streamer.tracking.sources import VideoFileSource
+
+
+def _arms(pose) -> torch.Tensor:
+    """Shoulder and elbow rotations [4, 3] (body_pose rows of both shoulders and elbows)."""
+    return pose.body_pose[[15, 16, 17, 18]]
+
+
+def _wait(predicate, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.02)
+    return predicate()
+
+
+def test_tracking_holds_then_eases_to_rest_when_the_webcam_stalls(body) -> None:
+    video = require_shared_video()
+    frames = []
+    with VideoFileSource(video) as source:  # the person mid-motion, arms wide (about 6.5 s)
+        for t_ms, rgb in source:
+            if t_ms >= 6300:
+                frames.append(av.VideoFrame.from_ndarray(rgb[::2, ::2].copy(), format="rgb24"))
+            if len(frames) >= 12:
+                break
+    stats = PipelineStats()
+    tracker = TrackingPoseSource(body, stats, hold_s=3.0)  # a long hold: a slow machine cannot miss it
+    rest = _arms(tracker.latest().pose)
+    woken = []
+    tracker.listen(lambda: woken.append(time.monotonic()))
+    tracker.start()
+    try:
+        for frame in frames:  # 30 fps, faster than tracking: most are dropped, none queued
+            tracker.feed(frame, time.monotonic())
+            time.sleep(1 / 30)
+        # every frame is either tracked or dropped (newest only): none waits in a queue
+        assert _wait(lambda: stats.tracked.count + stats.dropped_in == 12, 120), "frames were not processed"
+        assert stats.frames_in.count == 12 and stats.tracked.count >= 1
+        seen = tracker.latest()
+        assert seen.live and seen.capture_time is not None and woken
+        wide = _arms(seen.pose)
+        assert float((wide - rest).norm()) > 0.5, "the tracked pose should differ from the rest pose"
+        # webcam silent: first the pose holds ...
+        time.sleep(0.3)
+        held = tracker.latest()
+        assert held.seq == seen.seq
+        # ... then the fitter eases it back to rest (poses no longer count as live)
+        assert _wait(
+            lambda: float((_arms(tracker.latest().pose) - rest).norm()) < 0.25 * float((wide - rest).norm()),
+            30,
+        )
+        assert not tracker.latest().live
+        assert tracker.latest().capture_time == seen.capture_time  # still the last webcam frame's time
+    finally:
+        tracker.stop()
+    assert tracker.error is None
+
+
+def test_stage_renders_once_per_camera_and_paces_every_view(body, demo_avatar) -> None:
+    motion = demo_motion()
+    source = MotionPoseSource(motion)
+    painter = AvatarPainter(demo_avatar, body, get_renderer("cpu"), 64, source.framing_poses())
+
+    async def main() -> None:
+        stats = PipelineStats()
+        stage = Stage("t", painter, source, stats, fps=10.0, loop=asyncio.get_running_loop())
+        a, b, c = stage.add_view(), stage.add_view(), stage.add_view()
+        stage.set_orbit(c, Orbit(azimuth=90.0))
+        stage.start()
+        try:
+            got: dict[int, list] = {a.id: [], b.id: [], c.id: []}
+
+            async def read(view) -> None:
+                seq = 0
+                while True:
+                    frame = await view.bus.next(seq)
+                    seq = frame.seq
+                    got[view.id].append(frame)
+
+            readers = [asyncio.ensure_future(read(v)) for v in (a, b, c)]
+            await asyncio.sleep(3.0)
+            for r in readers:
+                r.cancel()
+        finally:
+            await asyncio.to_thread(stage.stop)
+        # a and b share the stage camera: the same pictures (one render), c has its own
+        shared = {f.seq for f in got[a.id] if not f.repeat} & {f.seq for f in got[b.id] if not f.repeat}
+        assert shared, "views on the same camera should share rendered pictures"
+        assert not {f.seq for f in got[c.id]} & shared
+        assert stats.renders.count <= 2 * stats.poses.count
+        for frames in got.values():
+            assert len(frames) >= 5
+            assert frames[0].i420.shape == (96, 64)
+        assert not np.array_equal(got[a.id][-1].i420, got[c.id][-1].i420)
+
+    asyncio.run(main())
+
+
+def test_pacer_repeats_the_picture_while_the_pose_stands_still(body, demo_avatar) -> None:
+    """A webcam stage with nobody sending: the pose never changes, the video still runs at fps."""
+
+    stats = PipelineStats()
+    source = TrackingPoseSource(body, stats)
+    painter = AvatarPainter(demo_avatar, body, get_renderer("cpu"), 32, source.framing_poses(), pin_root=True)
+
+    async def main() -> None:
+        stage = Stage("still", painter, source, stats, fps=20.0, loop=asyncio.get_running_loop())
+        view = stage.add_view()
+        stage.start()
+        frames = []
+        try:
+            seq = 0
+            t0 = time.monotonic()
+            while time.monotonic() - t0 < 2.0:
+                frame = await asyncio.wait_for(view.bus.next(seq), 30)
+                seq = frame.seq
+                frames.append(frame)
+        finally:
+            await asyncio.to_thread(stage.stop)
+        assert stats.renders.count == 1  # one picture of the rest pose ...
+        assert len(frames) >= 10 and all(f.repeat for f in frames[1:])  # ... sent again and again
+        assert all(not f.live for f in frames)
+
+    asyncio.run(main())

@@ -1,0 +1,259 @@
+"""Sans-I/O parts of streaming: signalling messages, newest-only hand-over, stats, HTTP routes, ICE URLs."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from streamer.errors import InputError, SignallingError
+from streamer.stream import protocol
+from streamer.stream.http import HttpRoutes
+from streamer.stream.ice import browser_ice_servers, parse_ice_server
+from streamer.stream.latest import BusClosed, FrameBus, LatestSlot
+from streamer.stream.protocol import Bye, Join, Offer, Orbit, Ping, StatsRequest
+from streamer.stream.stats import PipelineStats, Rate, Rolling, percentile
+
+# -- signalling messages --------------------------------------------------------------------------
+
+
+def test_parse_valid_messages() -> None:
+    assert protocol.parse_client_message('{"type": "join", "role": "viewer"}') == Join("viewer", "main")
+    assert protocol.parse_client_message(b'{"type": "join", "role": "performer", "stage": "a-1"}') == Join(
+        "performer", "a-1"
+    )
+    assert protocol.parse_client_message('{"type": "offer", "sdp": "v=0\\r\\n"}') == Offer("v=0\r\n")
+    assert protocol.parse_client_message('{"type": "ping"}') == Ping()
+    assert protocol.parse_client_message('{"type": "bye"}') == Bye()
+
+
+@pytest.mark.parametrize(
+    "data, code, text",
+    [
+        ("{not json", "bad_json", "message is not valid JSON"),
+        (b"\xff\xfe", "bad_json", "message is not UTF-8 text"),
+        ("[1, 2]", "bad_message", "message must be a JSON object, got list"),
+        ('{"role": "viewer"}', "bad_message", "message has no string field 'type'"),
+        (
+            '{"type": "dance"}',
+            "unknown_type",
+            "unknown message type 'dance'; expected join, offer, ping or bye",
+        ),
+        (
+            '{"type": "join", "role": "king"}',
+            "bad_message",
+            "role must be one of performer, viewer, got 'king'",
+        ),
+        ('{"type": "join", "role": "viewer", "stage": "../x"}', "bad_message", "stage names are 1-64"),
+        ('{"type": "join", "role": 3}', "bad_message", "field 'role' must be a string"),
+        ('{"type": "offer"}', "bad_message", "field 'sdp' must be a string"),
+        ('{"type": "offer", "sdp": "hello"}', "bad_sdp", "the SDP must start with 'v=0'"),
+        ("[" * 100000 + "]" * 100000, "too_large", "larger than the limit of 65536 bytes"),
+    ],
+)
+def test_parse_refuses_bad_messages(data: str | bytes, code: str, text: str) -> None:
+    with pytest.raises(SignallingError) as info:
+        protocol.parse_client_message(data)
+    assert info.value.code == code
+    assert text in str(info.value)
+
+
+def test_deeply_nested_json_is_refused_not_crashing() -> None:
+    with pytest.raises(SignallingError) as info:
+        protocol.parse_client_message("[" * 30000 + "]" * 30000)
+    assert info.value.code in ("bad_json", "bad_message")
+
+
+def test_control_messages_and_orbit_clamping() -> None:
+    assert protocol.parse_control_message('{"type": "stats"}') == StatsRequest()
+    orbit = protocol.parse_control_message('{"type": "orbit", "azimuth": -90, "elevation": 200, "zoom": 100}')
+    assert orbit == Orbit(azimuth=270.0, elevation=80.0, zoom=4.0)
+    assert protocol.parse_control_message('{"type": "orbit"}') == Orbit()
+    for bad in (
+        '{"type": "orbit", "azimuth": "left"}',
+        '{"type": "orbit", "zoom": true}',
+        '{"type": "orbit", "zoom": NaN}',
+    ):
+        with pytest.raises(SignallingError) as info:
+            protocol.parse_control_message(bad)
+        assert info.value.code == "bad_message"
+    with pytest.raises(SignallingError) as info:
+        protocol.parse_control_message('{"type": "x"}')
+    assert info.value.code == "unknown_type"
+    with pytest.raises(SignallingError) as info:
+        protocol.parse_control_message(json.dumps({"type": "orbit", "pad": "x" * 5000}))
+    assert info.value.code == "too_large"
+
+
+def test_orbit_key_groups_equal_cameras() -> None:
+    assert Orbit(360.0, 0.0, 1.0).key == Orbit(0.0, 0.0, 1.0).key
+    assert Orbit(10.0, 0.0, 1.0).key != Orbit(10.5, 0.0, 1.0).key
+
+
+def test_error_message_text() -> None:
+    assert json.loads(protocol.error_message("bad_sdp", "nope")) == {
+        "type": "error",
+        "code": "bad_sdp",
+        "message": "nope",
+    }
+
+
+# -- newest-item-only hand-over -------------------------------------------------------------------
+
+
+def test_latest_slot_keeps_only_the_newest() -> None:
+    slot: LatestSlot[int] = LatestSlot()
+    assert slot.put(1) is False
+    assert slot.put(2) is True
+    assert slot.put(3) is True
+    assert (slot.get(0.0), slot.dropped, slot.put_count) == (3, 2, 3)
+    assert slot.get(0.01) is None
+
+
+def test_latest_slot_wakes_a_waiting_consumer_and_closes() -> None:
+    slot: LatestSlot[str] = LatestSlot()
+    got: list[str | None] = []
+    t = threading.Thread(target=lambda: got.append(slot.get(30.0)))
+    t.start()
+    time.sleep(0.05)
+    slot.put("frame")
+    t.join(30.0)
+    assert got == ["frame"]
+    t = threading.Thread(target=lambda: got.append(slot.get(30.0)))
+    t.start()
+    slot.close()
+    t.join(30.0)
+    assert got == ["frame", None] and slot.closed
+
+
+@dataclass
+class _Item:
+    seq: int
+
+
+def test_frame_bus_gives_each_reader_the_newest() -> None:
+    async def main() -> None:
+        bus: FrameBus[_Item] = FrameBus()
+        bus.publish(_Item(1))
+        bus.publish(_Item(2))
+        assert (await bus.next(0)).seq == 2  # 1 was never taken: skipped, not queued
+        waiting = asyncio.ensure_future(bus.next(2))
+        other = asyncio.ensure_future(bus.next(2))
+        await asyncio.sleep(0)
+        assert not waiting.done()
+        bus.publish(_Item(3))
+        assert (await waiting).seq == 3 and (await other).seq == 3
+        cancelled = asyncio.ensure_future(bus.next(3))
+        survivor = asyncio.ensure_future(bus.next(3))
+        await asyncio.sleep(0)
+        cancelled.cancel()
+        await asyncio.sleep(0)
+        bus.publish(_Item(4))
+        assert (await survivor).seq == 4
+        pending = asyncio.ensure_future(bus.next(4))
+        await asyncio.sleep(0)
+        bus.close()
+        with pytest.raises(BusClosed):
+            await pending
+
+    asyncio.run(main())
+
+
+# -- stats ------------------------------------------------------------------------------------------
+
+
+def test_percentiles_and_rolling_window() -> None:
+    assert percentile([], 50) is None
+    assert percentile([3.0, 1.0, 2.0], 50) == 2.0
+    assert percentile([0.0, 10.0], 95) == pytest.approx(9.5)
+    r = Rolling(size=3)
+    for v in (100.0, 1.0, 2.0, 3.0):
+        r.add(v)
+    assert r.summary() == {"p50": 2.0, "p95": 2.9, "n": 3}
+    assert r.count == 4
+
+
+def test_rate_counts_events_in_the_window() -> None:
+    rate = Rate(window=2.0)
+    for i in range(21):
+        rate.tick(100.0 + i * 0.1)  # 10 per second for 2 s
+    assert rate.per_second(102.0) == pytest.approx(10.5, abs=0.6)
+    assert rate.per_second(110.0) == 0.0
+
+
+def test_pipeline_stats_snapshot_and_reset() -> None:
+    stats = PipelineStats()
+    stats.times["render"].add(12.0)
+    stats.latency.add(50.0)
+    stats.add_dropped(inputs=3, outputs=1)
+    snap = stats.snapshot()
+    assert snap["stages_ms"]["render"] == {"p50": 12.0, "p95": 12.0, "n": 1}
+    assert set(snap["stages_ms"]) == {"tracking", "fit", "lbs", "render", "encode"}
+    assert (snap["dropped_frames"], snap["dropped_output_frames"], snap["latency_ms"]["p50"]) == (3, 1, 50.0)
+    json.dumps(snap)
+    stats.reset()
+    snap = stats.snapshot()
+    assert (
+        snap["dropped_frames"] == 0 and snap["latency_ms"]["n"] == 0 and snap["stages_ms"]["render"]["n"] == 0
+    )
+
+
+# -- HTTP routes ---------------------------------------------------------------------------------------
+
+
+class _Request:
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+
+def test_http_routes(tmp_path: Path) -> None:
+    (tmp_path / "index.html").write_text("<p>performer</p>")
+    (tmp_path / "view.html").write_text("<p>viewer</p>")
+    (tmp_path / "js").mkdir()
+    (tmp_path / "js" / "a.js").write_text("export {};")
+    (tmp_path / "notes.txt").write_text("secret")
+    (tmp_path.parent / "outside.js").write_text("secret")
+    routes = HttpRoutes(tmp_path, lambda: {"stages": {}})
+
+    def get(path: str) -> tuple[int, str, bytes]:
+        r = routes.process_request(None, _Request(path))  # type: ignore[arg-type]
+        assert r is not None
+        return r.status_code, r.headers["Content-Type"], r.body
+
+    assert get("/?autostart=1") == (200, "text/html; charset=utf-8", b"<p>performer</p>")
+    assert get("/view?stage=b")[2] == b"<p>viewer</p>"
+    assert get("/web/js/a.js")[:2] == (200, "text/javascript; charset=utf-8")
+    assert get("/stats")[:2] == (200, "application/json")
+    assert json.loads(get("/stats")[2]) == {"stages": {}}
+    for path in (
+        "/web/notes.txt",
+        "/web/../outside.js",
+        "/web/%2e%2e/outside.js",
+        "/web/js/missing.js",
+        "/nope",
+    ):
+        assert get(path)[0] == 404, path
+    assert routes.process_request(None, _Request("/ws")) is None  # type: ignore[arg-type]
+
+
+# -- ICE servers ------------------------------------------------------------------------------------------
+
+
+def test_ice_server_urls() -> None:
+    s = parse_ice_server("stun:stun.example.org:3478")
+    assert (s.urls, s.username, s.credential) == ("stun:stun.example.org:3478", None, None)
+    t = parse_ice_server("turn:alice:se:cret@turn.example.org:3478?transport=udp")
+    assert (t.urls, t.username, t.credential) == (
+        "turn:turn.example.org:3478?transport=udp",
+        "alice",
+        "se:cret",
+    )
+    assert browser_ice_servers(["turn:a:b@h:1"]) == [{"urls": "turn:h:1", "username": "a", "credential": "b"}]
+    for bad in ("http://x", "stun:", "turn:alice@h:1", "h:1"):
+        with pytest.raises(InputError):
+            parse_ice_server(bad)
