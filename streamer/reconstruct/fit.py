@@ -1,0 +1,283 @@
+"""The ``fit`` reconstruction method: one photo -> an animatable Gaussian avatar, no learned weights.
+
+Steps (each timed in :attr:`Reconstruction.timings_s`):
+
+1. ``detect``: the person, their landmarks and mask, the 5:3 crop (:mod:`.person`);
+2. ``fit``: the body pose and placement from the landmarks with the live fitter
+   (:class:`streamer.tracking.fit.PoseFitter`, single frame, no smoothing); its camera (``K`` for
+   the crop, ``viewmat``) is the photo's camera from then on;
+3. ``silhouette``: per-vertex offsets along the posed normals so the outline matches the mask (:mod:`.silhouette`);
+4. ``sample``: ~40,000 Gaussians on the offset surface, 3:1 body:head, flat discs sized to the
+   sampling density and the local stretch of the offset surface;
+5. ``colour``: seen ones from the photo, unseen ones filled per body part, hair on the back of the head (:mod:`.colour`);
+6. ``unpose``: each Gaussian through the inverse of its blended skinning transform into the canonical
+   zero pose, so that :meth:`Avatar.pose` with the fitted pose gives back exactly the fitted Gaussians.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from ..avatar import Avatar, Gaussians
+from ..avatar.avatar import skinning_transforms
+from ..avatar.demo import HEAD_FRACTION, head_face_mask, sample_surface, tangent_frames
+from ..avatar.lbs import matrix_to_quat, quat_multiply
+from ..body.joints import JOINT_INDEX
+from ..body.model import BodyModel, vertex_normals
+from ..body.pose import SmplxPose
+from ..render import Camera
+from .colour import body_parts, fill_unseen, rendered_depth, sample_image, sample_image_float, visible
+from .person import Person, find_person
+from .silhouette import outline_offsets, spread_offsets, vertex_adjacency
+
+NUM_GAUSSIANS = 40_000
+TANGENT_SIGMA = 0.8  # along the surface, in units of the local sample spacing
+NORMAL_SIGMA = 0.3  # along the normal, same unit
+OPACITY = 0.97
+FIT_ITERATIONS = 8
+REFINE_ITERATIONS = 3
+MAX_FOREARM_OFFSET_M = 0.06
+FRONT_DENSITY = 3  # sampling density of camera-facing surface relative to the rest
+REFINE_STEP = 0.9
+STEPS = ("detect", "fit", "silhouette", "sample", "colour", "unpose")
+
+
+@dataclass
+class Reconstruction:
+    """An avatar and what it was made from.
+
+    Attributes:
+        avatar: the animatable avatar (canonical Gaussians, skinning weights, betas).
+        pose: the fitted pose of the photo, tracking world (:mod:`streamer.tracking.fit`).
+        camera: the photo's camera for the crop in :attr:`person` (render with it to overlay).
+        person: the crop, its mask and landmarks.
+        seen_fraction: share of the Gaussians coloured directly from the photo.
+        timings_s: seconds per step (:data:`STEPS`).
+    """
+
+    avatar: Avatar
+    pose: SmplxPose
+    camera: Camera
+    person: Person
+    seen_fraction: float
+    timings_s: dict[str, float] = field(default_factory=dict)
+
+
+def _blend(weights: torch.Tensor, A: torch.Tensor) -> torch.Tensor:
+    """Blended skinning matrices: weights [N, 55] @ A [55, 4, 4] -> [N, 3, 4]."""
+    return (weights @ A[:, :3, :].reshape(-1, 12)).reshape(-1, 3, 4)
+
+
+def refine_colours(
+    posed: Gaussians,
+    colors: np.ndarray,
+    seen: np.ndarray,
+    pix: np.ndarray,
+    target: np.ndarray,
+    camera: Camera,
+    iterations: int = REFINE_ITERATIONS,
+) -> np.ndarray:
+    """Correct the seen Gaussians' colours so that the rendering reproduces the photo where they sit.
+
+    Overlapping Gaussians blur the sampled colours; each iteration renders the posed Gaussians with
+    the photo's camera and adds the residual (photo - render) at each seen Gaussian's pixel to its
+    colour (a Jacobi step of a deconvolution). colors [N, 3], seen [N] bool, pix [N, 2] pixels,
+    target [S, 3]: the photo's colours at the seen Gaussians' pixels. Returns [N, 3] in [0, 1].
+    """
+    from ..render import render
+
+    out = colors.copy()
+    for _ in range(iterations):
+        g = posed.replace(colors=torch.from_numpy(np.clip(out, 0, 1)).float())
+        img, _ = render(g, camera, background=(0.0, 0.0, 0.0), backend="cpu")
+        rendered = sample_image_float(img.numpy(), pix[seen])
+        out[seen] = np.clip(out[seen] + REFINE_STEP * (target - rendered), 0.0, 1.0)
+    return out
+
+
+def reconstruct_photo(
+    rgb: np.ndarray,
+    body: BodyModel | None = None,
+    num_gaussians: int = NUM_GAUSSIANS,
+    strict: bool = False,
+    seed: int = 0,
+    crop: tuple[float, float, float, float] | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> Reconstruction:
+    """Reconstruct an avatar from one photo.
+
+    Args:
+        rgb: the photo, [H, W, 3] uint8 RGB (:func:`.image.read_photo`).
+        body: the body model (default: the built-in one).
+        num_gaussians: how many Gaussians to sample.
+        strict: refuse photos with several people.
+        seed: sampling seed (the result is deterministic for a seed).
+        crop: a fixed 5:3 crop box (photo pixels) instead of one around the person.
+        progress: called with each step's name when it starts.
+
+    Raises:
+        ReconstructionError: no usable person (see :func:`.person.find_person`).
+    """
+    from ..tracking.fit import PoseFitter
+
+    timings: dict[str, float] = {}
+    clock = [time.perf_counter()]
+
+    def step(name: str) -> None:
+        now = time.perf_counter()
+        if timings:
+            timings[list(timings)[-1]] = now - clock[0]
+        clock[0] = now
+        timings[name] = 0.0
+        if progress is not None:
+            progress(name)
+
+    step("detect")
+    body = (body or BodyModel.load()).to("cpu")
+    person = find_person(rgb, strict=strict, crop=crop)
+    H, W = person.mask.shape
+    step("fit")
+    fitter = PoseFitter(body, smoothing=False, iterations=FIT_ITERATIONS)
+    pose = fitter.fit(person.landmarks)
+    K = np.asarray(fitter.K, dtype=np.float64)
+    view = np.asarray(fitter.viewmat, dtype=np.float64)
+    camera = Camera(
+        K=torch.tensor(K, dtype=torch.float32),
+        viewmat=torch.tensor(view, dtype=torch.float32),
+        width=W,
+        height=H,
+    )
+    with torch.no_grad():
+        rest_j = body.rest_joints(pose.betas)
+        rest_v = body.shaped_vertices(pose.betas)
+        A, _ = body.joint_transforms(pose, rest_joints=rest_j)  # [55, 4, 4]
+        Mv = _blend(body.lbs_weights, A)
+        posed = (Mv[:, :, :3] @ rest_v[:, :, None])[..., 0] + Mv[:, :, 3]
+        faces = body.faces
+        normals = vertex_normals(posed, faces)
+
+    step("silhouette")
+    R, t = view[:3, :3], view[:3, 3]
+    posed_np, normals_np, faces_np = posed.double().numpy(), normals.double().numpy(), faces.numpy()
+    mask = person.mask > 0.5
+    off, wgt = outline_offsets(posed_np @ R.T + t, normals_np @ R.T, faces_np, K, mask)
+    dominant_v = body.lbs_weights.argmax(1).numpy()
+    rest_np = rest_v.double().numpy()
+    rest_n = vertex_normals(rest_v, faces).double().numpy()
+    eye_y = float(rest_j[JOINT_INDEX["left_eye"], 1])
+    head_v = np.isin(dominant_v, [JOINT_INDEX[n] for n in ("head", "jaw", "left_eye", "right_eye")])
+    face_v = head_v & (rest_n[:, 2] > 0.4) & (rest_np[:, 1] < eye_y + 0.03)
+    hands_v = dominant_v >= JOINT_INDEX["left_wrist"]
+    hands_v &= dominant_v != JOINT_INDEX["jaw"]
+    hands_v &= ~np.isin(dominant_v, [JOINT_INDEX[n] for n in ("left_eye", "right_eye")])
+    # Sleeves are tight around the forearms: a mask reaching far past an arm is something else
+    # (a pocket, a bag, the body behind), not cloth on the arm.
+    forearm_v = np.isin(dominant_v, [JOINT_INDEX[n] for n in ("left_elbow", "right_elbow")])
+    off = np.where(forearm_v, np.minimum(off, MAX_FOREARM_OFFSET_M), off)
+    offsets = spread_offsets(off, 4.0 * wgt, vertex_adjacency(faces_np, len(posed_np)), face_v | hands_v)
+    offsets = np.where(forearm_v | hands_v, np.minimum(offsets, MAX_FOREARM_OFFSET_M), offsets)
+    off_posed = posed + torch.from_numpy(offsets).float()[:, None] * normals
+    off_normals = vertex_normals(off_posed, faces)
+
+    step("sample")
+    gen = torch.Generator().manual_seed(seed)
+    head_mask = head_face_mask(body)
+    n_head = round(num_gaussians * HEAD_FRACTION)
+    # Faces the camera sees get FRONT_DENSITY times the samples: detail where the photo has it.
+    tri_v = off_posed[faces]
+    centre = tri_v.mean(1).double().numpy() @ R.T + t
+    fn = torch.linalg.cross(tri_v[:, 1] - tri_v[:, 0], tri_v[:, 2] - tri_v[:, 0]).double().numpy() @ R.T
+    front = torch.from_numpy(
+        ((fn * -centre).sum(1) / (np.linalg.norm(fn, axis=1) * np.linalg.norm(centre, axis=1) + 1e-12)) > 0.1
+    )
+    rest_area = 0.5 * torch.linalg.cross(
+        rest_v[faces][:, 1] - rest_v[faces][:, 0], rest_v[faces][:, 2] - rest_v[faces][:, 0]
+    ).norm(dim=-1)
+    face_weight = torch.where(front, float(FRONT_DENSITY), 1.0)
+    fids, barys, spacings = [], [], []
+    for group, count in ((~head_mask, num_gaussians - n_head), (head_mask, n_head)):
+        if count:
+            ids = torch.nonzero(group)[:, 0]
+            ids = torch.cat([ids] + [torch.nonzero(group & front)[:, 0]] * (FRONT_DENSITY - 1))
+            f, b, _ = sample_surface(rest_v, faces, ids, count, gen)
+            density = (
+                count * face_weight[f] / (face_weight[group] * rest_area[group]).sum()
+            )  # samples per m^2
+            fids.append(f)
+            barys.append(b)
+            spacings.append(density.rsqrt())
+    fidx, bary, spacing = torch.cat(fids), torch.cat(barys), torch.cat(spacings)
+    tri = faces[fidx]
+    means_p = (off_posed[tri] * bary[..., None]).sum(1)
+    normal_p = (off_normals[tri] * bary[..., None]).sum(1)
+    normal_p = normal_p / normal_p.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+    weights = (body.lbs_weights[tri] * bary[..., None]).sum(1)
+    weights = weights / weights.sum(1, keepdim=True)
+
+    def areas(v: torch.Tensor) -> torch.Tensor:
+        tv = v[faces]
+        return 0.5 * torch.linalg.cross(tv[:, 1] - tv[:, 0], tv[:, 2] - tv[:, 0]).norm(dim=-1)
+
+    stretch = (areas(off_posed) / areas(posed).clamp_min(1e-12)).sqrt().clamp(0.7, 3.0)[fidx]
+    sigma_t = spacing * TANGENT_SIGMA * stretch
+    scales = torch.stack([sigma_t, sigma_t, spacing * NORMAL_SIGMA], -1)
+
+    step("colour")
+    mp = means_p.double().numpy()
+    cam_pts, cam_n = mp @ R.T + t, normal_p.double().numpy() @ R.T
+    pix = cam_pts[:, :2] / cam_pts[:, 2:3] * np.array([K[0, 0], K[1, 1]]) + np.array([K[0, 2], K[1, 2]])
+    q_posed = matrix_to_quat(tangent_frames(normal_p))
+    posed_g = Gaussians(
+        means=means_p.float().contiguous(),
+        quats=q_posed.float().contiguous(),
+        scales=scales.float().contiguous(),
+        opacities=torch.full((len(mp),), OPACITY),
+        colors=torch.zeros(len(mp), 3),
+    )
+    seen = visible(cam_pts, cam_n, pix, mask, rendered_depth(posed_g, camera, cam_pts[:, 2]))
+    colors = np.zeros((len(mp), 3))
+    target = sample_image(person.rgb, pix[seen])
+    colors[seen] = target
+    colors = refine_colours(posed_g, colors, seen, pix, target, camera)
+
+    # Canonical positions (needed by the fill) from the inverse blended transforms.
+    Mg = _blend(weights, A)
+    canon = torch.linalg.solve(Mg[:, :, :3], (means_p - Mg[:, :, 3])[..., None])[..., 0]
+    canon_np = canon.double().numpy()
+    dominant = weights.argmax(1).numpy()
+    parts = body_parts(dominant)
+    head_j = rest_j[JOINT_INDEX["head"]].numpy()
+    is_head = parts == 1
+    top = canon_np[:, 1] > eye_y + 0.05
+    hair_region = is_head & (top | (canon_np[:, 2] < head_j[2] - 0.01))
+    hair_source = is_head & top
+    colors = fill_unseen(canon_np, colors, seen, parts, hair_region, hair_source)
+
+    step("unpose")
+    _, joint_quats = skinning_transforms(body, pose, rest_j)
+    q_blend = weights @ joint_quats
+    q_blend = q_blend / q_blend.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+    q_canon = quat_multiply(q_blend * torch.tensor([1.0, -1.0, -1.0, -1.0]), q_posed)
+    gaussians = Gaussians(
+        means=canon.float().contiguous(),
+        quats=(q_canon / q_canon.norm(dim=-1, keepdim=True)).float().contiguous(),
+        scales=scales.float().contiguous(),
+        opacities=torch.full((len(canon),), OPACITY),
+        colors=torch.from_numpy(np.clip(colors, 0, 1)).float().contiguous(),
+    )
+    avatar = Avatar(gaussians=gaussians, skin_weights=weights.float().contiguous(), betas=pose.betas.clone())
+    step("done")
+    timings.pop("done")
+    return Reconstruction(
+        avatar=avatar,
+        pose=pose,
+        camera=camera,
+        person=person,
+        seen_fraction=float(seen.mean()),
+        timings_s=timings,
+    )

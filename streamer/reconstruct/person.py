@@ -1,0 +1,225 @@
+"""Finding the person in a photo: landmarks, a person mask, and the 5:3 crop around them.
+
+Two passes: the whole photo (scaled to at most :data:`DETECT_SIDE` px) finds the person and counts
+people; the person is then cropped like LHM's input (centred, height:width = 5:3, a margin around
+the body) and scaled to :data:`CROP_HEIGHT` x :data:`CROP_WIDTH`, where MediaPipe Holistic gives the
+landmarks and MediaPipe Pose's segmentation the person mask.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..errors import ReconstructionError
+from ..tracking.landmarks import FrameLandmarks
+
+DETECT_SIDE = 1024
+CROP_HEIGHT, CROP_WIDTH = 1000, 600  # 5:3 like LHM's input
+MARGIN = 0.08  # of the person's height, on each side
+MIN_PERSON_PX = 96  # smallest person height in the photo, pixels
+OTHER_PERSON_FRACTION = 0.25  # a mask blob this large relative to the person counts as another person
+# MediaPipe Pose landmark ids.
+NOSE, L_SHOULDER, R_SHOULDER, L_HIP, R_HIP = 0, 11, 12, 23, 24
+
+
+@dataclass
+class Person:
+    """The person found in a photo, in the crop's pixels.
+
+    Attributes:
+        rgb: the crop, [CROP_HEIGHT, CROP_WIDTH, 3] uint8.
+        mask: person probability in the crop, [CROP_HEIGHT, CROP_WIDTH] float32 in [0, 1].
+        landmarks: MediaPipe Holistic landmarks of the crop.
+        box: the crop in the photo's pixels (x0, y0, x1, y1), may extend past the photo.
+        people: how many people the whole-photo mask suggests (1 = just this one).
+        full_body: whether hips and knees were visible (False: a half-body photo).
+        valid: crop pixels that lie inside the photo, [CROP_HEIGHT, CROP_WIDTH] bool.
+    """
+
+    rgb: np.ndarray
+    mask: np.ndarray
+    landmarks: FrameLandmarks
+    box: tuple[float, float, float, float]
+    people: int
+    full_body: bool
+    valid: np.ndarray
+
+
+def pose_graph(segmentation: bool, video: bool = False):  # type: ignore[no-untyped-def]
+    """MediaPipe Pose (bundled full model), optionally with its person segmentation."""
+    from mediapipe.python.solutions import pose
+
+    return pose.Pose(
+        static_image_mode=not video,
+        model_complexity=1,
+        enable_segmentation=segmentation,
+        min_detection_confidence=0.5,
+    )
+
+
+def find_people(rgb: np.ndarray) -> tuple[int, np.ndarray | None]:
+    """Count people with MediaPipe's selfie segmentation: mask blobs at least
+    :data:`OTHER_PERSON_FRACTION` as large as the largest.
+
+    Returns:
+        the count, and (when more than one) where the largest person is: their blob dilated by
+        5% of the image size, [H, W] bool; None otherwise.
+    """
+    import cv2
+    from mediapipe.python.solutions import selfie_segmentation
+
+    with selfie_segmentation.SelfieSegmentation(model_selection=0) as seg:
+        res = seg.process(rgb)
+    if res.segmentation_mask is None:
+        return 1, None
+    m = (res.segmentation_mask > 0.5).astype(np.uint8)
+    _n, labels, stats, _ = cv2.connectedComponentsWithStats(m, connectivity=8)
+    areas = stats[1:, cv2.CC_STAT_AREA].astype(float)
+    if not len(areas):
+        return 1, None
+    count = int((areas >= OTHER_PERSON_FRACTION * areas.max()).sum())
+    if count <= 1:
+        return 1, None
+    r = max(3, round(0.05 * max(m.shape)))
+    largest = (labels == 1 + int(np.argmax(areas))).astype(np.uint8)
+    return count, cv2.dilate(largest, np.ones((r, r), np.uint8)).astype(bool)
+
+
+def crop_image(
+    rgb: np.ndarray, box: tuple[float, float, float, float], out_h: int = CROP_HEIGHT, out_w: int = CROP_WIDTH
+) -> np.ndarray:
+    """Crop ``box`` (x0, y0, x1, y1, photo pixels, may leave the photo) and scale to out_h x out_w; outside = grey."""
+    import cv2
+
+    x0, y0, x1, y1 = box
+    sx, sy = out_w / (x1 - x0), out_h / (y1 - y0)
+    M = np.array([[sx, 0.0, -x0 * sx], [0.0, sy, -y0 * sy]], dtype=np.float64)
+    interp = cv2.INTER_AREA if sx < 1 else cv2.INTER_LINEAR
+    return cv2.warpAffine(
+        rgb, M, (out_w, out_h), flags=interp, borderMode=cv2.BORDER_CONSTANT, borderValue=(128, 128, 128)
+    )
+
+
+def crop_valid(shape: tuple[int, int], box: tuple[float, float, float, float]) -> np.ndarray:
+    """Which pixels of a :func:`crop_image` crop come from inside a photo of ``shape`` (H, W). [CROP_HEIGHT, CROP_WIDTH] bool"""
+    x0, y0, x1, y1 = box
+    xs = x0 + (np.arange(CROP_WIDTH) + 0.5) * (x1 - x0) / CROP_WIDTH
+    ys = y0 + (np.arange(CROP_HEIGHT) + 0.5) * (y1 - y0) / CROP_HEIGHT
+    return ((ys >= 0) & (ys < shape[0]))[:, None] & ((xs >= 0) & (xs < shape[1]))[None, :]
+
+
+def person_box(
+    landmarks_px: np.ndarray, visibility: np.ndarray, mask: np.ndarray | None
+) -> tuple[float, float, float, float]:
+    """Bounding box (x0, y0, x1, y1) of the visible landmarks and the mask (> 0.5), pixels."""
+    pts = landmarks_px[visibility > 0.5, :2]
+    if mask is not None:
+        ys, xs = np.nonzero(mask > 0.5)
+        if len(xs):
+            pts = np.concatenate([pts, np.array([[xs.min(), ys.min()], [xs.max() + 1, ys.max() + 1]], float)])
+    return float(pts[:, 0].min()), float(pts[:, 1].min()), float(pts[:, 0].max()), float(pts[:, 1].max())
+
+
+def crop_box(box: tuple[float, float, float, float]) -> tuple[float, float, float, float]:
+    """The 5:3 (height:width) crop centred on a person box, with :data:`MARGIN` around it."""
+    x0, y0, x1, y1 = box
+    h = (y1 - y0) * (1 + 2 * MARGIN)
+    w = (x1 - x0) + 2 * MARGIN * (y1 - y0)
+    h = max(h, w * CROP_HEIGHT / CROP_WIDTH)
+    w = h * CROP_WIDTH / CROP_HEIGHT
+    cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
+    return cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2
+
+
+def full_frame_box(width: int, height: int) -> tuple[float, float, float, float]:
+    """The smallest 5:3 (height:width) box centred on a frame that contains all of it, pixels."""
+    h = max(float(height), width * CROP_HEIGHT / CROP_WIDTH)
+    w = h * CROP_WIDTH / CROP_HEIGHT
+    return width / 2 - w / 2, height / 2 - h / 2, width / 2 + w / 2, height / 2 + h / 2
+
+
+def find_person(
+    rgb: np.ndarray, strict: bool = False, crop: tuple[float, float, float, float] | None = None
+) -> Person:
+    """Find the (largest) person, crop around them and compute landmarks and mask.
+
+    Args:
+        rgb: the photo, [H, W, 3] uint8 RGB.
+        strict: refuse photos with several people instead of taking the largest with a warning.
+        crop: crop this 5:3 box (x0, y0, x1, y1, photo pixels) instead of one around the person
+            (e.g. :func:`full_frame_box` for a video whose person moves).
+
+    Raises:
+        ReconstructionError: nobody found; several people with ``strict``; the person too small,
+            or cut off so that the head or the shoulders are missing.
+    """
+    import cv2
+
+    from ..tracking.mediapipe_runner import MediaPipeRunner
+
+    H, W = rgb.shape[:2]
+    scale = min(1.0, DETECT_SIDE / max(H, W))
+    small = (
+        cv2.resize(rgb, (round(W * scale), round(H * scale)), interpolation=cv2.INTER_AREA)
+        if scale < 1
+        else rgb
+    )
+    people, largest = find_people(small)
+    if people > 1:
+        if strict:
+            raise ReconstructionError(f"{people} people in the photo; --strict allows exactly one")
+        warnings.warn(f"{people} people in the photo: using the largest", stacklevel=2)
+        assert largest is not None
+        # Grey out everyone else, so that MediaPipe (which would take the most confident) sees one.
+        keep = cv2.resize(largest.astype(np.uint8), (W, H), interpolation=cv2.INTER_NEAREST).astype(bool)
+        rgb = np.where(keep[..., None], rgb, np.uint8(128))
+        small = np.where(largest[..., None], small, np.uint8(128))
+    # One Pose graph for both passes (static images: no state between calls).
+    with pose_graph(segmentation=True) as graph:
+        res = graph.process(small)
+        if res.pose_landmarks is None:
+            raise ReconstructionError("no person found in the photo")
+        lm = (
+            np.array([(p.x * small.shape[1], p.y * small.shape[0]) for p in res.pose_landmarks.landmark])
+            / scale
+        )
+        vis = np.array([p.visibility for p in res.pose_landmarks.landmark])
+        mask_small = res.segmentation_mask
+        mask = (
+            cv2.resize(mask_small, (W, H), interpolation=cv2.INTER_LINEAR) if mask_small is not None else None
+        )
+        box = person_box(lm, vis, mask)
+        if box[3] - box[1] < MIN_PERSON_PX:
+            raise ReconstructionError(
+                f"the person is too small: {box[3] - box[1]:.0f} px tall, at least {MIN_PERSON_PX} px needed"
+            )
+        inside = (lm[:, 0] >= 0) & (lm[:, 0] < W) & (lm[:, 1] >= 0) & (lm[:, 1] < H)
+        if not (inside[NOSE] and vis[NOSE] > 0.5):
+            raise ReconstructionError("the person's head is cut off or hidden: the face must be in the photo")
+        if not (inside[[L_SHOULDER, R_SHOULDER]].all() and vis[[L_SHOULDER, R_SHOULDER]].min() > 0.3):
+            raise ReconstructionError("the person is cut off: both shoulders must be in the photo")
+        full_body = bool(inside[[L_HIP, R_HIP, 25, 26]].all() and vis[[L_HIP, R_HIP, 25, 26]].min() > 0.5)
+        cbox = crop_box(box) if crop is None else crop
+        image = crop_image(rgb, cbox)
+        with MediaPipeRunner(models="holistic", video=False) as runner:
+            frame = runner.process(image, 0.0)
+        if frame.pose is None:
+            raise ReconstructionError("no person found in the photo (after cropping)")
+        res2 = graph.process(image)
+        if res2.segmentation_mask is None:
+            raise ReconstructionError(
+                "no person found in the photo (MediaPipe gave no person mask after cropping)"
+            )
+        crop_mask = res2.segmentation_mask.astype(np.float32)
+        return Person(
+            rgb=image,
+            mask=np.clip(crop_mask, 0, 1),
+            landmarks=frame,
+            box=cbox,
+            people=people,
+            full_body=full_body,
+            valid=crop_valid((rgb.shape[0], rgb.shape[1]), cbox),
+        )

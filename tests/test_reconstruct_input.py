@@ -1,0 +1,198 @@
+"""Bad photos: each a clear error, a non-zero exit and no output file (``streamer reconstruct``)."""
+
+from __future__ import annotations
+
+import struct
+import zlib
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from conftest import SHARED_DATA
+
+from streamer.cli import main
+from streamer.errors import ReconstructionError
+from streamer.reconstruct.image import image_size, read_photo, sniff_format
+
+PHOTO = SHARED_DATA / "photos" / "woman_hat_bag.png"
+needs_photo = pytest.mark.skipif(not PHOTO.exists(), reason="shared photos not found beside the repository")
+
+
+def _png_chunk(kind: bytes, data: bytes) -> bytes:
+    return (
+        struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+    )
+
+
+def bomb_png(width: int, height: int) -> bytes:
+    """A tiny PNG that claims width x height RGB pixels (all zero rows, deflated to almost nothing)."""
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    comp = zlib.compressobj(9)
+    row = b"\x00" * (1 + 3 * width)
+    data = b"".join(comp.compress(row) for _ in range(16)) + comp.flush()  # the start is enough for the test
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + _png_chunk(b"IHDR", ihdr)
+        + _png_chunk(b"IDAT", data)
+        + _png_chunk(b"IEND", b"")
+    )
+
+
+def run_cli(photo: Path, out: Path, capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
+    code = main(["reconstruct", str(photo), "-o", str(out)])
+    return code, capsys.readouterr().err
+
+
+def assert_refused(photo: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], words: str) -> None:
+    out = tmp_path / "avatar.ply"
+    code, err = run_cli(photo, out, capsys)
+    assert code == 2
+    assert "streamer reconstruct: error:" in err and words in err, err
+    assert not out.exists()
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".avatar")] == []  # no temp file left
+
+
+def test_sniff_and_header_sizes() -> None:
+    assert sniff_format(b"\x89PNG\r\n\x1a\n" + b"\0" * 8) == "png"
+    assert sniff_format(b"\xff\xd8\xff\xe0") == "jpeg"
+    assert sniff_format(b"GIF89a") is None
+    assert image_size(bomb_png(123, 45), "png") == (123, 45)
+    ok, jpg = cv2.imencode(".jpg", np.zeros((37, 91, 3), np.uint8))
+    assert ok and image_size(jpg.tobytes(), "jpeg") == (91, 37)
+    ok, webp = cv2.imencode(".webp", np.zeros((70, 80, 3), np.uint8))
+    assert ok and image_size(webp.tobytes(), "webp") == (80, 70)
+
+
+def test_reads_png_as_rgb(tmp_path: Path) -> None:
+    img = np.zeros((80, 90, 3), np.uint8)
+    img[..., 0] = 255  # red
+    cv2.imwrite(str(tmp_path / "red.png"), img[:, :, ::-1])
+    rgb = read_photo(tmp_path / "red.png")
+    assert (
+        rgb.shape == (80, 90, 3)
+        and rgb.dtype == np.uint8
+        and (rgb[..., 0] == 255).all()
+        and (rgb[..., 2] == 0).all()
+    )
+
+
+def test_bomb_refused_before_decoding(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "bomb.png"
+    path.write_bytes(bomb_png(100_000, 100_000))  # 10 gigapixels, 30 GB decoded
+    assert path.stat().st_size < 100_000
+
+    def no_decode(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the image was decoded")
+
+    monkeypatch.setattr(cv2, "imdecode", no_decode)
+    with pytest.raises(ReconstructionError, match="exceeds the limit"):
+        read_photo(path)
+    assert_refused(path, tmp_path, capsys, "exceeds the limit")
+
+
+def test_unsupported_format(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "photo.gif"
+    path.write_bytes(b"GIF89a" + b"\0" * 100)
+    assert_refused(path, tmp_path, capsys, "unsupported image format")
+    text = tmp_path / "notes.png"
+    text.write_text("not an image at all")
+    assert_refused(text, tmp_path, capsys, "unsupported image format")
+
+
+def test_missing_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert_refused(tmp_path / "nowhere.png", tmp_path, capsys, "no such file")
+
+
+@needs_photo
+def test_truncated_png_and_jpeg(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    data = PHOTO.read_bytes()
+    cut = tmp_path / "cut.png"
+    cut.write_bytes(data[: len(data) // 2])
+    assert_refused(cut, tmp_path, capsys, "truncated PNG")
+    _ok, jpg = cv2.imencode(".jpg", cv2.imread(str(PHOTO)))
+    cutj = tmp_path / "cut.jpg"
+    cutj.write_bytes(jpg.tobytes()[: len(jpg) // 2])
+    assert_refused(cutj, tmp_path, capsys, "truncated JPEG")
+
+
+def test_corrupt_png_body(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    _ok, png = cv2.imencode(".png", np.random.default_rng(0).integers(0, 255, (200, 200, 3), dtype=np.uint8))
+    data = bytearray(png.tobytes())
+    data[100:4000] = b"\x55" * 3900  # garbage in the compressed pixel data, header and end intact
+    path = tmp_path / "corrupt.png"
+    path.write_bytes(bytes(data))
+    assert_refused(path, tmp_path, capsys, "corrupt PNG")
+
+
+def test_no_person(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    rng = np.random.default_rng(1)
+    img = np.clip(rng.normal(150, 10, (480, 640, 3)), 0, 255).astype(np.uint8)  # a plain wall
+    path = tmp_path / "wall.png"
+    cv2.imwrite(str(path), img)
+    assert_refused(path, tmp_path, capsys, "no person")
+
+
+@needs_photo
+def test_person_cut_off(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    legs = cv2.imread(str(PHOTO))[480:]  # lower half: no head, no shoulders
+    path = tmp_path / "legs.png"
+    cv2.imwrite(str(path), legs)
+    code, err = run_cli(path, tmp_path / "avatar.ply", capsys)
+    assert code == 2 and not (tmp_path / "avatar.ply").exists()
+    assert "cut off" in err or "no person" in err, err
+
+
+@needs_photo
+def test_person_too_small(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    small = cv2.resize(cv2.imread(str(PHOTO)), (60, 80), interpolation=cv2.INTER_AREA)
+    canvas = np.full((720, 960, 3), 235, np.uint8)
+    canvas[300:380, 400:460] = small
+    path = tmp_path / "far.png"
+    cv2.imwrite(str(path), canvas)
+    code, err = run_cli(path, tmp_path / "avatar.ply", capsys)
+    assert code == 2 and not (tmp_path / "avatar.ply").exists()
+    assert "too small" in err or "no person" in err, err
+
+
+@needs_photo
+def test_several_people_strict(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    one = cv2.imread(str(PHOTO))
+    other = np.full_like(one, 230)
+    other[192:, :576] = cv2.resize(one, (576, 768))
+    path = tmp_path / "two.png"
+    cv2.imwrite(str(path), np.concatenate([one, other], 1))
+    out = tmp_path / "avatar.ply"
+    assert main(["reconstruct", str(path), "-o", str(out), "--strict"]) == 2
+    assert "2 people" in capsys.readouterr().err and not out.exists()
+
+
+def test_sample_image_many_points_and_none() -> None:
+    from streamer.reconstruct.colour import sample_image
+
+    img = np.zeros((4, 5, 3), np.uint8)
+    img[2, 3] = (255, 128, 0)
+    pix = np.tile(
+        np.array([[3.5, 2.5], [0.5, 0.5]]), (25_000, 1)
+    )  # 50,000 points: more than remap's 32767 rows
+    out = sample_image(img, pix)
+    assert out.shape == (50_000, 3)
+    np.testing.assert_allclose(out[0], (1.0, 128 / 255, 0.0), atol=1e-6)
+    np.testing.assert_allclose(out[1::2], 0.0)
+    assert sample_image(img, np.zeros((0, 2))).shape == (0, 3)
+
+
+@needs_photo
+def test_several_people_takes_the_largest_with_a_warning() -> None:
+    from streamer.reconstruct.person import find_person
+
+    one = cv2.imread(str(PHOTO))[:, :, ::-1]
+    other = np.full_like(one, 230)
+    other[192:, :576] = cv2.resize(one, (576, 768))
+    with pytest.warns(UserWarning, match="2 people in the photo: using the largest"):
+        person = find_person(np.ascontiguousarray(np.concatenate([one, other], 1)))
+    assert person.people == 2
+    x0, _, x1, _ = person.box
+    assert (x0 + x1) / 2 < one.shape[1]  # the larger person, on the left
