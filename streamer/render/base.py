@@ -21,6 +21,7 @@ ALPHA_MIN = 1.0 / 255.0  # fragments with a smaller alpha are skipped
 T_MIN = 1e-4  # compositing stops before a fragment would bring transmittance <= T_MIN
 NEAR_PLANE = 0.01  # metres; Gaussians with camera z below are culled
 FAR_PLANE = 1e10
+RADIUS_CLIP = 0.0  # pixels; Gaussians whose x and y radii are both <= this are culled
 TILE_SIZE = 16
 
 
