@@ -41,7 +41,7 @@
 #ifdef _OPENMP
 #include <omp.h>
 #endif
-#if defined(__AVX__)
+#if defined(__SSE4_1__)
 #include <immintrin.h>
 #endif
 #if defined(__GNUC__) && !defined(__clang__)
@@ -302,12 +302,14 @@ inline uint32_t float_key(float f) {
 // The final transmittance is max(T, T_end).
 
 // Pixels per SIMD group: 16 (one AVX-512 register: a whole tile row) where AVX-512 is compiled
-// for, else 8 (one AVX2 register).
+// for, 8 with AVX (one AVX2 register), else 4 (one SSE register).
 #ifndef STREAMER_GROUP_WIDTH
 #if defined(__AVX512F__) && defined(__AVX512DQ__)
 #define STREAMER_GROUP_WIDTH 16
-#else
+#elif defined(__AVX__)
 #define STREAMER_GROUP_WIDTH 8
+#else
+#define STREAMER_GROUP_WIDTH 4
 #endif
 #endif
 constexpr int GW = STREAMER_GROUP_WIDTH;
@@ -475,6 +477,9 @@ inline vf splat(float v) { return splat_(v, std::make_index_sequence<GW>{}); }
 #if defined(__AVX__) && STREAMER_GROUP_WIDTH == 8
 inline vf vmin(vf a, vf b) { return (vf)_mm256_min_ps((__m256)a, (__m256)b); }
 inline vf vmax(vf a, vf b) { return (vf)_mm256_max_ps((__m256)a, (__m256)b); }
+#elif defined(__SSE4_1__) && STREAMER_GROUP_WIDTH == 4
+inline vf vmin(vf a, vf b) { return (vf)_mm_min_ps((__m128)a, (__m128)b); }
+inline vf vmax(vf a, vf b) { return (vf)_mm_max_ps((__m128)a, (__m128)b); }
 #else
 inline vf vmin(vf a, vf b) { return a < b ? a : b; }
 inline vf vmax(vf a, vf b) { return a > b ? a : b; }
@@ -484,6 +489,8 @@ inline vf keep(vi mask, vf v) { return (vf)(mask & (vi)v); }  // v where mask, e
 inline bool none_set(vi m) {
 #if defined(__AVX__) && STREAMER_GROUP_WIDTH == 8
     return _mm256_testz_si256((__m256i)m, (__m256i)m);
+#elif defined(__SSE4_1__) && STREAMER_GROUP_WIDTH == 4
+    return _mm_testz_si128((__m128i)m, (__m128i)m);
 #else
     int32_t acc = 0;
     for (int i = 0; i < GW; ++i) acc |= m[i];
