@@ -35,3 +35,14 @@ def test_gradients_flow():
     joints[20].sum().backward()
     assert rot.grad is not None and float(rot.grad[16].abs().sum()) > 0  # shoulder moves the wrist
     assert float(rot.grad[17].abs().sum()) == 0  # the other shoulder does not
+
+
+def test_gradients_flow_after_a_first_call_in_inference_mode():
+    """The cached index tensors must not be inference tensors (the stream calls FK in inference mode)."""
+    from streamer.body import kinematics
+
+    kinematics.level_index.cache_clear()
+    kinematics._parent_index.cache_clear()
+    with torch.inference_mode():
+        forward_kinematics(torch.eye(3).repeat(55, 1, 1), torch.randn(55, 3), PARENTS)
+    test_gradients_flow()

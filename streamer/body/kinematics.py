@@ -27,16 +27,18 @@ def depth_levels(parents: tuple[int, ...]) -> tuple[tuple[tuple[int, ...], tuple
 @functools.lru_cache(maxsize=16)
 def level_index(parents: tuple[int, ...], device: torch.device) -> tuple[tuple[Tensor, Tensor], ...]:
     """:func:`depth_levels` as index tensors on ``device`` (cached: building them costs more than using them)."""
-    return tuple(
-        (torch.tensor(j, dtype=torch.long, device=device), torch.tensor(p, dtype=torch.long, device=device))
-        for j, p in depth_levels(parents)
-    )
+    with torch.inference_mode(False):  # cached tensors must stay usable by autograd later
+        return tuple(
+            (torch.tensor(j, dtype=torch.long, device=device), torch.tensor(p, dtype=torch.long, device=device))
+            for j, p in depth_levels(parents)
+        )
 
 
 @functools.lru_cache(maxsize=16)
 def _parent_index(parents: tuple[int, ...], device: torch.device) -> tuple[Tensor, Tensor]:
-    idx = torch.tensor([max(p, 0) for p in parents], dtype=torch.long, device=device)
-    has_parent = torch.tensor([[float(p >= 0)] for p in parents], device=device)
+    with torch.inference_mode(False):  # cached tensors must stay usable by autograd later
+        idx = torch.tensor([max(p, 0) for p in parents], dtype=torch.long, device=device)
+        has_parent = torch.tensor([[float(p >= 0)] for p in parents], device=device)
     return idx, has_parent
 
 
