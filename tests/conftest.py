@@ -19,6 +19,15 @@ def _private_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
         os.environ["STREAMER_CACHE_DIR"] = str(tmp_path_factory.mktemp("streamer-cache"))
 
 
+@pytest.fixture
+def one_torch_thread():
+    """Toy-sized torch ops: one intra-op thread is faster, especially on a busy 2-core CI runner."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="session")
 def body(_private_cache: None):
     from streamer.body import BodyModel
