@@ -42,3 +42,10 @@ def test_missing_avatar_is_a_clean_error_and_leaves_no_file(tmp_path):
     assert "streamer render: error:" in proc.stderr and "nope.ply" in proc.stderr
     assert "Traceback" not in proc.stderr
     assert not out.exists() and list(tmp_path.iterdir()) == []
+
+
+def test_bad_background_is_a_clean_error(tmp_path, capsys):
+    out = tmp_path / "out.mp4"
+    assert main(["render", "--background", "1,x,1", "--out", str(out), "--size", "32"]) == 2
+    assert "background must be 3 numbers in [0, 1]" in capsys.readouterr().err
+    assert not out.exists()

@@ -106,7 +106,7 @@ class Avatar:
 
     def rest_joints(self, body: "BodyModel") -> Tensor:
         """Joint centres of this avatar's shaped rest pose on ``body`` (cached). [55, 3]"""
-        key = ("rest", id(body), body.device)
+        key = ("rest", str(body.npz_path), str(body.device))  # not id(body): ids are reused after GC
         if key not in self._cache:
             self._cache[key] = body.rest_joints(self.betas.to(body.device))
         return self._cache[key]

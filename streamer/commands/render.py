@@ -16,6 +16,7 @@ from ..assets import load_avatar_or_demo, load_body, load_motion_or_demo
 from ..avatar import Avatar
 from ..body import BodyModel
 from ..render import Camera, get_renderer, resolve_backend
+from ..render.base import check_background
 from ..render.video import VideoWriter
 from ..tracking.motion import Motion
 from ..tracking.sources import VideoFileSource, frames_at
@@ -68,7 +69,7 @@ def overlay_frames(video: str, times_ms: list[float], height: int) -> tuple[int,
 def run(args: argparse.Namespace) -> int:
     if args.size < 16 or args.size > 4096 or args.size % 2:
         raise SystemExit(f"streamer render: --size must be an even number in [16, 4096], got {args.size}")
-    background = tuple(float(c) for c in args.background.split(","))
+    background = check_background(args.background.split(","))
     backend = resolve_backend(args.backend)
     device = "cuda" if backend == "cuda" else "cpu"
     t0 = time.perf_counter()
