@@ -51,6 +51,8 @@ def test_bench_stream_reports_json(capsys: pytest.CaptureFixture[str]) -> None:
     assert report["fps"] > 0 and report["tracked_per_s"] > 0
     assert report["latency_ms_p95"] >= report["latency_ms_p50"] > 0
     assert report["dropped_frames"] >= 0
+    for stage in ("tracking", "fit", "lbs", "render", "encode"):  # every stage was actually timed
+        assert report[f"{stage}_ms_p50"] is not None and report[f"{stage}_ms_p50"] > 0, stage
 
 
 def test_bench_stream_refuses_a_missing_video(capsys: pytest.CaptureFixture[str]) -> None:

@@ -67,7 +67,12 @@ def time_ms(fn: Callable[[], object], repeats: int, warmup: int, cuda: bool) -> 
         if cuda:
             torch.cuda.synchronize()
         times.append((time.perf_counter() - t) * 1e3)
-    times.sort()
+    return summarize(times)
+
+
+def summarize(times_ms: list[float]) -> dict[str, float]:
+    """Median, 10th and 90th percentile (nearest rank below) of timings in ms, rounded to us."""
+    times = sorted(times_ms)
     return {
         "median_ms": round(statistics.median(times), 3),
         "p10_ms": round(times[int(0.1 * (len(times) - 1))], 3),

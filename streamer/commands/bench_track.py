@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
 from pathlib import Path
 
 from ..errors import InputError
 from ..tracking.mediapipe_runner import MediaPipeRunner
 from ..tracking.sources import VideoFileSource
-from .bench import _machine
+from .bench import _machine, summarize
 
 #: The shared full-body test video, relative to the repository (``../shared/data`` beside the checkout).
 SHARED_VIDEO = (
@@ -35,16 +34,6 @@ def add_bench_parser(sub: argparse._SubParsersAction) -> None:
     q.add_argument("--smplx-dir", help="folder with real SMPL-X files (default: built-in body model)")
     q.add_argument("--json", action="store_true", help="print one JSON object")
     q.set_defaults(func=run_track)
-
-
-def _stats(times: list[float]) -> dict[str, float]:
-    """Median and spread in ms (the keys of :func:`streamer.commands.bench.time_ms`)."""
-    times = sorted(times)
-    return {
-        "median_ms": round(statistics.median(times), 3),
-        "p10_ms": round(times[int(0.1 * (len(times) - 1))], 3),
-        "p90_ms": round(times[int(0.9 * (len(times) - 1))], 3),
-    }
 
 
 def run_track(args: argparse.Namespace) -> int:
@@ -81,7 +70,7 @@ def run_track(args: argparse.Namespace) -> int:
             per_stage.setdefault("fit", []).append(float(fitter.last_timings_ms["total"]))
             if not args.json and i % 30 == 0:
                 print(f"  frame {i}/{args.frames}", file=sys.stderr)
-    rows = [{"stage": stage, "frames": len(times), **_stats(times)} for stage, times in per_stage.items()]
+    rows = [{"stage": stage, "frames": len(times), **summarize(times)} for stage, times in per_stage.items()]
     result = {
         "bench": "track",
         "machine": _machine(),

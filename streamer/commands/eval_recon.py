@@ -58,14 +58,14 @@ def add_eval_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run_recon(args: argparse.Namespace) -> int:
-    from ..body import BodyModel
+    from ..assets import load_body
     from ..fileio import atomic_path
     from ..reconstruct.evaluate import as_float, contact_sheet, evaluate_photo
     from ..reconstruct.image import read_photo
 
     t0 = time.perf_counter()
     rgb = read_photo(args.photo)
-    body = BodyModel.load(args.smplx_dir)
+    body = load_body(args.smplx_dir)
     ev = evaluate_photo(rgb, body, num_gaussians=args.gaussians, backend=args.backend)
     result = {k: as_float(v) for k, v in ev.scores.items()}
     result["reconstruct_s"] = {k: round(v, 3) for k, v in ev.recon.timings_s.items()}
@@ -91,7 +91,7 @@ def run_recon(args: argparse.Namespace) -> int:
 def run_animate(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from ..body import BodyModel
+    from ..assets import load_body
     from ..reconstruct.evaluate import as_float, evaluate_video
 
     if args.max_frames is not None and args.max_frames < 1:
@@ -99,7 +99,7 @@ def run_animate(args: argparse.Namespace) -> int:
     if args.stride < 1:
         raise InputError(f"--stride must be >= 1, got {args.stride}")
     t0 = time.perf_counter()
-    body = BodyModel.load(args.smplx_dir)
+    body = load_body(args.smplx_dir)
     bar = tqdm(desc="eval animate", unit="frame", file=sys.stderr, disable=args.json or None)
     try:
         ev, _ = evaluate_video(

@@ -43,7 +43,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from ..body import BodyModel
+    from ..assets import load_body
     from ..reconstruct.fit import STEPS, reconstruct_photo
     from ..reconstruct.image import read_photo
 
@@ -54,7 +54,7 @@ def run(args: argparse.Namespace) -> int:
         raise InputError(f"{output} is a folder; give the avatar file name (e.g. avatar.ply)")
     t0 = time.perf_counter()
     rgb = read_photo(args.photo)
-    body = BodyModel.load(args.smplx_dir)
+    body = load_body(args.smplx_dir)
     t_read = time.perf_counter() - t0  # reading the photo and loading the body model
     bar = tqdm(total=len(STEPS), desc="reconstruct", unit="step", file=sys.stderr, disable=args.json or None)
 

@@ -155,7 +155,7 @@ def reconstruct_photo(
     with torch.no_grad():
         rest_j = body.rest_joints(pose.betas)
         rest_v = body.shaped_vertices(pose.betas)
-        A, _ = body.joint_transforms(pose, rest_joints=rest_j)  # [55, 4, 4]
+        A, joint_quats = skinning_transforms(body, pose, rest_j)  # [55, 4, 4], [55, 4]
         Mv = _blend(body.lbs_weights, A)
         posed = (Mv[:, :, :3] @ rest_v[:, :, None])[..., 0] + Mv[:, :, 3]
         faces = body.faces
@@ -259,7 +259,6 @@ def reconstruct_photo(
     colors = fill_unseen(canon_np, colors, seen, parts, hair_region, hair_source)
 
     step("unpose")
-    _, joint_quats = skinning_transforms(body, pose, rest_j)
     q_blend = weights @ joint_quats
     q_blend = q_blend / q_blend.norm(dim=-1, keepdim=True).clamp_min(1e-12)
     q_canon = quat_multiply(q_blend * torch.tensor([1.0, -1.0, -1.0, -1.0]), q_posed)

@@ -90,7 +90,11 @@ class Session:
         if self.entry is not None:
             raise SignallingError("bad_state", "already joined a stage; one 'join' per session")
         self.role = msg.role
-        self.entry = await self.server.join(self, msg.stage, msg.role)
+        entry = await self.server.join(self, msg.stage, msg.role)
+        if self._freed:  # replaced or closed while joining: close() could not leave the stage for us
+            await self.server.leave(self, entry)
+            return
+        self.entry = entry
         stage = self.entry.stage
         await self.ws.send(
             protocol.message(

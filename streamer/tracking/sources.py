@@ -120,7 +120,11 @@ class VideoFileSource(FrameSource):
         self._rotation_k = 0  # quarter turns counter-clockwise, read from the first frame
         self._decoder = self._container.decode(self._stream)
         # Decode the first frame now: a corrupt file fails here, and the display rotation is known.
-        first = self._next_frame()
+        try:
+            first = self._next_frame()
+        except BaseException:
+            self.close()
+            raise
         if first is None:
             self.close()
             raise SourceError(f"{self.path}: no frame could be decoded (corrupt or empty video)")
