@@ -101,3 +101,34 @@ def skin_gaussians(
     q = torch.matmul(weights, joint_quats)  # [..., N, 4]
     q = q / q.norm(dim=-1, keepdim=True).clamp_min(1e-12)
     return posed, quat_multiply(q, quats)
+
+
+def unskin_gaussians(
+    means: Tensor,  # [N, 3]
+    quats: Tensor,  # [N, 4]
+    weights: Tensor,  # [N, J]
+    transforms: Tensor,  # [J, 4, 4]
+    joint_quats: Tensor,  # [J, 4]
+) -> tuple[Tensor, Tensor]:
+    """Inverse of :func:`skin_gaussians` for one pose: posed Gaussians -> canonical ones.
+
+    Each centre goes through the inverse of its blended transform and each orientation through
+    the conjugate of its blended joint quaternion, so ``skin_gaussians`` of the result with the
+    same weights and pose gives back ``means`` and ``quats``. Differentiable (reconstruction
+    and LHM training un-pose predicted Gaussians with it).
+
+    Returns:
+        canonical means [N, 3] and canonical unit quaternions [N, 4].
+    """
+    n, j = weights.shape
+    if means.shape != (n, 3) or quats.shape != (n, 4):
+        raise InputError(f"unskin_gaussians: means {tuple(means.shape)} / quats {tuple(quats.shape)} vs weights ({n}, {j})")
+    if transforms.shape != (j, 4, 4) or joint_quats.shape != (j, 4):
+        raise InputError(f"unskin_gaussians: transforms {tuple(transforms.shape)} do not match {j} joints")
+    blended = torch.matmul(weights, transforms[:, :3, :].reshape(j, 12)).reshape(n, 3, 4)
+    canon = torch.linalg.solve(blended[:, :, :3], (means - blended[:, :, 3])[..., None])[..., 0]
+    q = torch.matmul(weights, joint_quats)
+    q = q / q.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+    conj = q * q.new_tensor([1.0, -1.0, -1.0, -1.0])
+    out = quat_multiply(conj, quats)
+    return canon, out / out.norm(dim=-1, keepdim=True).clamp_min(1e-12)

@@ -26,7 +26,7 @@ import torch
 from ..avatar import Avatar, Gaussians
 from ..avatar.avatar import skinning_transforms
 from ..avatar.demo import HEAD_FRACTION, head_face_mask, sample_surface, tangent_frames
-from ..avatar.lbs import matrix_to_quat, quat_multiply
+from ..avatar.lbs import matrix_to_quat, unskin_gaussians
 from ..body.joints import JOINT_INDEX
 from ..body.model import BodyModel, vertex_normals
 from ..body.pose import SmplxPose
@@ -100,6 +100,26 @@ def refine_colours(
     return out
 
 
+def fit_photo(body: BodyModel, person: Person) -> tuple[SmplxPose, Camera]:
+    """The body pose, placement and shape of a found person, and the crop's camera.
+
+    The live fitter (:class:`streamer.tracking.fit.PoseFitter`) on one frame, no smoothing.
+    Shared by the ``fit`` and ``lhm`` methods.
+    """
+    from ..tracking.fit import PoseFitter
+
+    fitter = PoseFitter(body, smoothing=False, iterations=FIT_ITERATIONS)
+    pose = fitter.fit(person.landmarks)
+    H, W = person.mask.shape
+    camera = Camera(
+        K=torch.as_tensor(np.asarray(fitter.K), dtype=torch.float32),
+        viewmat=torch.as_tensor(np.asarray(fitter.viewmat), dtype=torch.float32),
+        width=W,
+        height=H,
+    )
+    return pose, camera
+
+
 def reconstruct_photo(
     rgb: np.ndarray,
     body: BodyModel | None = None,
@@ -123,8 +143,6 @@ def reconstruct_photo(
     Raises:
         ReconstructionError: no usable person (see :func:`.person.find_person`).
     """
-    from ..tracking.fit import PoseFitter
-
     timings: dict[str, float] = {}
     clock = [time.perf_counter()]
 
@@ -140,18 +158,10 @@ def reconstruct_photo(
     step("detect")
     body = (body or BodyModel.load()).to("cpu")
     person = find_person(rgb, strict=strict, crop=crop)
-    H, W = person.mask.shape
     step("fit")
-    fitter = PoseFitter(body, smoothing=False, iterations=FIT_ITERATIONS)
-    pose = fitter.fit(person.landmarks)
-    K = np.asarray(fitter.K, dtype=np.float64)
-    view = np.asarray(fitter.viewmat, dtype=np.float64)
-    camera = Camera(
-        K=torch.tensor(K, dtype=torch.float32),
-        viewmat=torch.tensor(view, dtype=torch.float32),
-        width=W,
-        height=H,
-    )
+    pose, camera = fit_photo(body, person)
+    K = camera.K.double().numpy()
+    view = camera.viewmat.double().numpy()
     with torch.no_grad():
         rest_j = body.rest_joints(pose.betas)
         rest_v = body.shaped_vertices(pose.betas)
@@ -246,8 +256,7 @@ def reconstruct_photo(
     colors = refine_colours(posed_g, colors, seen, pix, target, camera)
 
     # Canonical positions (needed by the fill) from the inverse blended transforms.
-    Mg = _blend(weights, A)
-    canon = torch.linalg.solve(Mg[:, :, :3], (means_p - Mg[:, :, 3])[..., None])[..., 0]
+    canon, q_canon = unskin_gaussians(means_p, q_posed.float(), weights, A, joint_quats)
     canon_np = canon.double().numpy()
     dominant = weights.argmax(1).numpy()
     parts = body_parts(dominant)
@@ -259,12 +268,9 @@ def reconstruct_photo(
     colors = fill_unseen(canon_np, colors, seen, parts, hair_region, hair_source)
 
     step("unpose")
-    q_blend = weights @ joint_quats
-    q_blend = q_blend / q_blend.norm(dim=-1, keepdim=True).clamp_min(1e-12)
-    q_canon = quat_multiply(q_blend * torch.tensor([1.0, -1.0, -1.0, -1.0]), q_posed)
     gaussians = Gaussians(
         means=canon.float().contiguous(),
-        quats=(q_canon / q_canon.norm(dim=-1, keepdim=True)).float().contiguous(),
+        quats=q_canon.float().contiguous(),
         scales=scales.float().contiguous(),
         opacities=torch.full((len(canon),), OPACITY),
         colors=torch.from_numpy(np.clip(colors, 0, 1)).float().contiguous(),
