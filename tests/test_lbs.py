@@ -4,11 +4,12 @@ import math
 
 import pytest
 import torch
+from conftest import random_pose
 from smplx.lbs import batch_rodrigues
 
-from conftest import random_pose
 from streamer.avatar import Avatar, Gaussians
-from streamer.avatar.lbs import matrix_to_quat, quat_multiply
+from streamer.avatar.avatar import skinning_transforms
+from streamer.avatar.lbs import matrix_to_quat, quat_multiply, skin_gaussians, unskin_gaussians
 from streamer.body import BodyModel, SmplxPose
 from streamer.errors import PoseError
 
@@ -158,3 +159,29 @@ def test_quaternion_signs_follow_the_tree(body):
     for j, p in enumerate(body.parents.tolist()):
         if p >= 0:
             assert float((aligned[j] * aligned[p]).sum()) >= 0
+
+
+@pytest.mark.parametrize("seed", [0, 3])
+def test_unskin_inverts_skin(demo_avatar, body, seed):
+    """Posing and then un-posing with the same weights gives the canonical Gaussians back (no photo)."""
+    pose = random_pose(seed, scale=0.6)
+    g = demo_avatar.gaussians
+    A, Q = skinning_transforms(body, pose, demo_avatar.rest_joints(body))
+    posed_m, posed_q = skin_gaussians(g.means, g.quats, demo_avatar.skin_weights, A, Q)
+    assert (posed_m - g.means).abs().max() > 0.05  # the pose really moved them
+    m, q = unskin_gaussians(posed_m, posed_q, demo_avatar.skin_weights, A, Q)
+    assert torch.allclose(m, g.means, atol=2e-5)
+    same = (q * g.quats).sum(-1).abs()  # q and -q are one rotation
+    assert same.min() > 1 - 1e-5
+
+
+def test_unskin_is_differentiable_and_checks_shapes(demo_avatar, body):
+    g = demo_avatar.gaussians.subset(slice(0, 50))
+    w = demo_avatar.skin_weights[:50]
+    A, Q = skinning_transforms(body, random_pose(1), demo_avatar.rest_joints(body))
+    means = g.means.clone().requires_grad_(True)
+    m, _ = unskin_gaussians(means, g.quats, w, A, Q)
+    m.sum().backward()
+    assert means.grad is not None and means.grad.abs().sum() > 0
+    with pytest.raises(Exception, match="unskin_gaussians"):
+        unskin_gaussians(g.means, g.quats, w[:10], A, Q)

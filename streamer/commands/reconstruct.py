@@ -7,11 +7,15 @@ import json
 import sys
 import time
 import warnings
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
+
+import numpy as np
 
 from ..errors import InputError
 
-METHODS = ("fit",)
+METHODS = ("fit", "lhm")
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -21,7 +25,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="turn one photo of a person into an animatable Gaussian avatar (.ply)",
         description="Find the person, fit the body model, shape Gaussians to the silhouette, colour them from "
         "the photo, fill the unseen side and save the avatar in its canonical pose. Method 'fit' needs no "
-        "downloaded weights.",
+        "downloaded weights. Method 'lhm' runs the LHM network with your own files (--weights DIR: "
+        "model.safetensors, the Sapiens-1B TorchScript and smplx/SMPLX_NEUTRAL.npz); nothing is downloaded.",
     )
     p.add_argument("photo", help="the photo: PNG, JPEG, WebP or BMP, one person, head and shoulders in view")
     p.add_argument(
@@ -30,10 +35,25 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--method", choices=METHODS, default="fit", help="reconstruction method (default: %(default)s)"
     )
-    p.add_argument("--gaussians", type=int, default=40_000, help="number of Gaussians (default: %(default)s)")
+    p.add_argument(
+        "--weights",
+        help="lhm: folder with model.safetensors, sapiens_1b_epoch_173_torchscript.pt2 and smplx/SMPLX_NEUTRAL.npz",
+    )
+    p.add_argument("--device", default="auto", help="lhm: auto (CUDA when present), cpu or cuda[:N] (default: %(default)s)")
+    p.add_argument(
+        "--lhm-config", help="lhm: force the architecture (MINI, 500M, 1B, tiny); default: read from the checkpoint"
+    )
+    p.add_argument(
+        "--gaussians",
+        type=int,
+        default=40_000,
+        help="fit: number of Gaussians (default: %(default)s); lhm uses the checkpoint's query-point count",
+    )
     p.add_argument("--seed", type=int, default=0, help="sampling seed (default: %(default)s)")
     p.add_argument("--strict", action="store_true", help="refuse photos with more than one person")
-    p.add_argument("--smplx-dir", help="folder with real SMPL-X files (default: built-in body model)")
+    p.add_argument(
+        "--smplx-dir", help="folder with real SMPL-X files (fit default: built-in body model; lhm default: WEIGHTS/smplx)"
+    )
     p.add_argument(
         "--json", action="store_true", help="print output, gaussians, seconds and the per-step split as JSON"
     )
@@ -43,36 +63,34 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from ..assets import load_body
-    from ..reconstruct.fit import STEPS, reconstruct_photo
     from ..reconstruct.image import read_photo
 
+    if args.method == "fit" and (args.weights is not None or args.lhm_config is not None):
+        raise InputError("--weights and --lhm-config belong to --method lhm")
+    if args.method == "lhm" and args.weights is None:
+        raise InputError(
+            "--method lhm needs --weights DIR: the folder with model.safetensors, "
+            "sapiens_1b_epoch_173_torchscript.pt2 and smplx/SMPLX_NEUTRAL.npz (nothing is downloaded)"
+        )
     if not 100 <= args.gaussians <= 1_000_000:
         raise InputError(f"--gaussians must be between 100 and 1,000,000, got {args.gaussians}")
     output = Path(args.output)
     if output.is_dir():
         raise InputError(f"{output} is a folder; give the avatar file name (e.g. avatar.ply)")
     t0 = time.perf_counter()
+    reconstruct, steps = _method(args)
     rgb = read_photo(args.photo)
-    body = load_body(args.smplx_dir)
-    t_read = time.perf_counter() - t0  # reading the photo and loading the body model
-    bar = tqdm(total=len(STEPS), desc="reconstruct", unit="step", file=sys.stderr, disable=args.json or None)
+    t_read = time.perf_counter() - t0  # reading the photo and loading the model
+    bar = tqdm(total=len(steps), desc="reconstruct", unit="step", file=sys.stderr, disable=args.json or None)
 
     def step(name: str) -> None:
         bar.set_postfix_str(name)
-        bar.update(0 if name == STEPS[0] else 1)
+        bar.update(0 if name == steps[0] else 1)
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
-            result = reconstruct_photo(
-                rgb,
-                body,
-                num_gaussians=args.gaussians,
-                strict=args.strict,
-                seed=args.seed,
-                progress=step,
-            )
+            result = reconstruct(rgb, step)
         finally:
             bar.close()
     notes = [str(w.message) for w in caught if issubclass(w.category, UserWarning)]
@@ -84,22 +102,44 @@ def run(args: argparse.Namespace) -> int:
     timings["save"] = time.perf_counter() - t_save
     seconds = time.perf_counter() - t0
     if args.json:
-        print(
-            json.dumps(
-                {
-                    "output": str(output),
-                    "method": args.method,
-                    "gaussians": len(result.avatar),
-                    "seconds": round(seconds, 3),
-                    "steps_s": {k: round(v, 3) for k, v in timings.items()},
-                    "seen_fraction": round(result.seen_fraction, 4),
-                    "people": result.person.people,
-                    "full_body": result.person.full_body,
-                    "warnings": notes,
-                }
-            )
-        )
+        report = {
+            "output": str(output),
+            "method": args.method,
+            "gaussians": len(result.avatar),
+            "seconds": round(seconds, 3),
+            "steps_s": {k: round(v, 3) for k, v in timings.items()},
+            "people": result.person.people,
+            "full_body": result.person.full_body,
+            "warnings": notes,
+        }
+        if hasattr(result, "seen_fraction"):
+            report["seen_fraction"] = round(result.seen_fraction, 4)
+        print(json.dumps(report))
     else:
         split = ", ".join(f"{k} {v:.2f}" for k, v in timings.items())
         print(f"wrote {output}: {len(result.avatar)} Gaussians in {seconds:.1f} s ({split})")
     return 0
+
+
+def _method(args: argparse.Namespace) -> tuple[Callable[[np.ndarray, Callable[[str], None]], Any], tuple[str, ...]]:
+    """The chosen method as ``f(rgb, progress) -> result`` (models loaded now) and its step names."""
+    if args.method == "lhm":
+        from ..reconstruct.lhm.infer import STEPS as LHM_STEPS
+        from ..reconstruct.lhm.infer import LHMReconstructor
+        from ..reconstruct.lhm.weights import locate_weights
+
+        weights = locate_weights(args.weights, args.smplx_dir)
+        lhm = LHMReconstructor.load(weights, device=args.device, config=args.lhm_config, seed=args.seed)
+        return (lambda rgb, progress: lhm(rgb, strict=args.strict, progress=progress)), LHM_STEPS
+
+    from ..assets import load_body
+    from ..reconstruct.fit import STEPS, reconstruct_photo
+
+    body = load_body(args.smplx_dir)
+
+    def fit(rgb: np.ndarray, progress: Callable[[str], None]) -> Any:
+        return reconstruct_photo(
+            rgb, body, num_gaussians=args.gaussians, strict=args.strict, seed=args.seed, progress=progress
+        )
+
+    return fit, STEPS
