@@ -1,6 +1,6 @@
 """The stage pipeline without networking: webcam tracking holds then eases to rest when the webcam
 stalls; the render worker renders once per distinct camera; the pacer keeps every view at the
-output rate with repeats while the pose does not change."""
+newest picture at once and repeats it (a keep-alive) while the pose does not change."""
 
 from __future__ import annotations
 
@@ -82,6 +82,14 @@ def test_stage_renders_once_per_camera_and_paces_every_view(body, demo_avatar) -
     motion = demo_motion()
     source = MotionPoseSource(motion)
     painter = AvatarPainter(demo_avatar, body, get_renderer("cpu"), 64, source.framing_poses())
+    skinned: list[int] = []  # one entry per call of painter.pose (LBS)
+    pose_once = painter.pose
+
+    def counting_pose(pose):
+        skinned.append(1)
+        return pose_once(pose)
+
+    painter.pose = counting_pose  # type: ignore[method-assign]
 
     async def main() -> None:
         stats = PipelineStats()
@@ -110,6 +118,8 @@ def test_stage_renders_once_per_camera_and_paces_every_view(body, demo_avatar) -
         assert shared, "views on the same camera should share rendered pictures"
         assert not {f.seq for f in got[c.id]} & shared
         assert stats.renders.count <= 2 * stats.poses.count
+        # two cameras: two renders per pose, but the avatar is skinned once per pose
+        assert len(skinned) == stats.poses.count and stats.renders.count > 1.5 * len(skinned)
         for frames in got.values():
             assert len(frames) >= 5
             assert frames[0].i420.shape == (96, 64)
@@ -119,7 +129,7 @@ def test_stage_renders_once_per_camera_and_paces_every_view(body, demo_avatar) -
 
 
 def test_pacer_repeats_the_picture_while_the_pose_stands_still(body, demo_avatar) -> None:
-    """A webcam stage with nobody sending: the pose never changes, the video still runs at fps."""
+    """A webcam stage with nobody sending: the pose never changes, the video keeps going with repeats."""
 
     stats = PipelineStats()
     source = TrackingPoseSource(body, stats)
@@ -144,3 +154,34 @@ def test_pacer_repeats_the_picture_while_the_pose_stands_still(body, demo_avatar
         assert all(not f.live for f in frames)
 
     asyncio.run(main())
+
+
+def test_new_pictures_are_handed_over_at_once_and_not_repeated(body, demo_avatar) -> None:
+    """A new picture goes out when it is rendered, not at the next tick of a clock; while new
+    poses keep coming, no picture is sent twice (repeats would cost an encode each)."""
+    source = MotionPoseSource(demo_motion())
+    painter = AvatarPainter(demo_avatar, body, get_renderer("cpu"), 32, source.framing_poses())
+
+    async def main() -> list[tuple[float, object]]:
+        stats = PipelineStats()
+        # 2 fps: a clock-driven pacer would hold each picture ~250 ms on average
+        stage = Stage("now", painter, source, stats, fps=2.0, loop=asyncio.get_running_loop())
+        view = stage.add_view()
+        stage.start()
+        got = []
+        try:
+            seq = 0
+            t0 = time.monotonic()
+            while time.monotonic() - t0 < 3.5:
+                frame = await asyncio.wait_for(view.bus.next(seq), 30)
+                got.append((time.monotonic(), frame))
+                seq = frame.seq
+        finally:
+            await asyncio.to_thread(stage.stop)
+        return got
+
+    got = asyncio.run(main())
+    assert len(got) >= 4
+    assert not any(f.repeat for _, f in got)
+    waits = sorted(t - f.rendered_at for t, f in got)
+    assert waits[len(waits) // 2] < 0.1, f"pictures waited {waits} s before hand-over"

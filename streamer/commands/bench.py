@@ -71,12 +71,15 @@ def time_ms(fn: Callable[[], object], repeats: int, warmup: int, cuda: bool) -> 
 
 
 def summarize(times_ms: list[float]) -> dict[str, float]:
-    """Median, 10th and 90th percentile (nearest rank below) of timings in ms, rounded to us."""
-    times = sorted(times_ms)
+    """Median, 10th and 90th percentile of timings in ms, rounded to us (the same interpolated
+    percentiles as the streaming stats, :func:`streamer.stream.stats.percentile`)."""
+    from ..stream.stats import percentile
+
+    times = list(times_ms)
     return {
         "median_ms": round(statistics.median(times), 3),
-        "p10_ms": round(times[int(0.1 * (len(times) - 1))], 3),
-        "p90_ms": round(times[int(0.9 * (len(times) - 1))], 3),
+        "p10_ms": round(percentile(times, 10.0) or 0.0, 3),
+        "p90_ms": round(percentile(times, 90.0) or 0.0, 3),
     }
 
 

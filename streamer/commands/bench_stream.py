@@ -23,7 +23,7 @@ from .bench import _machine
 from .bench_track import SHARED_VIDEO
 
 if TYPE_CHECKING:
-    from ..stream.server import AvatarServer
+    from ..stream.background import ServerThread
 
 #: Most seconds to wait for the first tracked webcam frame (MediaPipe start-up on a busy machine).
 FIRST_POSE_TIMEOUT_S = 120.0
@@ -87,32 +87,40 @@ class Measured:
     counts: dict[str, int]
 
 
-async def _measure(url: str, server: AvatarServer, args: argparse.Namespace, video: Path | None) -> Measured:
+async def _measure(st: ServerThread, args: argparse.Namespace, video: Path | None) -> Measured:
+    """Connect the clients, wait for the first avatar frame, warm up, then measure for ``args.seconds``.
+
+    The server's own state (its stages, their figures) is read on the server's event loop through
+    :meth:`ServerThread.call`, never from this (the clients') loop.
+    """
     from ..stream.client import StreamClient, VideoFileTrack
 
     source = VideoFileTrack(video, max_side=args.webcam_size, loop=True) if video is not None else None
-    performer = StreamClient(url, "performer", source=source)
-    viewers = [StreamClient(url, "viewer") for _ in range(args.viewers)]
+    performer = StreamClient(st.url, "performer", source=source)
+    viewers = [StreamClient(st.url, "viewer") for _ in range(args.viewers)]
+    server = st.server
+    assert server is not None
     clients = [performer, *viewers]
     try:
         for c in clients:
             await c.connect(timeout=120.0)
-        entry = server.stages["main"]
-        stats = entry.stage.stats
+        entry = await asyncio.to_thread(st.call, lambda: server.stages["main"])
+        stats = entry.stage.stats  # thread-safe counters, read from here
         deadline = time.monotonic() + FIRST_POSE_TIMEOUT_S
         while (stats.tracked.count == 0 and args.motion is None) or performer.received.count == 0:
             if time.monotonic() > deadline:
                 raise StreamError("no avatar frame or tracked webcam frame within 120 s; see the server log")
             await asyncio.sleep(0.1)
         await asyncio.sleep(args.warmup)
-        stats.reset()
+        await asyncio.to_thread(st.call, stats.reset)
         counts0 = [c.received.count for c in clients]
         sent0 = source.frames_sent if source is not None else 0
         cpu0, t0 = time.process_time(), time.monotonic()
         await asyncio.sleep(args.seconds)
         elapsed = time.monotonic() - t0
+        snapshot = await asyncio.to_thread(st.call, lambda: entry.stage.snapshot(peers=entry.peer_count))
         return Measured(
-            snapshot=entry.stage.snapshot(peers=entry.peer_count),
+            snapshot=snapshot,
             received_fps=[(c.received.count - n0) / elapsed for c, n0 in zip(clients, counts0)],
             webcam_sent_fps=((source.frames_sent - sent0) / elapsed) if source is not None else 0.0,
             cpu_cores=(time.process_time() - cpu0) / elapsed,
@@ -165,7 +173,7 @@ def run_stream(args: argparse.Namespace) -> int:
         print("bench stream: starting the server and the clients ...", file=sys.stderr)
     with ServerThread(config) as st:
         assert st.server is not None
-        result = asyncio.run(_measure(st.url, st.server, args, video))
+        result = asyncio.run(_measure(st, args, video))
         backend = st.server.backend
     snap = result.snapshot
     stage_ms = {name: _p50(s) for name, s in snap["stages_ms"].items()}

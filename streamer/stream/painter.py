@@ -98,9 +98,16 @@ class AvatarPainter:
         return pose.replace(transl=torch.zeros_like(pose.transl)) if self.pin_root else pose
 
     def pose(self, pose: SmplxPose) -> object:
-        """Linear blend skinning: the avatar's Gaussians in ``pose`` (world space)."""
+        """Linear blend skinning: the avatar's Gaussians in ``pose`` (world space).
+
+        On CUDA it waits for the kernels, so that the stage's ``lbs`` timing is the skinning's own
+        (and not counted in ``render``).
+        """
         with torch.inference_mode():
-            return self.avatar.pose(self.body, self._place(pose.to(self.body.device)))
+            posed = self.avatar.pose(self.body, self._place(pose.to(self.body.device)))
+        if self.body.device.type == "cuda":
+            torch.cuda.synchronize(self.body.device)
+        return posed
 
     def camera(self, orbit: Orbit) -> Camera:
         """The camera of an orbit (cached; the default orbit is the stage camera)."""

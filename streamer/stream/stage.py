@@ -1,16 +1,17 @@
 """A stage: one avatar, one pose source, any number of views, and the workers that feed them.
 
-Two parts keep the output steady while tracking and rendering take as long as they take:
+Two parts keep the output live while tracking and rendering take as long as they take:
 
 * the **render worker** (a thread) wakes when the pose source has a new pose (or a viewer moved
   its camera, or for a motion file every frame period), skins the avatar once per new pose and
   renders once per distinct camera (viewers sharing the stage camera share the picture), at most
   ``fps`` times a second; it only replaces the newest picture per camera;
-* the **pacer** (an asyncio task on a fixed clock of ``fps`` ticks a second; it only hands over
-  references) gives every view the newest picture of its camera at each tick: a new one, or the
-  last one again while a slow tracker has not updated the pose. The video therefore runs at
-  ``fps`` with even spacing whatever the tracking rate; a new picture waits for the next tick
-  (on average half a frame period: the price of even spacing, counted in the latency figures).
+* the **pacer** (an asyncio task; it only hands over references) gives every view each new
+  picture of its camera as soon as it is rendered, no closer than :data:`MIN_GAP_PERIODS` frame
+  periods after the previous one, and the last picture again only after :data:`REPEAT_AFTER_PERIODS`
+  periods without a new one (a keep-alive while a webcam stalls). Identical pictures are thus not
+  encoded again and again: with a webcam the video runs at the tracking rate (capped at ``fps``),
+  and the CPU that repeats would cost goes to tracking and rendering instead.
 
 Every peer's :class:`~streamer.stream.tracks.AvatarTrack` then encodes for its own connection.
 """
@@ -37,6 +38,11 @@ from .stats import PipelineStats
 logger = logging.getLogger(__name__)
 
 _view_ids = itertools.count(1)
+
+#: New pictures are handed to a view at once, but no closer than this many frame periods apart.
+MIN_GAP_PERIODS = 0.75
+#: After this many frame periods without a new picture, a view gets the last one again.
+REPEAT_AFTER_PERIODS = 3.0
 OrbitKey = tuple[float, float, float]
 
 
@@ -71,6 +77,7 @@ class View:
     orbit: Orbit = field(default_factory=Orbit)
     bus: FrameBus[AvatarFrame] = field(default_factory=FrameBus)
     last_original: int = 0  # seq of the newest picture handed over as new (not as a repeat)
+    handed_at: float = 0.0  # time.monotonic() of the last hand-over (new or repeat)
 
 
 class Stage:
@@ -108,6 +115,7 @@ class Stage:
         self._seq = itertools.count(1)
         self._thread: threading.Thread | None = None
         self._pacer: asyncio.Task[None] | None = None
+        self._new_picture = asyncio.Event()
         self.render_error: str | None = None
         source.listen(self._wake.set)
 
@@ -156,26 +164,42 @@ class Stage:
     # -- event loop: pacing ----------------------------------------------------------------------
 
     async def _pace(self) -> None:
-        """At each tick, hand every view the newest picture of its camera (again, if nothing new)."""
-        next_tick = time.monotonic()
+        """Hand every view each new picture of its camera at once, and the last one again after a silence."""
+        min_gap, repeat_after = MIN_GAP_PERIODS * self.period, REPEAT_AFTER_PERIODS * self.period
+        timeout = repeat_after
         while not self._stop.is_set():
-            await asyncio.sleep(max(0.0, next_tick - time.monotonic()))
+            try:
+                await asyncio.wait_for(self._new_picture.wait(), timeout)
+            except asyncio.TimeoutError:
+                pass
+            self._new_picture.clear()
+            now = time.monotonic()
+            next_due = now + repeat_after
             with self._lock:
                 views = [(v, self._latest.get(v.orbit.key)) for v in self._views.values()]
             for view, frame in views:
                 if frame is None or view.bus.closed:
                     continue
-                if frame.seq == view.last_original:
-                    frame = dataclasses.replace(frame, seq=next(self._seq), repeat=True)
-                else:
+                new = frame.seq != view.last_original
+                due = view.handed_at + (min_gap if new else repeat_after)
+                if now < due:
+                    next_due = min(next_due, due)
+                    continue
+                if new:
                     view.last_original = frame.seq
+                else:
+                    frame = dataclasses.replace(frame, seq=next(self._seq), repeat=True)
+                view.handed_at = now
                 view.bus.publish(frame)
-            now = time.monotonic()
-            next_tick += self.period
-            if next_tick < now:  # the loop was held up: skip the missed ticks instead of bursting
-                next_tick = now + self.period
+            timeout = max(0.0, next_due - time.monotonic())
 
     # -- render worker ---------------------------------------------------------------------------------
+
+    def _signal_new_picture(self) -> None:
+        try:
+            self.loop.call_soon_threadsafe(self._new_picture.set)
+        except RuntimeError:  # the event loop is closed: the stage is going away
+            pass
 
     def _run(self) -> None:
         posed: tuple[int, object] | None = None  # (pose seq, posed Gaussians)
@@ -228,6 +252,7 @@ class Stage:
                     )
                     with self._lock:
                         self._latest[key] = frame
+                    self._signal_new_picture()
                 with self._lock:  # forget cameras nobody uses any more
                     keys = {o.key for _, o in views}
                     for key in [k for k in self._latest if k not in keys]:
