@@ -17,8 +17,14 @@ The modules reproduce the released architecture so that official checkpoints loa
 * :mod:`.errors`         the LHM error classes
 * :mod:`.cli`            ``streamer lhm info | check-manifest | check-checkpoint``
 
-Pre-processing (crops, face super-resolution), query-point sampling, animation and training
-are separate stages built on these modules.
+and the stages around the network:
+
+* :mod:`.query_points`   big-pose SMPL-X surface samples (3:1 body:head) + nearest-vertex skinning
+* :mod:`.preprocess`     body image (white background, 5:3 crop padded square) and head crop
+* :mod:`.to_avatar`      predicted Gaussians: big pose -> zero pose (+ betas) -> our Avatar
+* :mod:`.weights`        where the user's checkpoint, Sapiens TorchScript and SMPL-X file are
+* :mod:`.infer`          ``streamer reconstruct --method lhm`` (:class:`.infer.LHMReconstructor`)
+* :mod:`.train`          ``streamer train-lhm``: data, objective, training loop
 """
 
 from __future__ import annotations
