@@ -352,10 +352,15 @@ def calibration_images(
             yield p.name, img
             continue
         with VideoFileSource(p) as src:
-            stride = max(1, (src.frame_count or 1) // max(1, max_video_frames))
+            limit = max(1, max_video_frames)
+            stride = max(1, math.ceil((src.frame_count or 1) / limit))  # ceil: never more than limit
+            kept = 0
             for i, (_, rgb) in enumerate(src):
                 if i % stride == 0:
                     yield f"{p.name}#{i}", cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
+                    kept += 1
+                    if kept >= limit:  # also when the container does not state its frame count
+                        break
 
 
 def calibrate_checkerboard(

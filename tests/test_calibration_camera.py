@@ -12,6 +12,7 @@ import pytest
 from calibration.camera import (
     CameraIntrinsics,
     calibrate_checkerboard,
+    calibration_images,
     intrinsics_from_fov,
     load_intrinsics,
     parse_pattern,
@@ -228,3 +229,18 @@ def test_pattern_parsing():
     for bad in ("9", "9x", "1x6", "axb"):
         with pytest.raises(InputError, match="pattern"):
             parse_pattern(bad)
+
+
+@pytest.mark.parametrize("limit", [4, 7, 30])
+def test_video_frames_are_capped_and_spread(tmp_path, limit):
+    """A 30-frame video gives at most ``max_video_frames`` images, spread over its length."""
+    video = tmp_path / "board.mp4"
+    with VideoWriter(video, *SIZE, fps=10) as w:
+        for grey in render_board_views(n=10, seed=1):
+            for _ in range(3):
+                w.write(cv2.cvtColor(grey, cv2.COLOR_GRAY2RGB))
+    names = [name for name, _ in calibration_images([video], max_video_frames=limit)]
+    assert 0 < len(names) <= limit
+    assert len(names) >= min(limit, 30) // 2  # not just the first few
+    last = int(names[-1].split("#")[1])
+    assert last >= 30 - 30 // limit - 3  # reaches the end of the video
