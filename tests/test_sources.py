@@ -108,3 +108,34 @@ def test_frames_at_repeats_and_drops_to_follow_another_clock():
     shown = [int(rgb[0, 0, 0]) for _, rgb in frames_at(iter(frames), iter([0, 79.6, 120]))]
     assert shown == [0, 2, 3]
     assert list(frames_at(iter([]), iter([0.0]))) == []
+
+
+def test_display_rotation_is_applied(tmp_path):
+    """A phone video stored landscape with a 90-degree display matrix comes out upright (portrait)."""
+    import struct
+
+    import av
+
+    path = tmp_path / "phone.mp4"
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream("libx264", rate=10)
+        stream.width, stream.height, stream.pix_fmt = 64, 32, "yuv420p"
+        for _ in range(3):
+            img = np.zeros((32, 64, 3), np.uint8)
+            img[:, :32, 0] = 255  # stored: red on the left half
+            for packet in stream.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
+                out.mux(packet)
+        for packet in stream.encode():
+            out.mux(packet)
+    data = bytearray(path.read_bytes())
+    identity = struct.pack(">9i", 0x10000, 0, 0, 0, 0x10000, 0, 0, 0, 0x40000000)
+    at = data.find(identity, data.find(b"tkhd"))
+    assert at > 0
+    # the matrix a phone writes for a portrait recording: show the picture turned 90 degrees clockwise
+    data[at : at + 36] = struct.pack(">9i", 0, 0x10000, 0, -0x10000, 0, 0, 0, 0, 0x40000000)
+    path.write_bytes(bytes(data))
+    with VideoFileSource(path) as src:
+        assert (src.width, src.height) == (32, 64)
+        _, rgb = next(iter(src))
+    assert rgb.shape == (64, 32, 3) and rgb.flags["C_CONTIGUOUS"]
+    assert rgb[:28, :, 0].mean() > 200 and rgb[36:, :, 0].mean() < 50  # the left half is now on top
