@@ -19,6 +19,7 @@ from ..render import Camera
 DEPTH_TOL_M = 0.04  # a Gaussian this close behind the front surface still counts as seen
 MIN_FACING = -1.0  # cosine between the normal and the direction to the camera (discs show both sides: any)
 NEIGHBOURS = 8
+MASK_ERODE_PX = 3  # colours are sampled only this far inside the person mask
 #: Body parts for filling, by the dominant skinning joint's name.
 PART_KEYWORDS = (
     ("head", ("head", "jaw", "eye")),
@@ -65,7 +66,12 @@ def body_parts(dominant_joint: np.ndarray) -> np.ndarray:
 
 
 def visible(
-    points_cam: np.ndarray, normals_cam: np.ndarray, pix: np.ndarray, mask: np.ndarray, depth: np.ndarray
+    points_cam: np.ndarray,
+    normals_cam: np.ndarray,
+    pix: np.ndarray,
+    mask: np.ndarray,
+    depth: np.ndarray,
+    erode_px: int = MASK_ERODE_PX,
 ) -> np.ndarray:
     """Which points the camera sees: facing it, not behind the front surface, inside the eroded mask.
 
@@ -75,6 +81,8 @@ def visible(
         mask: the person mask, [H, W] bool.
         depth: depth of the front surface per pixel (metres, inf where empty), e.g. the rendered
             expected depth of the Gaussians themselves. [H, W]
+        erode_px: erode the mask by this many pixels first (0: the mask as is), keeping the
+            photo's background out of sampled colours.
 
     Returns:
         [N] bool.
@@ -84,7 +92,8 @@ def visible(
     H, W = mask.shape
     view = -points_cam / np.linalg.norm(points_cam, axis=1, keepdims=True)
     facing = (normals_cam * view).sum(1) > MIN_FACING
-    eroded = cv2.erode(mask.astype(np.uint8), np.ones((7, 7), np.uint8)).astype(bool)
+    k = 2 * erode_px + 1
+    eroded = cv2.erode(mask.astype(np.uint8), np.ones((k, k), np.uint8)).astype(bool) if erode_px else mask
     xi, yi = np.clip(pix[:, 0].astype(int), 0, W - 1), np.clip(pix[:, 1].astype(int), 0, H - 1)
     front = points_cam[:, 2] <= depth[yi, xi] + DEPTH_TOL_M
     in_image = (pix[:, 0] >= 0) & (pix[:, 0] < W) & (pix[:, 1] >= 0) & (pix[:, 1] < H)

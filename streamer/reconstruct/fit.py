@@ -4,12 +4,15 @@ Steps (each timed in :attr:`Reconstruction.timings_s`):
 
 1. ``detect``: the person, their landmarks and mask, the 5:3 crop (:mod:`.person`);
 2. ``fit``: the body pose and placement from the landmarks with the live fitter
-   (:class:`streamer.tracking.fit.PoseFitter`, single frame, no smoothing); its camera (``K`` for
-   the crop, ``viewmat``) is the photo's camera from then on;
+   (:class:`streamer.tracking.fit.PoseFitter`, single frame, no smoothing), then the first beta(s)
+   and the in-plane placement from the 2D landmarks (:mod:`.shape`); its camera (``K`` for the
+   crop, ``viewmat``) is the photo's camera from then on;
 3. ``silhouette``: per-vertex offsets along the posed normals so the outline matches the mask (:mod:`.silhouette`);
 4. ``sample``: ~40,000 Gaussians on the offset surface, 3:1 body:head, flat discs sized to the
    sampling density and the local stretch of the offset surface;
-5. ``colour``: seen ones from the photo, unseen ones filled per body part, hair on the back of the head (:mod:`.colour`);
+5. ``colour``: seen ones from the photo, unseen ones filled per body part, hair on the back of the head
+   (:mod:`.colour`), then every Gaussian the photo shows (up to the mask's edge) fitted to the photo
+   by a few render-and-correct steps (:func:`refine_colours`);
 6. ``unpose``: each Gaussian through the inverse of its blended skinning transform into the canonical
    zero pose, so that :meth:`Avatar.pose` with the fitted pose gives back exactly the fitted Gaussians.
 """
@@ -33,17 +36,24 @@ from ..body.pose import SmplxPose
 from ..render import Camera
 from .colour import body_parts, fill_unseen, rendered_depth, sample_image, sample_image_float, visible
 from .person import Person, find_person
-from .silhouette import outline_offsets, spread_offsets, vertex_adjacency
+from .shape import fit_shape
+from .silhouette import outline_offsets, project, spread_offsets, vertex_adjacency
 
 NUM_GAUSSIANS = 40_000
-TANGENT_SIGMA = 0.8  # along the surface, in units of the local sample spacing
+TANGENT_SIGMA = 0.6  # along the surface, in units of the local sample spacing
 NORMAL_SIGMA = 0.3  # along the normal, same unit
 OPACITY = 0.97
 FIT_ITERATIONS = 8
-REFINE_ITERATIONS = 3
+REFINE_ITERATIONS = 6
 MAX_FOREARM_OFFSET_M = 0.06
-FRONT_DENSITY = 3  # sampling density of camera-facing surface relative to the rest
+FRONT_DENSITY = 6  # sampling density of camera-facing surface relative to the rest
 REFINE_STEP = 0.9
+KNN_SIGMA = 0.8  # > 0: disc size = this times the mean distance to the KNN_K nearest samples
+KNN_K = 4
+FIT_SHAPE = True  # fit the first betas to the landmarks (fit_photo)
+REFINE_BLUR_PX = 1.5  # footprint of a Gaussian in the photo for the colour refinement, pixels
+REFINE_MAX_CHANGE = 1.0  # the refinement moves a colour channel at most this far from its start (1: no limit; 0.35 cost 0.2 dB)
+REFINE_MASK_ERODE_PX = 0  # refine Gaussians inside the mask eroded by this many pixels
 STEPS = ("detect", "fit", "silhouette", "sample", "colour", "unpose")
 
 
@@ -76,40 +86,81 @@ def _blend(weights: torch.Tensor, A: torch.Tensor) -> torch.Tensor:
 def refine_colours(
     posed: Gaussians,
     colors: np.ndarray,
-    seen: np.ndarray,
+    active: np.ndarray,
     pix: np.ndarray,
-    target: np.ndarray,
+    photo: np.ndarray,
+    mask: np.ndarray,
     camera: Camera,
-    iterations: int = REFINE_ITERATIONS,
+    iterations: int | None = None,
+    blur_px: float | None = None,
 ) -> np.ndarray:
-    """Correct the seen Gaussians' colours so that the rendering reproduces the photo where they sit.
+    """Correct the colours of the Gaussians the photo sees so that the rendering reproduces the photo.
 
-    Overlapping Gaussians blur the sampled colours; each iteration renders the posed Gaussians with
-    the photo's camera and adds the residual (photo - render) at each seen Gaussian's pixel to its
-    colour (a Jacobi step of a deconvolution). colors [N, 3], seen [N] bool, pix [N, 2] pixels,
-    target [S, 3]: the photo's colours at the seen Gaussians' pixels. Returns [N, 3] in [0, 1].
+    The rendering is linear in the colours (render = W c); this runs a few preconditioned Landweber
+    steps of the least-squares fit ``min |mask * (W c - photo)|^2`` over the ``active`` Gaussians:
+    each step renders the posed Gaussians with the photo's camera and moves each active Gaussian's
+    colour by the masked residual (photo - render) averaged over its own footprint (the residual
+    blurred by a Gaussian of about the projected Gaussian size, normalised by the blurred mask, and
+    sampled at its centre: an approximation of W^T r that ignores occlusion, which ``active``
+    handles). Averaging over the footprint rather than reading the residual at the centre keeps the
+    deconvolution from ringing.
+
+    Args:
+        posed: the posed Gaussians (colours are replaced).
+        colors: starting colours [N, 3] in [0, 1].
+        active: which Gaussians to correct (seen by the camera, inside the mask) [N] bool.
+        pix: their pixels [N, 2].
+        photo: the photo [H, W, 3] float in [0, 1].
+        mask: the person mask [H, W] bool (residuals outside it do not count).
+        camera: the photo's camera.
+        iterations: steps (default :data:`REFINE_ITERATIONS`).
+        blur_px: footprint std in pixels (default :data:`REFINE_BLUR_PX`).
+
+    Each colour stays within :data:`REFINE_MAX_CHANGE` of its start: Gaussians that barely show
+    in the photo (mostly hidden) get little of the residual back and would run off to black or
+    white, which other views then show as speckles.
+
+    Returns:
+        [N, 3] colours in [0, 1]; inactive ones unchanged.
     """
+    import cv2
+
     from ..render import render
 
+    sigma = REFINE_BLUR_PX if blur_px is None else blur_px
     out = colors.copy()
-    for _ in range(iterations):
+    m = mask.astype(np.float32)
+    if sigma > 0:
+        norm = np.maximum(cv2.GaussianBlur(m, (0, 0), sigma), 1e-3)[..., None]
+    for _ in range(REFINE_ITERATIONS if iterations is None else iterations):
         g = posed.replace(colors=torch.from_numpy(np.clip(out, 0, 1)).float())
         img, _ = render(g, camera, background=(0.0, 0.0, 0.0), backend="cpu")
-        rendered = sample_image_float(img.numpy(), pix[seen])
-        out[seen] = np.clip(out[seen] + REFINE_STEP * (target - rendered), 0.0, 1.0)
+        resid = (photo - img.numpy()) * m[..., None]
+        if sigma > 0:
+            resid = cv2.GaussianBlur(resid.astype(np.float32), (0, 0), sigma) / norm
+        new = out[active] + REFINE_STEP * sample_image_float(resid, pix[active])
+        # Gaussians that barely show (mostly hidden) would otherwise run off to black or white.
+        new = np.clip(new, colors[active] - REFINE_MAX_CHANGE, colors[active] + REFINE_MAX_CHANGE)
+        out[active] = np.clip(new, 0.0, 1.0)
     return out
 
 
 def fit_photo(body: BodyModel, person: Person) -> tuple[SmplxPose, Camera]:
     """The body pose, placement and shape of a found person, and the crop's camera.
 
-    The live fitter (:class:`streamer.tracking.fit.PoseFitter`) on one frame, no smoothing.
+    The live fitter (:class:`streamer.tracking.fit.PoseFitter`) on one frame, no smoothing, then
+    the first betas and the in-plane placement from the 2D landmarks (:func:`.shape.fit_shape`).
     Shared by the ``fit`` and ``lhm`` methods.
     """
     from ..tracking.fit import PoseFitter
 
     fitter = PoseFitter(body, smoothing=False, iterations=FIT_ITERATIONS)
     pose = fitter.fit(person.landmarks)
+    lm = person.landmarks.pose
+    if FIT_SHAPE and lm is not None and fitter.K is not None:
+        pose = fit_shape(
+            body, pose, lm.image, lm.visibility, np.asarray(fitter.K), np.asarray(fitter.viewmat)
+        )
     H, W = person.mask.shape
     camera = Camera(
         K=torch.as_tensor(np.asarray(fitter.K), dtype=torch.float32),
@@ -235,12 +286,20 @@ def reconstruct_photo(
 
     stretch = (areas(off_posed) / areas(posed).clamp_min(1e-12)).sqrt().clamp(0.7, 3.0)[fidx]
     sigma_t = spacing * TANGENT_SIGMA * stretch
+    if KNN_SIGMA > 0:
+        # Random samples leave gaps and clumps: size each disc by its distance to its neighbours.
+        from scipy.spatial import cKDTree
+
+        mp_np = means_p.double().numpy()
+        dist, _ = cKDTree(mp_np).query(mp_np, k=KNN_K + 1)
+        local = torch.from_numpy(dist[:, 1:].mean(1)).float()
+        sigma_t = torch.minimum(torch.maximum(KNN_SIGMA * local, 0.5 * sigma_t), 2.0 * sigma_t)
     scales = torch.stack([sigma_t, sigma_t, spacing * NORMAL_SIGMA], -1)
 
     step("colour")
     mp = means_p.double().numpy()
     cam_pts, cam_n = mp @ R.T + t, normal_p.double().numpy() @ R.T
-    pix = cam_pts[:, :2] / cam_pts[:, 2:3] * np.array([K[0, 0], K[1, 1]]) + np.array([K[0, 2], K[1, 2]])
+    pix = project(cam_pts, K)
     q_posed = matrix_to_quat(tangent_frames(normal_p))
     posed_g = Gaussians(
         means=means_p.float().contiguous(),
@@ -249,11 +308,10 @@ def reconstruct_photo(
         opacities=torch.full((len(mp),), OPACITY),
         colors=torch.zeros(len(mp), 3),
     )
-    seen = visible(cam_pts, cam_n, pix, mask, rendered_depth(posed_g, camera, cam_pts[:, 2]))
+    depth = rendered_depth(posed_g, camera, cam_pts[:, 2])
+    seen = visible(cam_pts, cam_n, pix, mask, depth)
     colors = np.zeros((len(mp), 3))
-    target = sample_image(person.rgb, pix[seen])
-    colors[seen] = target
-    colors = refine_colours(posed_g, colors, seen, pix, target, camera)
+    colors[seen] = sample_image(person.rgb, pix[seen])
 
     # Canonical positions (needed by the fill) from the inverse blended transforms.
     canon, q_canon = unskin_gaussians(means_p, q_posed.float(), weights, A, joint_quats)
@@ -266,6 +324,9 @@ def reconstruct_photo(
     hair_region = is_head & (top | (canon_np[:, 2] < head_j[2] - 0.01))
     hair_source = is_head & top
     colors = fill_unseen(canon_np, colors, seen, parts, hair_region, hair_source)
+    # Then fit the colours of everything the photo shows (up to the mask's edge) to the photo.
+    active = visible(cam_pts, cam_n, pix, mask, depth, erode_px=REFINE_MASK_ERODE_PX)
+    colors = refine_colours(posed_g, colors, active, pix, person.rgb / 255.0, mask, camera)
 
     step("unpose")
     gaussians = Gaussians(

@@ -24,9 +24,11 @@ ZERO_PULL = 0.02  # weight of the pull towards 0 for vertices without an observa
 
 
 def project(points_cam: np.ndarray, K: np.ndarray) -> np.ndarray:
-    """Camera-frame points [N, 3] (OpenCV, z forward, metres) -> pixels [N, 2] (pixel centres at +0.5)."""
-    z = np.maximum(points_cam[:, 2:3], 1e-6)
-    return points_cam[:, :2] / z * np.array([K[0, 0], K[1, 1]]) + np.array([K[0, 2], K[1, 2]])
+    """Camera-frame points [..., 3] (OpenCV, z forward, metres) -> pixels [..., 2] (pixel centres at +0.5).
+
+    The one pinhole projection of the reconstruction code (no distortion)."""
+    z = np.maximum(points_cam[..., 2:3], 1e-6)
+    return points_cam[..., :2] / z * np.array([K[0, 0], K[1, 1]]) + np.array([K[0, 2], K[1, 2]])
 
 
 def body_silhouette(pix: np.ndarray, faces: np.ndarray, shape: tuple[int, int]) -> np.ndarray:

@@ -1,0 +1,107 @@
+"""The ``fit`` method's shape fit (:mod:`streamer.reconstruct.shape`) and colour refinement."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from conftest import random_pose
+
+WIDTH, HEIGHT = 600, 1000
+VIEWMAT = np.diag([1.0, -1.0, -1.0, 1.0])  # the tracking camera (streamer.tracking.fit.WORLD_TO_CAMERA)
+K = np.array([[1100.0, 0.0, WIDTH / 2], [0.0, 1100.0, HEIGHT / 2], [0.0, 0.0, 1.0]])
+
+
+def _scene(body, betas):  # type: ignore[no-untyped-def]
+    """A posed body with ``betas`` 3 m in front of the tracking camera, and its landmarks' pixels."""
+    from streamer.reconstruct.shape import project
+    from streamer.tracking.landmark_model import posed_points
+
+    b = torch.zeros(10)
+    b[: len(betas)] = torch.tensor(betas)
+    pose = random_pose(1, scale=0.15).replace(
+        global_orient=torch.zeros(3), betas=b, transl=torch.tensor([0.05, -0.2, -3.0])
+    )
+    pts = posed_points(body, type(pose).stack([pose]))["pose"][0]
+    return pose, project(pts, K, VIEWMAT)
+
+
+def test_shape_fit_recovers_known_betas_and_placement(body) -> None:  # type: ignore[no-untyped-def]
+    from streamer.reconstruct.shape import fit_shape
+
+    true_betas = [1.5, -1.0, 0.8]
+    truth, px = _scene(body, true_betas)
+    # Start from the mean shape, a few centimetres off in the image plane.
+    start = truth.replace(betas=torch.zeros(10), transl=truth.transl + torch.tensor([0.03, -0.02, 0.0]))
+    fitted = fit_shape(body, start, px, np.ones(33), K, VIEWMAT, num_betas=3, sigma_px=0.01)
+    np.testing.assert_allclose(fitted.betas[:3].numpy(), true_betas, atol=0.05)
+    assert float(fitted.betas[3:].abs().max()) == 0.0  # only the asked-for betas move
+    np.testing.assert_allclose(fitted.transl.numpy(), truth.transl.numpy(), atol=2e-3)
+    # The rotations are the fitter's: kept as they are.
+    assert torch.equal(fitted.body_pose, start.body_pose)
+
+
+def test_shape_fit_prior_and_missing_landmarks(body) -> None:  # type: ignore[no-untyped-def]
+    from streamer.reconstruct.shape import fit_shape
+
+    truth, px = _scene(body, [2.0])
+    start = truth.replace(betas=torch.zeros(10))
+    # Noisy landmarks (large sigma): the unit prior keeps the betas near the mean shape.
+    loose = fit_shape(body, start, px, np.ones(33), K, VIEWMAT, num_betas=1, sigma_px=500.0)
+    tight = fit_shape(body, start, px, np.ones(33), K, VIEWMAT, num_betas=1, sigma_px=0.01)
+    assert abs(float(loose.betas[0])) < 0.2
+    assert float(tight.betas[0]) > 1.9
+    # Too few visible landmarks: the pose comes back unchanged.
+    vis = np.zeros(33)
+    vis[[11, 12, 23]] = 1.0
+    same = fit_shape(body, start, px, vis, K, VIEWMAT, num_betas=1, sigma_px=0.01)
+    assert same is start
+
+
+def test_refine_colours_fits_the_photo() -> None:
+    """Overlapping Gaussians blur sampled colours; the refinement brings the rendering back to the photo."""
+    from streamer.avatar import Gaussians
+    from streamer.reconstruct.colour import sample_image_float
+    from streamer.reconstruct.fit import refine_colours
+    from streamer.reconstruct.metrics import psnr
+    from streamer.render import Camera, render
+
+    W = H = 64
+    cam = Camera(
+        K=torch.tensor([[64.0, 0, 32], [0, 64.0, 32], [0, 0, 1]]), viewmat=torch.eye(4), width=W, height=H
+    )
+    g = torch.Generator().manual_seed(0)
+    n = 40 * 40
+    ij = (
+        torch.stack(torch.meshgrid(torch.arange(40), torch.arange(40), indexing="ij"), -1)
+        .reshape(-1, 2)
+        .float()
+    )
+    xy = (ij - 19.5) * (1.2 / 64)  # a plane 1 m away, 1.2 px apart, Gaussians ~1.5 px wide: they overlap
+    means = torch.cat([xy, torch.ones(n, 1)], 1)
+    gs = Gaussians(
+        means=means,
+        quats=torch.tensor([[1.0, 0, 0, 0]]).repeat(n, 1),
+        scales=torch.tensor([[1.5 / 64, 1.5 / 64, 1e-3]]).repeat(n, 1),
+        opacities=torch.full((n,), 0.97),
+        colors=torch.zeros(n, 3),
+    )
+    # A photo with sharp edges: 8-pixel checks of random colours.
+    checks = torch.rand(8, 8, 3, generator=g).numpy()
+    photo = np.ascontiguousarray(np.repeat(np.repeat(checks, 8, 0), 8, 1), dtype=np.float32)
+    pix = means[:, :2].numpy() * 64 + 32
+    mask = np.zeros((H, W), bool)
+    mask[12:52, 12:52] = True
+    start = sample_image_float(photo, pix).astype(np.float64)  # what sampling the photo gives: blurred
+    active = np.ones(n, bool)
+    active[:40] = False  # one row stays as it is
+
+    def score(c: np.ndarray) -> float:
+        img, _ = render(
+            gs.replace(colors=torch.from_numpy(c).float()), cam, background=(0.0, 0.0, 0.0), backend="cpu"
+        )
+        return psnr(img.numpy(), photo, mask)
+
+    out = refine_colours(gs, start, active, pix, photo, mask, cam, iterations=6)
+    assert np.array_equal(out[~active], start[~active])
+    assert ((out >= 0) & (out <= 1)).all()
+    assert score(out) > score(start) + 1.0, (score(start), score(out))
