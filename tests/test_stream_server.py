@@ -324,6 +324,7 @@ def test_serve_command_refuses_bad_options() -> None:
         (["--ice-server", "http://nope"], "ICE server must be a stun:"),
         (["--size", "31"], "--size must be an even number"),
         (["--models", "yoga"], "unknown MediaPipe model"),
+        (["--render-threads", "-1"], "--render-threads must be in [0, 256]"),
     ):
         proc = subprocess.run(
             [sys.executable, "-m", "streamer.cli", "serve", "--port", "0", *args],

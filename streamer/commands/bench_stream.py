@@ -62,6 +62,9 @@ def add_bench_parser(sub: argparse._SubParsersAction) -> None:
     )
     q.add_argument("--models", default="holistic", help="MediaPipe models (default: %(default)s)")
     q.add_argument(
+        "--render-threads", type=int, default=0, help="OpenMP threads per CPU render (default: 0 = one per core)"
+    )
+    q.add_argument(
         "--motion",
         metavar="M",
         help="drive the avatar from a motion file ('demo': the built-in one) instead of the video (no tracking)",
@@ -166,6 +169,7 @@ def run_stream(args: argparse.Namespace) -> int:
         fps=args.fps,
         backend=args.backend,
         models=args.models,
+        render_threads=args.render_threads,
         motion=args.motion,
         avatar=args.avatar,
     )

@@ -56,6 +56,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         default="holistic",
         help="MediaPipe models: holistic, or a comma list of pose, hands, face (default: %(default)s)",
     )
+    p.add_argument(
+        "--render-threads", type=int, default=0, help="OpenMP threads per CPU render (default: 0 = one per core)"
+    )
     p.add_argument("--smplx-dir", help="folder with real SMPL-X files (default: built-in body model)")
     p.add_argument(
         "--web-root", metavar="DIR", help="the web client's folder (default: clients/web of this source tree)"
@@ -86,6 +89,7 @@ def run(args: argparse.Namespace) -> int:
         backend=args.backend,
         mirror=not args.no_mirror,
         models=args.models,
+        render_threads=args.render_threads,
         smplx_dir=args.smplx_dir,
         web_root=args.web_root,
         certfile=args.cert,

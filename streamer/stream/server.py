@@ -70,6 +70,7 @@ class ServerConfig:
         certfile, keyfile: serve HTTPS/WSS (browsers allow webcams on plain HTTP only for localhost).
         torch_threads: torch intra-op threads (1: the workers already use the cores; more threads
             contend badly with tracking and encoding on a small machine).
+        render_threads: OpenMP threads per CPU render (0: one per core).
         max_stages, max_sessions: beyond these, new stages / sessions are refused (``busy``): each
             webcam stage runs its own tracking worker.
     """
@@ -89,6 +90,7 @@ class ServerConfig:
     certfile: str | None = None
     keyfile: str | None = None
     torch_threads: int = 1
+    render_threads: int = 0
     max_stages: int = 8
     max_sessions: int = 64
 
@@ -125,6 +127,8 @@ class AvatarServer:
             raise InputError(f"--size must be an even number in [16, 4096], got {config.size}")
         if not 1.0 <= config.fps <= 120.0:
             raise InputError(f"--fps must be in [1, 120], got {config.fps}")
+        if not 0 <= config.render_threads <= 256:
+            raise InputError(f"--render-threads must be in [0, 256], got {config.render_threads}")
         for url in config.ice_servers:
             parse_ice_server(url)
         self.config = config
@@ -245,6 +249,11 @@ class AvatarServer:
         from ..render import get_renderer
 
         assert self._body is not None and self._avatar is not None
+        renderer = get_renderer(self.backend)
+        if self.backend == "cpu" and self.config.render_threads > 0:
+            from ..render.cpu import CpuRenderer
+
+            renderer = CpuRenderer(num_threads=self.config.render_threads)
         stats = PipelineStats()
         source: PoseSource
         if self._motion is not None:
@@ -256,7 +265,7 @@ class AvatarServer:
         painter = AvatarPainter(
             self._avatar,
             self._body,
-            get_renderer(self.backend),
+            renderer,
             self.config.size,
             source.framing_poses(),
             pin_root=source.kind == "webcam",
