@@ -257,3 +257,28 @@ def test_ice_server_urls() -> None:
     for bad in ("http://x", "stun:", "turn:alice@h:1", "h:1"):
         with pytest.raises(InputError):
             parse_ice_server(bad)
+
+
+def test_rgb_to_i420_matches_ffmpeg_on_smooth_pictures() -> None:
+    """The one-pass C++ conversion agrees with FFmpeg's rgb24 -> yuv420p within one level."""
+    import av
+    import numpy as np
+    import pytest
+    import torch
+
+    from streamer.stream.painter import rgb_to_i420
+
+    yy, xx = np.mgrid[0:96, 0:128] / 128.0
+    rgb = np.stack([xx, yy, 0.5 + 0.5 * np.sin(6 * xx)], -1).astype(np.float32)
+    rgb = rgb * 1.2 - 0.1  # partly out of [0, 1]: clamped
+    quantised = (np.clip(rgb, 0, 1) * 255 + 0.5).astype(np.uint8)
+    ffmpeg = av.VideoFrame.from_ndarray(quantised, format="rgb24").reformat(format="yuv420p").to_ndarray()
+    for picture in (rgb, torch.from_numpy(rgb)):
+        ours = rgb_to_i420(picture)
+        assert ours.shape == (144, 128) and ours.dtype == np.uint8
+        assert np.abs(ours.astype(int) - ffmpeg.astype(int)).max() <= 1
+    assert np.array_equal(rgb_to_i420(quantised), ffmpeg)  # uint8 pictures take FFmpeg's path
+    from streamer.render import _cpu_raster
+
+    with pytest.raises(ValueError, match="even"):
+        _cpu_raster.rgb_to_i420(np.zeros((3, 4, 3), np.float32))

@@ -20,6 +20,11 @@ from .protocol import Orbit
 
 FOV_Y_DEG = 30.0
 
+try:  # the compiled rasterizer also converts pictures to I420
+    from ..render import _cpu_raster as _raster
+except ImportError:  # pragma: no cover - an install without the extension
+    _raster = None
+
 
 @dataclass(frozen=True)
 class Framing:
@@ -51,11 +56,23 @@ def orbit_camera(framing: Framing, orbit: Orbit, size: int, fov_y_deg: float = F
 
 
 def rgb_to_i420(rgb: torch.Tensor | np.ndarray) -> np.ndarray:
-    """[H, W, 3] float in [0, 1] (or uint8) -> I420 planes stacked as [H * 3 / 2, W] uint8 (BT.601)."""
+    """[H, W, 3] float in [0, 1] (or uint8) -> I420 planes stacked as [H * 3 / 2, W] uint8 (BT.601).
+
+    Float pictures go through the C++ extension in one pass (about ten times faster than
+    quantising and converting with FFmpeg; this runs once per streamed picture); uint8 ones, and
+    float ones when the extension is missing, through FFmpeg's converter.
+    """
     if isinstance(rgb, torch.Tensor):
+        rgb = rgb.detach().cpu()
+        if rgb.dtype == torch.float32 and _raster is not None:
+            return _raster.rgb_to_i420(rgb.contiguous().numpy())
         if rgb.dtype != torch.uint8:
             rgb = (rgb.clamp(0.0, 1.0) * 255.0 + 0.5).to(torch.uint8)
-        rgb = rgb.cpu().numpy()
+        rgb = rgb.numpy()
+    elif rgb.dtype == np.float32 and _raster is not None:
+        return _raster.rgb_to_i420(np.ascontiguousarray(rgb))
+    elif rgb.dtype != np.uint8:
+        rgb = (np.clip(rgb, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
     frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24")
     return frame.reformat(format="yuv420p").to_ndarray()
 

@@ -864,6 +864,45 @@ py::tuple py_project(const farray& means, const farray& quats, const farray& sca
 
 int py_max_threads() { return team_size(0); }
 
+// RGB float [H, W, 3] in [0, 1] (clamped) -> I420 planes stacked [H * 3 / 2, W] uint8, BT.601 limited
+// range (as FFmpeg's rgb24 -> yuv420p), chroma from the mean colour of each 2x2 block. One pass,
+// one thread: it runs once per streamed picture and must not compete with the tracker for cores.
+py::array_t<uint8_t> py_rgb_to_i420(const farray& rgb) {
+    if (rgb.ndim() != 3 || rgb.shape(2) != 3) throw std::invalid_argument("rgb_to_i420: expected rgb [H, W, 3]");
+    const int H = static_cast<int>(rgb.shape(0)), W = static_cast<int>(rgb.shape(1));
+    if (H % 2 || W % 2 || H <= 0 || W <= 0) throw std::invalid_argument("rgb_to_i420: H and W must be even and positive");
+    py::array_t<uint8_t> out({static_cast<py::ssize_t>(H + H / 2), static_cast<py::ssize_t>(W)});
+    const float* src = rgb.data();
+    uint8_t* y = out.mutable_data();
+    uint8_t* u = y + static_cast<size_t>(H) * W;
+    uint8_t* v = u + static_cast<size_t>(H / 2) * (W / 2);
+    auto clamp01 = [](float x) { return x < 0.f ? 0.f : (x > 1.f ? 1.f : x); };
+    {
+        py::gil_scoped_release release;
+        for (int r = 0; r < H; r += 2) {
+            for (int c = 0; c < W; c += 2) {
+                float sr = 0.f, sg = 0.f, sb = 0.f;
+                for (int dy = 0; dy < 2; ++dy) {
+                    for (int dx = 0; dx < 2; ++dx) {
+                        const float* px = src + (static_cast<size_t>(r + dy) * W + (c + dx)) * 3;
+                        const float R = clamp01(px[0]), G = clamp01(px[1]), B = clamp01(px[2]);
+                        sr += R; sg += G; sb += B;
+                        const float Y = 16.f + 65.481f * R + 128.553f * G + 24.966f * B;
+                        y[static_cast<size_t>(r + dy) * W + (c + dx)] = static_cast<uint8_t>(Y + 0.5f);
+                    }
+                }
+                sr *= 0.25f; sg *= 0.25f; sb *= 0.25f;
+                const float U = 128.f - 37.797f * sr - 74.203f * sg + 112.0f * sb;
+                const float V = 128.f + 112.0f * sr - 93.786f * sg - 18.214f * sb;
+                const size_t ci = static_cast<size_t>(r / 2) * (W / 2) + c / 2;
+                u[ci] = static_cast<uint8_t>(U + 0.5f);
+                v[ci] = static_cast<uint8_t>(V + 0.5f);
+            }
+        }
+    }
+    return out;
+}
+
 }  // namespace
 
 PYBIND11_MODULE(_cpu_raster, mod) {
@@ -882,6 +921,8 @@ PYBIND11_MODULE(_cpu_raster, mod) {
             "EWA projection only -> (means2d [N,2], conics [N,3], depths [N], radii [N,2] int32); "
             "culled Gaussians have radii 0 and zeros elsewhere. opacities=None: fixed 3.33-sigma radii.");
     mod.def("max_threads", &py_max_threads, "Number of OpenMP threads a call uses by default.");
+    mod.def("rgb_to_i420", &py_rgb_to_i420, py::arg("rgb"),
+            "RGB float32 [H, W, 3] in [0, 1] -> I420 planes stacked [H * 3 / 2, W] uint8 (BT.601 limited range).");
     mod.attr("GROUP_WIDTH") = GW;
     mod.attr("TILE_SIZE") = TILE;
 }
