@@ -17,7 +17,14 @@ from streamer.tracking.landmark_model import POSE_INDEX, posed_points, project, 
 from streamer.tracking.landmarks import FrameLandmarks, HandLandmarks, PoseLandmarks
 from streamer.tracking.pose_sampler import random_motion, sample_pose
 from streamer.tracking.rest_pose import relaxed_body_pose
-from streamer.tracking.rotations import log_rot, quat_from_rotvec, quat_to_rotvec, rodrigues, rotation_between
+from streamer.tracking.rotations import (
+    log_rot,
+    quat_from_matrix,
+    quat_from_rotvec,
+    quat_to_rotvec,
+    rodrigues,
+    rotation_between,
+)
 
 W, H = 1280, 720
 K = default_intrinsics(W, H)
@@ -62,6 +69,11 @@ def test_rotation_helpers_round_trip():
     assert np.allclose(R @ np.swapaxes(R, 1, 2), np.eye(3), atol=1e-12)
     assert np.allclose(log_rot(R), r, atol=1e-9)
     assert np.allclose(quat_to_rotvec(quat_from_rotvec(r)), r, atol=1e-9)
+    q = quat_from_matrix(R)  # directly, also for batches of any shape and at pi
+    assert np.allclose(q, quat_from_rotvec(r), atol=1e-9) and (q[:, 0] >= 0).all()
+    assert np.allclose(quat_from_matrix(R.reshape(5, 10, 3, 3)), q.reshape(5, 10, 4))
+    half_turn = quat_from_matrix(rodrigues(np.array([0.0, math.pi, 0.0])))
+    assert np.allclose(np.abs(half_turn), [0.0, 0.0, 1.0, 0.0], atol=1e-12)
     near_pi = np.array([[math.pi - 1e-7, 0.0, 0.0], [0.0, 0.0, 0.0], [1e-9, 0.0, 0.0]])
     assert np.allclose(rodrigues(log_rot(rodrigues(near_pi))), rodrigues(near_pi), atol=1e-6)
     a, b = rng.normal(size=(20, 3)), rng.normal(size=(20, 3))

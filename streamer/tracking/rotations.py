@@ -66,8 +66,11 @@ def log_rot(R: np.ndarray) -> np.ndarray:
 
 
 def quat_from_matrix(R: np.ndarray) -> np.ndarray:
-    """Rotation matrices to unit quaternions wxyz with w >= 0. [..., 3, 3] -> [..., 4]"""
-    return quat_from_rotvec(log_rot(R))
+    """Rotation matrices to unit quaternions wxyz with w >= 0. [..., 3, 3] -> [..., 4]
+
+    Directly (Shepperd's method), accurate at every angle including near pi."""
+    R = np.asarray(R, dtype=np.float64)
+    return _quat_shepperd(R.reshape(-1, 3, 3)).reshape(R.shape[:-2] + (4,))
 
 
 def _quat_shepperd(R: np.ndarray) -> np.ndarray:
