@@ -196,3 +196,22 @@ def test_several_people_takes_the_largest_with_a_warning() -> None:
     assert person.people == 2
     x0, _, x1, _ = person.box
     assert (x0 + x1) / 2 < one.shape[1]  # the larger person, on the left
+
+
+def test_crop_image_maps_pixel_centres() -> None:
+    """Crop pixel j shows photo position x0 + (j + 0.5) / scale (pixel centres at +0.5 on both sides)."""
+    from streamer.reconstruct.person import crop_image, crop_valid
+
+    H, W = 40, 60
+    xs = np.arange(W, dtype=np.float32) + 0.5  # each pixel holds its own centre's coordinate
+    ys = np.arange(H, dtype=np.float32) + 0.5
+    photo = np.stack(np.broadcast_arrays(xs[None, :], ys[:, None], np.zeros((H, W), np.float32)), -1)
+    box = (10.0, 5.0, 22.0, 25.0)  # 12 x 20 photo pixels -> 30 x 50 crop pixels (2.5x)
+    crop = crop_image(photo, box, out_h=50, out_w=30)
+    j, i = np.arange(30), np.arange(50)
+    expect_x = 10.0 + (j + 0.5) * 12.0 / 30
+    expect_y = 5.0 + (i + 0.5) * 20.0 / 50
+    # (OpenCV interpolates at 1/32-pixel steps; the old half-pixel error was 0.3 here)
+    assert np.allclose(crop[25, :, 0], expect_x, atol=0.04)
+    assert np.allclose(crop[:, 15, 1], expect_y, atol=0.04)
+    assert crop_valid((H, W), (-5.0, 0.0, 55.0, 100.0)).shape == (1000, 600)

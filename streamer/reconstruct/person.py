@@ -96,7 +96,11 @@ def crop_image(
 
     x0, y0, x1, y1 = box
     sx, sy = out_w / (x1 - x0), out_h / (y1 - y0)
-    M = np.array([[sx, 0.0, -x0 * sx], [0.0, sy, -y0 * sy]], dtype=np.float64)
+    # Continuous coordinates with pixel centres at +0.5 (our convention) on both sides; OpenCV puts
+    # centres at integers, hence the (s - 1) / 2 terms: crop pixel j shows photo x0 + (j + 0.5) / sx.
+    M = np.array(
+        [[sx, 0.0, -x0 * sx + (sx - 1) / 2], [0.0, sy, -y0 * sy + (sy - 1) / 2]], dtype=np.float64
+    )
     interp = cv2.INTER_AREA if sx < 1 else cv2.INTER_LINEAR
     return cv2.warpAffine(
         rgb, M, (out_w, out_h), flags=interp, borderMode=cv2.BORDER_CONSTANT, borderValue=(128, 128, 128)
