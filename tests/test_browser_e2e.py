@@ -167,6 +167,47 @@ def test_viewer_page_plays_and_orbits(browser: Any, server: ServerThread) -> Non
         page.close()
 
 
+def test_vr_page_without_a_headset_plays_flat_and_head_poses_orbit(browser: Any, server: ServerThread) -> None:
+    """Headless Chromium has no VR headset: the VR page says so in words, plays the avatar flat,
+    and the head-pose path (head position -> orbit message -> server camera) still works."""
+    page = browser.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    try:
+        page.goto(server.url + "xr?autostart=1&stage=vr")
+        _wait_playing(page)
+        deadline = time.monotonic() + WAIT_S
+        while page.evaluate("() => window.avatarXR.supported") is None and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert page.evaluate("() => window.avatarXR.supported") is False
+        assert page.locator("#enter-vr").is_disabled()
+        assert "flat video" in page.inner_text("#xr-status")
+        orbits = page.evaluate(
+            """async () => {
+              const m = await import('/web/js/xr-orbit.js');
+              const a = m.ANCHOR;
+              return [m.orbitFromHead({x: a.x, y: a.y, z: a.z + 2}),      // where the person started
+                      m.orbitFromHead({x: a.x + 2, y: a.y, z: a.z}),      // at the avatar's left
+                      m.orbitFromHead({x: a.x, y: a.y + 1, z: a.z + 1}),  // above, closer
+                      m.orbitFromHead({x: a.x, y: a.y + 5, z: a.z + 0.1})];
+            }"""
+        )
+        assert orbits[0] == {"azimuth": 0, "elevation": 0, "zoom": 1}
+        assert orbits[1] == {"azimuth": 90, "elevation": 0, "zoom": 1}
+        assert orbits[2]["elevation"] == 45 and abs(orbits[2]["zoom"] - 0.707) < 1e-3
+        assert orbits[3]["elevation"] == 80  # clamped like the server's orbit
+        before = _picture(page)
+        assert page.evaluate("() => window.avatarXR.lookFrom({x: 2, y: 1.1, z: -2})") is True
+        change = 0.0
+        while time.monotonic() < deadline and change <= 2.0:
+            time.sleep(0.5)
+            change = float(np.abs(_picture(page) - before).mean())
+        assert change > 2.0, f"a head position at the avatar's side did not change the picture ({change:.2f})"
+        assert page.evaluate("() => window.avatarXR.orbitsSent") == 1 and errors == [], errors
+    finally:
+        page.close()
+
+
 def test_server_gone_is_shown_in_words_and_the_page_reconnects(
     browser: Any, body, demo_avatar, fake_webcam: Path
 ) -> None:

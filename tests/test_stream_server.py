@@ -82,7 +82,9 @@ def test_pages_and_static_modules(server: ServerThread) -> None:
     assert status == 200 and ctype.startswith("text/html") and b'id="avatar"' in body
     status, _, body = http_get(server.url + "view")
     assert status == 200 and b'id="avatar"' in body
-    for module in ("connection.js", "page.js", "performer.js", "viewer.js", "overlay.js"):
+    status, _, body = http_get(server.url + "xr")
+    assert status == 200 and b'id="avatar"' in body and b'id="enter-vr"' in body
+    for module in ("connection.js", "page.js", "performer.js", "viewer.js", "overlay.js", "xr.js", "xr-orbit.js"):
         status, ctype, _ = http_get(server.url + "web/js/" + module)
         assert (status, ctype) == (200, "text/javascript; charset=utf-8"), module
     assert http_get(server.url + "web/../../pyproject.toml")[0] == 404

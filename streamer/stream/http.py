@@ -19,7 +19,14 @@ from websockets.http11 import Request, Response
 
 WS_PATH = "/ws"
 STATIC_PREFIX = "/web/"
-PAGES = {"/": "index.html", "/index.html": "index.html", "/view": "view.html", "/view.html": "view.html"}
+PAGES = {
+    "/": "index.html",
+    "/index.html": "index.html",
+    "/view": "view.html",
+    "/view.html": "view.html",
+    "/xr": "xr.html",
+    "/xr.html": "xr.html",
+}
 CONTENT_TYPES = {
     ".html": "text/html; charset=utf-8",
     ".js": "text/javascript; charset=utf-8",

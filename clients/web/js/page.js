@@ -34,6 +34,8 @@ export function setupPage({ role, getStream, onStop = () => {} }) {
   $("stage-name").textContent = stage;
   const viewerLink = $("viewer-link");
   if (viewerLink) viewerLink.href = `/view?stage=${encodeURIComponent(stage)}`;
+  const xrLink = $("xr-link");
+  if (xrLink) xrLink.href = `/xr?stage=${encodeURIComponent(stage)}`;
 
   const connection = new AvatarConnection({ role, stage, getStream });
   const overlay = new StatsOverlay(avatar, $("overlay"), () => connection);
