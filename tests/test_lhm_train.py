@@ -101,6 +101,11 @@ def test_loader_rejects_broken_folders(synthetic: Path, body, tmp_path: Path) ->
         load_subject(broken / "subject_000")
     with pytest.raises(TrainDataError, match="no subject folders"):
         LHMTrainData(tmp_path, body, 64, 28)
+    (synthetic_copy := tmp_path / "corrupt" / "subject_000").parent.mkdir()
+    shutil.copytree(synthetic / "subject_000", synthetic_copy)
+    (synthetic_copy / "frames" / "00000.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")
+    with pytest.raises(TrainDataError, match="00000.png: missing or not a readable image"):
+        load_subject(synthetic_copy).frame(0)
 
 
 def _train(argv: list[str], capsys: pytest.CaptureFixture[str]) -> dict:

@@ -35,7 +35,6 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image
 from torch import Tensor
 
 from ....avatar.avatar import skinning_transforms
@@ -75,8 +74,8 @@ class Subject:
 
     def frame(self, t: int) -> tuple[np.ndarray, np.ndarray]:
         """RGB uint8 [H, W, 3] and mask float32 [H, W] in [0, 1] of frame ``t``."""
-        rgb = np.array(Image.open(self.root / "frames" / f"{t:05d}.png").convert("RGB"))
-        mask = np.asarray(Image.open(self.root / "masks" / f"{t:05d}.png").convert("L"), np.float32) / 255.0
+        rgb = _read_png(self.root / "frames" / f"{t:05d}.png", grey=False)
+        mask = _read_png(self.root / "masks" / f"{t:05d}.png", grey=True).astype(np.float32) / 255.0
         w, h = (int(v) for v in self.size[t])
         if rgb.shape[:2] != (h, w) or mask.shape != (h, w):
             raise TrainDataError(f"{self.root}: frame {t} is {rgb.shape[1]}x{rgb.shape[0]}, mask "
@@ -86,6 +85,23 @@ class Subject:
     def camera(self, t: int) -> Camera:
         w, h = (int(v) for v in self.size[t])
         return Camera(K=self.K[t], viewmat=self.viewmat[t], width=w, height=h)
+
+
+def _read_png(path: Path, grey: bool) -> np.ndarray:
+    """An 8-bit PNG as RGB [H, W, 3] or grey [H, W] uint8; a clear error when missing or unreadable."""
+    import cv2
+
+    img = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE if grey else cv2.IMREAD_COLOR)
+    if img is None:
+        raise TrainDataError(f"{path}: missing or not a readable image")
+    return img if grey else np.ascontiguousarray(img[..., ::-1])
+
+
+def _write_png(path: Path, image: np.ndarray) -> None:
+    import cv2
+
+    if not cv2.imwrite(str(path), image if image.ndim == 2 else np.ascontiguousarray(image[..., ::-1])):
+        raise OSError(f"could not write {path}")
 
 
 def _need(path: Path, what: str) -> Path:
@@ -382,8 +398,8 @@ def make_synthetic(
                 cam = Camera.look_at(eye, centre.tolist(), size, size, fov)
                 rgb, alpha = renderer.render(posed, cam, (1.0, 1.0, 1.0))
                 i = len(frames)
-                Image.fromarray((rgb.clamp(0, 1).numpy() * 255 + 0.5).astype(np.uint8)).save(folder / "frames" / f"{i:05d}.png")
-                Image.fromarray((alpha.clamp(0, 1).numpy() * 255 + 0.5).astype(np.uint8)).save(folder / "masks" / f"{i:05d}.png")
+                _write_png(folder / "frames" / f"{i:05d}.png", (rgb.clamp(0, 1).numpy() * 255 + 0.5).astype(np.uint8))
+                _write_png(folder / "masks" / f"{i:05d}.png", (alpha.clamp(0, 1).numpy() * 255 + 0.5).astype(np.uint8))
                 frames.append(pose)
                 Ks.append(cam.K.numpy())
                 views_m.append(cam.viewmat.numpy())
