@@ -130,6 +130,12 @@ def _method(args: argparse.Namespace) -> tuple[Callable[[np.ndarray, Callable[[s
 
         weights = locate_weights(args.weights, args.smplx_dir)
         lhm = LHMReconstructor.load(weights, device=args.device, config=args.lhm_config, seed=args.seed)
+        if lhm.device.type == "cpu" and lhm.config.name != "tiny":
+            print(
+                f"streamer reconstruct: note: LHM-{lhm.config.name} runs on the CPU here (no CUDA GPU): "
+                "expect minutes per photo and several GB of memory",
+                file=sys.stderr,
+            )
         return (lambda rgb, progress: lhm(rgb, strict=args.strict, progress=progress)), LHM_STEPS
 
     from ..assets import load_body
