@@ -126,6 +126,7 @@ def test_eval_animate_cli(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["eval", "animate", str(VIDEO), "--max-frames", "3", "--per-frame", "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["frames"] == 3 and [f["frame"] for f in report["per_frame"]] == [1, 2, 3]
+    assert report["refined"] is True  # poses refined offline to the person mask by default
     # Measured: about 22 dB over the first frames (the person stands still).
     assert report["psnr_db"] > 19.0 and report["mask_iou"] > 0.85, report
 

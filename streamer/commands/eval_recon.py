@@ -52,6 +52,11 @@ def add_eval_parser(sub: argparse._SubParsersAction) -> None:
         action="store_true",
         help="fit each frame without the live fitter's One Euro filtering",
     )
+    p.add_argument(
+        "--no-refine",
+        action="store_true",
+        help="drive the avatar with the live fitter's poses as they are (no offline refinement to the person mask)",
+    )
     p.add_argument("--per-frame", action="store_true", help="include the per-frame figures in the JSON")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=run_animate)
@@ -110,6 +115,7 @@ def run_animate(args: argparse.Namespace) -> int:
             num_gaussians=args.gaussians,
             backend=args.backend,
             smoothing=not args.no_smoothing,
+            refine=not args.no_refine,
             progress=lambda n: bar.update(1),
         )
     finally:
@@ -118,6 +124,7 @@ def run_animate(args: argparse.Namespace) -> int:
         raise InputError(f"{args.video}: no frame after the first had a person to compare")
     result: dict = {k: as_float(v) for k, v in ev.mean().items()}
     result["frames"] = len(ev.frames)
+    result["refined"] = not args.no_refine
     result["seconds"] = round(time.perf_counter() - t0, 3)
     if args.per_frame:
         result["per_frame"] = [{k: as_float(v) for k, v in f.items()} for f in ev.frames]

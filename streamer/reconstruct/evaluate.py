@@ -4,7 +4,8 @@
   camera, and compare with the photo inside the person mask.
 * :func:`evaluate_video`: LHM's Table-2 protocol: reconstruct from the first frame, track the
   others (MediaPipe + the live fitter, in the same crop and camera), drive the avatar with the tracked
-  poses, render each frame and compare inside that frame's person mask.
+  poses (refined offline to each frame's person mask, :mod:`.track_refine`), render each frame and
+  compare inside that frame's person mask.
 
 Metrics come from :func:`.metrics.masked_scores` (PSNR and SSIM inside the mask, mask IoU), counted
 only over crop pixels that lie inside the photo.
@@ -114,6 +115,7 @@ def evaluate_video(
     backend: str = "cpu",
     smoothing: bool = True,
     progress: Callable[[int], None] | None = None,
+    refine: bool = True,
 ) -> tuple[VideoEval, Reconstruction]:
     """LHM's animation protocol on a video (see the module docstring).
 
@@ -126,6 +128,8 @@ def evaluate_video(
         stride: evaluate every ``stride``-th frame (all frames are still tracked).
         smoothing: the live fitter's One Euro filtering, as live (on by default).
         progress: called with the number of frames evaluated so far.
+        refine: refine each evaluated frame's tracked pose to its person mask and 2D landmarks
+            offline (:class:`.track_refine.SilhouetteRefiner`); the live fitter's pose otherwise.
 
     Raises:
         SourceError: the video cannot be read. ReconstructionError: no person in the first frame.
@@ -134,6 +138,7 @@ def evaluate_video(
     from ..tracking.mediapipe_runner import MediaPipeRunner
     from ..tracking.sources import VideoFileSource
     from .person import crop_image, crop_valid, full_frame_box, pose_graph
+    from .track_refine import SilhouetteRefiner
 
     if stride < 1:
         raise ReconstructionError(f"stride must be >= 1, got {stride}")
@@ -149,6 +154,7 @@ def evaluate_video(
         fitter = PoseFitter(
             body, K=recon.camera.K.numpy(), smoothing=smoothing, fps=source.fps, iterations=FIT_ITERATIONS
         )
+        refiner = SilhouetteRefiner(body, recon.avatar, recon.camera) if refine else None
         with (
             MediaPipeRunner(models="holistic", video=True) as runner,
             pose_graph(segmentation=True, video=True) as seg,
@@ -158,13 +164,19 @@ def evaluate_video(
                 if max_frames is not None and len(out.frames) >= max_frames:
                     break
                 crop = crop_image(rgb, box)
-                pose = fitter.fit(runner.process(crop, t_ms))
+                landmarks = runner.process(crop, t_ms)
+                pose = fitter.fit(landmarks)
                 if index % stride:
                     continue
                 res = seg.process(crop)
                 if res.segmentation_mask is None:
                     continue  # nobody in this frame: nothing to compare
                 mask = res.segmentation_mask > 0.5
+                if refiner is not None:
+                    lm = landmarks.pose
+                    pose = refiner.refine(
+                        pose, mask, None if lm is None else lm.image, None if lm is None else lm.visibility
+                    )
                 img, alpha = render_np(recon.avatar.pose(body, pose), recon.camera, backend=backend)
                 scores = masked_scores(img, alpha, crop / 255.0, mask, valid)
                 scores["frame"] = index

@@ -7,7 +7,10 @@ Steps (each timed in :attr:`Reconstruction.timings_s`):
    (:class:`streamer.tracking.fit.PoseFitter`, single frame, no smoothing), then the first beta(s)
    and the in-plane placement from the 2D landmarks (:mod:`.shape`); its camera (``K`` for the
    crop, ``viewmat``) is the photo's camera from then on;
-3. ``silhouette``: per-vertex offsets along the posed normals so the outline matches the mask (:mod:`.silhouette`);
+3. ``silhouette``: per-vertex offsets along the posed normals so the outline matches the mask, then
+   carried round to the back of each body part's cross-section (loose cloth reaches about as far
+   behind as at the sides, which shows when the person turns; :func:`.silhouette.cross_section_offsets`),
+   where that keeps the vertex inside the mask;
 4. ``sample``: ~40,000 Gaussians on the offset surface, 3:1 body:head, flat discs sized to the
    sampling density and the local stretch of the offset surface;
 5. ``colour``: seen ones from the photo, unseen ones filled per body part, hair on the back of the head
@@ -37,7 +40,14 @@ from ..render import Camera
 from .colour import body_parts, fill_unseen, rendered_depth, sample_image, sample_image_float, visible
 from .person import Person, find_person
 from .shape import fit_shape
-from .silhouette import outline_offsets, project, spread_offsets, vertex_adjacency
+from .silhouette import (
+    cross_section_offsets,
+    outline_offsets,
+    project,
+    sample_mask,
+    spread_offsets,
+    vertex_adjacency,
+)
 
 NUM_GAUSSIANS = 40_000
 TANGENT_SIGMA = 0.6  # along the surface, in units of the local sample spacing
@@ -54,6 +64,8 @@ FIT_SHAPE = True  # fit the first betas to the landmarks (fit_photo)
 REFINE_BLUR_PX = 1.5  # footprint of a Gaussian in the photo for the colour refinement, pixels
 REFINE_MAX_CHANGE = 1.0  # the refinement moves a colour channel at most this far from its start (1: no limit; 0.35 cost 0.2 dB)
 REFINE_MASK_ERODE_PX = 0  # refine Gaussians inside the mask eroded by this many pixels
+CROSS_SECTION_FRACTION = 1.0  # unseen sides reach this share of the outline's offset (0: off)
+CROSS_SECTION_MIN_FACING = 0.5  # only vertices facing away from the camera this much (cos) take it
 STEPS = ("detect", "fit", "silhouette", "sample", "colour", "unpose")
 
 
@@ -241,6 +253,21 @@ def reconstruct_photo(
     forearm_v = np.isin(dominant_v, [JOINT_INDEX[n] for n in ("left_elbow", "right_elbow")])
     off = np.where(forearm_v, np.minimum(off, MAX_FOREARM_OFFSET_M), off)
     offsets = spread_offsets(off, 4.0 * wgt, vertex_adjacency(faces_np, len(posed_np)), face_v | hands_v)
+    facing = (normals_np @ R.T)[:, 2] > CROSS_SECTION_MIN_FACING  # facing away from the camera
+    carried = cross_section_offsets(
+        offsets,
+        wgt > 0,
+        rest_np,
+        dominant_v,
+        face_v | hands_v | head_v,
+        fraction=CROSS_SECTION_FRACTION,
+        receives=facing,
+    )
+    # The photo's own outline stays as measured: a carried offset that would push its vertex
+    # outside the person mask (across a gap between the legs, say) is dropped.
+    moved = posed_np + carried[:, None] * normals_np
+    outside = ~sample_mask(mask, project(moved @ R.T + t, K))
+    offsets = np.where(outside & (carried > offsets), offsets, carried)
     offsets = np.where(forearm_v | hands_v, np.minimum(offsets, MAX_FOREARM_OFFSET_M), offsets)
     off_posed = posed + torch.from_numpy(offsets).float()[:, None] * normals
     off_normals = vertex_normals(off_posed, faces)

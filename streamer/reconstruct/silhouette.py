@@ -31,6 +31,17 @@ def project(points_cam: np.ndarray, K: np.ndarray) -> np.ndarray:
     return points_cam[..., :2] / z * np.array([K[0, 0], K[1, 1]]) + np.array([K[0, 2], K[1, 2]])
 
 
+def sample_mask(mask: np.ndarray, pix: np.ndarray) -> np.ndarray:
+    """Whether pixels [N, 2] (pixel centres at +0.5) fall inside ``mask`` [H, W] bool; outside the image: False."""
+    H, W = mask.shape
+    x = np.floor(pix[:, 0]).astype(int)
+    y = np.floor(pix[:, 1]).astype(int)
+    ok = (x >= 0) & (x < W) & (y >= 0) & (y < H)
+    out = np.zeros(len(pix), bool)
+    out[ok] = mask[y[ok], x[ok]]
+    return out
+
+
 def body_silhouette(pix: np.ndarray, faces: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     """Filled image of the projected mesh. pix [V, 2] pixels, faces [F, 3] -> [H, W] bool."""
     import cv2
@@ -136,3 +147,58 @@ def spread_offsets(
         nb = adjacency @ x
         x = (w * target + nb) / (w + 1.0 + ZERO_PULL)
     return np.clip(x, -MAX_IN_M, MAX_OUT_M)
+
+
+def cross_section_offsets(
+    offsets: np.ndarray,
+    measured: np.ndarray,
+    rest_verts: np.ndarray,
+    parts: np.ndarray,
+    fixed_zero: np.ndarray,
+    fraction: float = 1.0,
+    bin_m: float = 0.03,
+    receives: np.ndarray | None = None,
+) -> np.ndarray:
+    """Carry the outline's offsets round each body part's cross-section.
+
+    One photo sees the clothing's reach only at the outline (the sides of a frontal view); loose
+    cloth reaches about as far in front and behind, which shows as soon as the person turns. Per
+    body part (vertices by their dominant joint), vertices are binned by their position along the
+    part's main axis (rest pose, bins of ``bin_m``); every vertex of a bin with at least two measured
+    outline vertices gets at least ``fraction`` times their mean outward offset.
+
+    Args:
+        offsets: spread offsets [V], metres.
+        measured: which vertices were measured on the outline [V] bool.
+        rest_verts: shaped rest-pose vertices [V, 3].
+        parts: dominant joint per vertex [V].
+        fixed_zero: vertices whose offset stays as it is (face, hands) [V] bool.
+        receives: vertices that may take the carried offset [V] bool (default: all others); the
+            ``fit`` method passes the ones facing away from the camera, which the photo does not
+            show (their offset runs along the view, so the measured outline stays).
+
+    Returns:
+        offsets [V], never smaller than the input.
+    """
+    out = offsets.copy()
+    if fraction <= 0:
+        return out
+    for part in np.unique(parts):
+        ids = np.flatnonzero((parts == part) & ~fixed_zero)
+        if len(ids) < 8:
+            continue
+        pts = rest_verts[ids]
+        centred = pts - pts.mean(0)
+        axis = np.linalg.svd(centred, full_matrices=False)[2][0]
+        b = np.floor(centred @ axis / bin_m).astype(int)
+        for k in np.unique(b):
+            in_bin = b == k
+            meas = in_bin & measured[ids]
+            if meas.sum() < 2:
+                continue
+            reach = fraction * float(np.mean(np.maximum(offsets[ids[meas]], 0.0)))
+            sel = ids[in_bin]
+            if receives is not None:
+                sel = sel[receives[sel]]
+            out[sel] = np.maximum(out[sel], reach)
+    return np.clip(out, -MAX_IN_M, MAX_OUT_M)

@@ -1,0 +1,223 @@
+"""Offline refinement of tracked poses to the person's silhouette (and 2D landmarks).
+
+The live fitter (:class:`streamer.tracking.fit.PoseFitter`) works per frame in a few milliseconds
+from MediaPipe's landmarks alone; the 3D landmark directions it trusts most are rough for wide
+motion, so a driven avatar drifts off the person (limbs spread too far, the body too low). Offline,
+with the person mask of each frame at hand, :class:`SilhouetteRefiner` moves the body pose, root
+orientation and translation so that the avatar's own outline covers the mask and stays inside it:
+
+* **inside**: every (subsampled) avatar Gaussian centre, posed and projected, should fall inside the
+  mask: squared distance to the mask (a distance transform, sampled bilinearly);
+* **cover**: every (subsampled) mask pixel should have a projected Gaussian centre nearby: squared
+  distance to the nearest one beyond the sampling spacing (robustly capped, so loose cloth or a
+  wrong mask blob pulls only so far);
+* **landmarks**: MediaPipe's 2D pose landmarks (the body points of the tracking landmark model) keep
+  limbs that the silhouette cannot tell apart (an arm in front of the trunk) where the image says;
+* **prior**: the refined rotations stay near the tracked ones, the depth near the tracked depth.
+
+A frame whose tracked outline and landmarks already fit (calm motion) is left as tracked: moving
+the body by a pixel or two there only shifts the texture against the photo.
+
+Gaussian centres of the avatar are posed with its own skinning weights and skeleton, so the
+refinement fits exactly the shape that is rendered. A few dozen Adam steps per frame on the CPU
+(a fraction of a second). Occluded centres project inside the silhouette of the body in front, so
+no visibility test is needed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from ..avatar import Avatar
+from ..body.model import BodyModel
+from ..body.pose import SmplxPose
+from ..render import Camera
+
+NUM_POINTS = 3000  # avatar Gaussian centres used for the silhouette
+NUM_MASK_SAMPLES = 3000  # mask pixels sampled for the coverage term
+ITERATIONS = 40
+LR_ROT = 0.02  # Adam step, radians
+LR_TRANSL = 0.01  # Adam step, metres
+LR_DECAY = 0.95  # per step: big moves first, then settle
+COVER_CAP_PX = 40.0  # a mask pixel further than this from the body pulls no harder
+LANDMARK_SIGMA_PX = 30.0
+LANDMARK_MIN_VISIBILITY = 0.5
+PRIOR_PX2_PER_RAD2 = 30.0  # squared pixels of silhouette error worth one squared radian of change
+DEPTH_PRIOR_PX2_PER_M2 = (
+    2000.0  # the same for moving the body along the view axis (the size barely tells depth)
+)
+MIN_START_PX2 = 6.0  # a tracked pose whose outline and landmarks are off by less (squared pixels) is kept
+ROOT_PRIOR_FACTOR = 4.0  # the root orientation moves less freely than the limbs
+
+
+@dataclass
+class _Points:
+    canon: torch.Tensor  # [P, 3] canonical Gaussian centres
+    weights: torch.Tensor  # [P, 55] skinning weights
+
+
+class SilhouetteRefiner:
+    """Refine tracked poses of ``avatar`` to per-frame person masks seen by a fixed ``camera``.
+
+    Args:
+        body: the body model the avatar was made on.
+        avatar: the avatar (its canonical Gaussians, skinning weights and betas).
+        camera: the video's camera (``K`` in pixels of the mask, ``viewmat``).
+        iterations: Adam steps per frame.
+        seed: sampling seed (results are deterministic for a seed).
+    """
+
+    def __init__(
+        self, body: BodyModel, avatar: Avatar, camera: Camera, iterations: int = ITERATIONS, seed: int = 0
+    ) -> None:
+        from ..tracking.landmark_model import LandmarkModel
+
+        self.body = body
+        self.iterations = iterations
+        self.gen = np.random.default_rng(seed)
+        g = avatar.gaussians
+        n = len(g)
+        idx = np.sort(self.gen.choice(n, size=min(NUM_POINTS, n), replace=False))
+        self.points = _Points(
+            canon=g.means.detach()[idx].float().cpu(), weights=avatar.skin_weights.detach()[idx].float().cpu()
+        )
+        self.betas = avatar.betas.detach().float().cpu()
+        with torch.no_grad():
+            self.rest_joints = body.rest_joints(self.betas.to(body.device)).float().cpu()
+        lm = LandmarkModel(body, self.betas.double().numpy())
+        self.lm_attach = torch.from_numpy(np.asarray(lm.pose_attach, dtype=np.int64))
+        self.lm_rest = torch.from_numpy(np.asarray(lm.pose_rest, dtype=np.float32))
+        self.K = camera.K.detach().float().cpu()
+        self.R = camera.viewmat.detach().float().cpu()[:3, :3]
+        self.t = camera.viewmat.detach().float().cpu()[:3, 3]
+        self.last_start_px2: float | None = None  # the last frame's silhouette loss before refining
+
+    def _project(self, x: torch.Tensor) -> torch.Tensor:
+        c = x @ self.R.T + self.t
+        z = c[:, 2:3].clamp_min(1e-3)
+        return (c[:, :2] / z) * torch.stack([self.K[0, 0], self.K[1, 1]]) + torch.stack(
+            [self.K[0, 2], self.K[1, 2]]
+        )
+
+    def _pose_points(self, pose: SmplxPose) -> tuple[torch.Tensor, torch.Tensor]:
+        """Posed Gaussian centres [P, 3] and pose landmark body points [33, 3] (world)."""
+        A, _ = self.body.joint_transforms(pose, rest_joints=self.rest_joints)
+        A = A.float()
+        Ab = (self.points.weights @ A[:, :3, :].reshape(-1, 12)).reshape(-1, 3, 4)
+        x = (Ab[:, :, :3] @ self.points.canon[:, :, None])[..., 0] + Ab[:, :, 3]
+        Al = A[self.lm_attach]
+        lmk = (Al[:, :3, :3] @ self.lm_rest[:, :, None])[..., 0] + Al[:, :3, 3]
+        return x, lmk
+
+    def refine(
+        self,
+        pose: SmplxPose,
+        mask: np.ndarray,
+        landmarks_px: np.ndarray | None = None,
+        visibility: np.ndarray | None = None,
+    ) -> SmplxPose:
+        """The pose moved to fit ``mask`` ([H, W] bool, the camera's pixels) and the landmarks.
+
+        Args:
+            pose: the tracked pose (tracking world); hands, face, betas and expression are kept.
+            mask: the person mask of the frame.
+            landmarks_px: MediaPipe Pose image landmarks in the mask's pixels [33, >=2], or None.
+            visibility: their visibility [33].
+
+        Returns:
+            the refined pose; ``pose`` itself when the mask is empty or the tracked pose already
+            fits (silhouette and landmark loss below :data:`MIN_START_PX2`: a few pixels of outline
+            are not worth the texture shift that moving the body would bring).
+        """
+        import cv2
+        from scipy.spatial import cKDTree
+
+        mask = np.asarray(mask, bool)
+        ys, xs = np.nonzero(mask)
+        if len(ys) < 50:
+            return pose
+        H, W = mask.shape
+        dist_out = cv2.distanceTransform((~mask).astype(np.uint8), cv2.DIST_L2, 5).astype(np.float32)
+        dist_t = torch.from_numpy(dist_out)[None, None]
+        pick = self.gen.choice(len(ys), size=min(NUM_MASK_SAMPLES, len(ys)), replace=False)
+        samples = torch.from_numpy(np.stack([xs[pick], ys[pick]], 1).astype(np.float32) + 0.5)
+        spacing = float(np.sqrt(len(ys) / max(len(pick), 1)))  # pixels between neighbouring samples
+        lm_obs = lm_w = None
+        if landmarks_px is not None and visibility is not None:
+            img = np.asarray(landmarks_px, np.float64)[:, :2]
+            vis = np.asarray(visibility, np.float64)
+            ok = (vis >= LANDMARK_MIN_VISIBILITY) & np.isfinite(img).all(1)
+            if ok.any():
+                lm_obs = torch.from_numpy(np.where(ok[:, None], img, 0.0)).float()
+                lm_w = torch.from_numpy(ok * vis).float()
+
+        orient0 = pose.global_orient.detach().float().clone()
+        body0 = pose.body_pose.detach().float().clone()
+        transl0 = pose.transl.detach().float().clone()
+        orient = orient0.clone().requires_grad_(True)
+        body_pose = body0.clone().requires_grad_(True)
+        transl = transl0.clone().requires_grad_(True)
+        opt = torch.optim.Adam(
+            [{"params": [orient, body_pose], "lr": LR_ROT}, {"params": [transl], "lr": LR_TRANSL}]
+        )
+        sched = torch.optim.lr_scheduler.ExponentialLR(opt, LR_DECAY)
+        scale = torch.tensor([2.0 / W, 2.0 / H])
+        base = pose.replace(
+            **{
+                k: getattr(pose, k).detach().float()
+                for k in (
+                    "left_hand_pose",
+                    "right_hand_pose",
+                    "jaw_pose",
+                    "leye_pose",
+                    "reye_pose",
+                    "expression",
+                )
+            }
+        ).replace(betas=self.betas)
+        best, best_loss = (orient0, body0, transl0), float("inf")
+        self.last_start_px2 = None
+        for _ in range(self.iterations + 1):
+            cur = base.replace(global_orient=orient, body_pose=body_pose, transl=transl)
+            x, lmk = self._pose_points(cur)
+            p = self._project(x)
+            grid = (p * scale - 1.0)[None, None]  # [1, 1, P, 2] in [-1, 1]
+            d_in = torch.nn.functional.grid_sample(dist_t, grid, align_corners=False, padding_mode="border")[
+                0, 0, 0
+            ]
+            loss_in = (d_in**2).mean()
+            with torch.no_grad():  # nearest projected centre per mask sample (ICP-style matching)
+                nearest = torch.from_numpy(cKDTree(p.detach().numpy()).query(samples.numpy())[1])
+            d_cov = (samples - p[nearest]).norm(dim=1)
+            loss_cov = (torch.clamp(d_cov - spacing, min=0.0).clamp(max=COVER_CAP_PX) ** 2).mean()
+            loss = loss_in + loss_cov
+            if lm_obs is not None and lm_w is not None:
+                r = (self._project(lmk) - lm_obs) / LANDMARK_SIGMA_PX
+                loss = loss + (lm_w * (r**2).sum(1)).sum() / lm_w.sum().clamp_min(1.0) * spacing**2
+            if self.last_start_px2 is None:
+                self.last_start_px2 = float(loss.detach())
+                if self.last_start_px2 < MIN_START_PX2:
+                    return pose  # already on the mask: small moves would only shift the texture
+            prior = ((body_pose - body0) ** 2).sum() + ROOT_PRIOR_FACTOR * ((orient - orient0) ** 2).sum()
+            loss = (
+                loss
+                + PRIOR_PX2_PER_RAD2 * prior
+                + DEPTH_PRIOR_PX2_PER_M2 * ((transl - transl0) @ self.R[2]) ** 2
+            )
+            value = float(loss.detach())
+            if value < best_loss:
+                best_loss = value
+                best = (orient.detach().clone(), body_pose.detach().clone(), transl.detach().clone())
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            sched.step()
+        o, b, t = best
+        return pose.replace(
+            global_orient=o.to(pose.global_orient.dtype),
+            body_pose=b.to(pose.body_pose.dtype),
+            transl=t.to(pose.transl.dtype),
+        )

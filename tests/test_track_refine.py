@@ -1,0 +1,123 @@
+"""Offline refinement of tracked poses to the person mask, and the cross-section offsets of the ``fit`` method."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from streamer.body.joints import JOINT_INDEX
+from streamer.body.pose import SmplxPose
+from streamer.reconstruct.metrics import mask_iou
+from streamer.reconstruct.silhouette import cross_section_offsets
+from streamer.render import Camera, render
+from streamer.tracking.fit import default_intrinsics
+from streamer.tracking.landmark_model import WORLD_TO_CAMERA
+
+W, H = 240, 400
+
+
+def _camera() -> Camera:
+    K = default_intrinsics(W, H)
+    view = np.eye(4)
+    view[:3, :3] = WORLD_TO_CAMERA  # the tracking world's camera
+    return Camera(
+        K=torch.tensor(K, dtype=torch.float32),
+        viewmat=torch.tensor(view, dtype=torch.float32),
+        width=W,
+        height=H,
+    )
+
+
+def _silhouette(avatar, body, pose: SmplxPose, camera: Camera) -> np.ndarray:  # type: ignore[no-untyped-def]
+    _, alpha = render(avatar.pose(body, pose), camera, background=(0.0, 0.0, 0.0), backend="cpu")
+    return alpha.numpy() > 0.5
+
+
+def _target_pose() -> SmplxPose:
+    zero = SmplxPose.zeros()
+    body_pose = zero.body_pose.clone()
+    body_pose[JOINT_INDEX["left_shoulder"] - 1, 2] = -1.0  # arms down from the T-pose
+    body_pose[JOINT_INDEX["right_shoulder"] - 1, 2] = 1.0
+    return zero.replace(body_pose=body_pose, transl=torch.tensor([0.0, 0.3, -3.0]))
+
+
+def test_refine_moves_a_misplaced_pose_onto_the_mask(body, demo_avatar) -> None:  # type: ignore[no-untyped-def]
+    from streamer.reconstruct.track_refine import SilhouetteRefiner
+
+    camera = _camera()
+    target = _target_pose()
+    mask = _silhouette(demo_avatar, body, target, camera)
+    assert mask.sum() > 2000
+    body_pose = target.body_pose.clone()
+    body_pose[JOINT_INDEX["left_shoulder"] - 1, 2] += 0.5  # one arm raised
+    off = target.replace(body_pose=body_pose, transl=target.transl + torch.tensor([0.08, -0.06, 0.0]))
+    before = mask_iou(_silhouette(demo_avatar, body, off, camera), mask)
+    refined = SilhouetteRefiner(body, demo_avatar, camera).refine(off, mask)
+    after = mask_iou(_silhouette(demo_avatar, body, refined, camera), mask)
+    assert before < 0.5 and after > 0.8, (before, after)  # measured: 0.38 -> 0.86
+    err_before = float((off.transl - target.transl)[:2].norm())
+    err_after = float((refined.transl - target.transl)[:2].norm())
+    assert err_after < 0.3 * err_before, (err_before, err_after)
+    # The raised arm came part of the way down again (measured: 0.5 -> 0.37 rad off), and the depth,
+    # which the outline barely tells, stayed.
+    j = JOINT_INDEX["left_shoulder"] - 1
+    assert abs(float(refined.body_pose[j, 2] - target.body_pose[j, 2])) < 0.45
+    assert abs(float(refined.transl[2] - off.transl[2])) < 0.02
+    # Hands, face and shape are left as tracked.
+    assert torch.equal(refined.left_hand_pose, off.left_hand_pose) and torch.equal(
+        refined.jaw_pose, off.jaw_pose
+    )
+
+
+def test_refine_follows_the_landmarks_and_keeps_a_pose_without_a_mask(body, demo_avatar, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from streamer.reconstruct import track_refine
+    from streamer.reconstruct.track_refine import SilhouetteRefiner
+
+    camera = _camera()
+    refiner = SilhouetteRefiner(body, demo_avatar, camera)
+    pose = _target_pose()
+    assert refiner.refine(pose, np.zeros((H, W), bool)) is pose
+    # Landmarks: the model's own pose points, seen 5 cm further left than the mask, pull the body
+    # there when trusted (here 3 px noise); without them the mask keeps it in place.
+    monkeypatch.setattr(track_refine, "LANDMARK_SIGMA_PX", 3.0)
+    with torch.no_grad():
+        shifted = pose.replace(transl=pose.transl + torch.tensor([-0.05, 0.0, 0.0]), betas=refiner.betas)
+        _, lmk = refiner._pose_points(shifted)
+        px = refiner._project(lmk).numpy()
+    mask = _silhouette(demo_avatar, body, pose, camera)
+    alone = refiner.refine(pose, mask)
+    pulled = refiner.refine(pose, mask, px, np.ones(33))
+    assert abs(float(alone.transl[0] - pose.transl[0])) < 0.005
+    assert float(pulled.transl[0] - pose.transl[0]) < -0.025, pulled.transl
+
+
+def test_cross_section_offsets_carry_the_outline_round_the_part() -> None:
+    # A vertical cylinder (one body part): the outline (x = +-r) measured 4 cm, front and back not.
+    angles = np.linspace(0, 2 * np.pi, 24, endpoint=False)
+    heights = np.arange(0.0, 0.3, 0.05)
+    a, y = np.meshgrid(angles, heights)
+    verts = np.stack([0.1 * np.cos(a).ravel(), y.ravel(), 0.1 * np.sin(a).ravel()], 1)
+    measured = np.abs(np.cos(a).ravel()) > 0.95
+    offsets = np.where(measured, 0.04, 0.005)
+    parts = np.zeros(len(verts), int)
+    fixed = np.zeros(len(verts), bool)
+    fixed[0] = True
+    out = cross_section_offsets(offsets, measured, verts, parts, fixed, fraction=1.0, bin_m=0.05)
+    front_back = np.abs(np.sin(a).ravel()) > 0.95
+    assert np.allclose(out[front_back], 0.04)
+    assert (out >= offsets).all() and out[0] == offsets[0]
+    assert np.array_equal(
+        cross_section_offsets(offsets, measured, verts, parts, fixed, fraction=0.0), offsets
+    )
+    # Only the vertices allowed to receive the carried offset take it (the fit method: the back).
+    front = np.sin(a).ravel() > 0.95
+    out = cross_section_offsets(
+        offsets, measured, verts, parts, fixed, fraction=1.0, bin_m=0.05, receives=front
+    )
+    back = np.sin(a).ravel() < -0.95
+    assert np.allclose(out[front], 0.04) and np.array_equal(out[back], offsets[back])
+    # Another part with no measurement keeps its offsets.
+    parts[: len(parts) // 2] = 1
+    measured[: len(parts) // 2] = False
+    out = cross_section_offsets(offsets, measured, verts, parts, fixed, fraction=1.0, bin_m=0.05)
+    assert np.array_equal(out[: len(parts) // 2], offsets[: len(parts) // 2])
