@@ -185,3 +185,42 @@ def test_new_pictures_are_handed_over_at_once_and_not_repeated(body, demo_avatar
     assert not any(f.repeat for _, f in got)
     waits = sorted(t - f.rendered_at for t, f in got)
     assert waits[len(waits) // 2] < 0.1, f"pictures waited {waits} s before hand-over"
+
+
+def test_renders_keep_in_step_with_a_motion(body, demo_avatar) -> None:
+    """A motion at the stage's own rate is shown frame by frame: no motion frame is skipped
+    because a slightly late render pushed the next one back (that drift cost a frame in six)."""
+    from streamer.tracking.motion import Motion
+
+    demo = demo_motion()
+    motion = Motion(demo.poses, fps=10.0)
+    source = MotionPoseSource(motion)
+    painter = AvatarPainter(demo_avatar, body, get_renderer("cpu"), 32, source.framing_poses())
+
+    stats = PipelineStats()
+
+    async def main() -> list:
+        stage = Stage("step", painter, source, stats, fps=10.0, loop=asyncio.get_running_loop())
+        view = stage.add_view()
+        stage.start()
+        got = []
+        try:
+            seq = 0
+            t0 = time.monotonic()
+            while time.monotonic() - t0 < 4.0:
+                frame = await asyncio.wait_for(view.bus.next(seq), 30)
+                got.append(frame)
+                seq = frame.seq
+        finally:
+            await asyncio.to_thread(stage.stop)
+        return got
+
+    frames = asyncio.run(main())
+    poses = [f.pose_seq for f in frames if not f.repeat]
+    assert len(poses) >= 30
+    steps = np.diff(poses[2:])  # after start-up
+    assert (steps == 1).mean() >= 0.95, f"motion frames skipped: {poses}"
+    # each motion frame is rendered when it falls due, not up to a period later (a drifting
+    # rate limit waits half a period, 50 ms here, on average)
+    waits = sorted(stats.times["wait_render"].values())
+    assert waits[len(waits) // 2] < 25.0, f"renders lag their motion frames: median {waits[len(waits) // 2]:.1f} ms"

@@ -75,6 +75,11 @@ class PoseSource(ABC):
     def latest(self) -> PoseSample:
         """The newest pose."""
 
+    def next_pose_at(self) -> float | None:
+        """``time.monotonic()`` when the pose changes next by itself (a motion), or None (a listener
+        call says when a new pose is ready)."""
+        return None
+
     @abstractmethod
     def framing_poses(self) -> SmplxPose:
         """Poses [T, ...] the stage camera should keep in view."""
@@ -103,6 +108,10 @@ class MotionPoseSource(PoseSource):
             live=True,
             ready_at=self._t0 + index / self.motion.fps,
         )
+
+    def next_pose_at(self) -> float:
+        index = max(0, int((time.monotonic() - self._t0) * self.motion.fps))
+        return self._t0 + (index + 1) / self.motion.fps
 
     def framing_poses(self) -> SmplxPose:
         step = max(1, len(self.motion) // 24)

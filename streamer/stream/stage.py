@@ -43,6 +43,9 @@ _view_ids = itertools.count(1)
 MIN_GAP_PERIODS = 0.75
 #: After this many frame periods without a new picture, a view gets the last one again.
 REPEAT_AFTER_PERIODS = 3.0
+#: Render rounds the render worker may save up. Two: a source at exactly ``fps`` (a motion at the
+#: stage's rate) always finds a token when its next frame falls due, so renders stay on its frames.
+RENDER_BURST = 2.0
 OrbitKey = tuple[float, float, float]
 
 
@@ -205,16 +208,23 @@ class Stage:
         posed: tuple[int, object] | None = None  # (pose seq, posed Gaussians)
         last_render = -1.0
         next_check = 0.0
+        # At most fps render rounds a second on average (a token bucket): a round that starts a
+        # little late does not push the next one back, so renders keep in step with a motion's
+        # frames instead of drifting behind them and skipping one now and then.
+        tokens, refilled = RENDER_BURST, time.monotonic()
         while not self._stop.is_set():
             # New pose, new camera or new view; a motion's pose also changes with time alone, so
-            # look again one frame period after the last render (or after this look, if idle).
+            # look again when its next frame falls due (at most one frame period later).
             self._wake.wait(max(0.0, next_check - time.monotonic()))
             self._wake.clear()
-            delay = last_render + self.period - time.monotonic()
-            if delay > 0 and self._stop.wait(delay):  # at most fps renders per second
+            now = time.monotonic()
+            tokens, refilled = min(RENDER_BURST, tokens + (now - refilled) * self.fps), now
+            if tokens < 1.0 and self._stop.wait((1.0 - tokens) / self.fps):
                 break
             if self._stop.is_set():
                 break
+            now = time.monotonic()
+            tokens, refilled = min(RENDER_BURST, tokens + (now - refilled) * self.fps), now
             next_check = time.monotonic() + self.period
             with self._lock:
                 views = [(v, v.orbit) for v in self._views.values()]
@@ -236,6 +246,8 @@ class Stage:
                         posed = (sample.seq, self.painter.pose(sample.pose))
                         self.stats.times["lbs"].add((time.perf_counter() - t) * 1000.0)
                         self.stats.poses.tick()
+                    if last_render < now:  # the first render of this round uses up a token
+                        tokens -= 1.0
                     last_render = time.monotonic()
                     next_check = last_render + self.period
                     t = time.perf_counter()
@@ -253,6 +265,9 @@ class Stage:
                     with self._lock:
                         self._latest[key] = frame
                     self._signal_new_picture()
+                due = self.source.next_pose_at()
+                if due is not None:  # a motion: look again exactly when its next frame falls due
+                    next_check = min(next_check, due)
                 with self._lock:  # forget cameras nobody uses any more
                     keys = {o.key for _, o in views}
                     for key in [k for k in self._latest if k not in keys]:
