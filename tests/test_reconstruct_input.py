@@ -215,3 +215,18 @@ def test_crop_image_maps_pixel_centres() -> None:
     assert np.allclose(crop[25, :, 0], expect_x, atol=0.04)
     assert np.allclose(crop[:, 15, 1], expect_y, atol=0.04)
     assert crop_valid((H, W), (-5.0, 0.0, 55.0, 100.0)).shape == (1000, 600)
+
+
+def test_step_clock_times_steps_in_order() -> None:
+    import time
+
+    from streamer.reconstruct.steps import StepClock
+
+    seen: list[str] = []
+    clock = StepClock(seen.append)
+    clock("a")
+    time.sleep(0.02)
+    clock("b")
+    seconds = clock.done()
+    assert seen == ["a", "b"] and list(seconds) == ["a", "b"]
+    assert seconds["a"] >= 0.015 and 0.0 <= seconds["b"] < seconds["a"]

@@ -36,6 +36,28 @@ def _wait(predicate, timeout: float) -> bool:
     return predicate()
 
 
+def _watch(painter, source, stats, fps: float, seconds: float) -> list[tuple[float, object]]:
+    """Run a stage with one view for ``seconds``; every picture handed to the view, with its arrival time."""
+
+    async def main() -> list[tuple[float, object]]:
+        stage = Stage("watch", painter, source, stats, fps=fps, loop=asyncio.get_running_loop())
+        view = stage.add_view()
+        stage.start()
+        got = []
+        try:
+            seq = 0
+            t0 = time.monotonic()
+            while time.monotonic() - t0 < seconds:
+                frame = await asyncio.wait_for(view.bus.next(seq), 30)
+                got.append((time.monotonic(), frame))
+                seq = frame.seq
+        finally:
+            await asyncio.to_thread(stage.stop)
+        return got
+
+    return asyncio.run(main())
+
+
 def test_tracking_holds_then_eases_to_rest_when_the_webcam_stalls(body) -> None:
     video = require_shared_video()
     frames = []
@@ -135,25 +157,10 @@ def test_pacer_repeats_the_picture_while_the_pose_stands_still(body, demo_avatar
     source = TrackingPoseSource(body, stats)
     painter = AvatarPainter(demo_avatar, body, get_renderer("cpu"), 32, source.framing_poses(), pin_root=True)
 
-    async def main() -> None:
-        stage = Stage("still", painter, source, stats, fps=20.0, loop=asyncio.get_running_loop())
-        view = stage.add_view()
-        stage.start()
-        frames = []
-        try:
-            seq = 0
-            t0 = time.monotonic()
-            while time.monotonic() - t0 < 2.0:
-                frame = await asyncio.wait_for(view.bus.next(seq), 30)
-                seq = frame.seq
-                frames.append(frame)
-        finally:
-            await asyncio.to_thread(stage.stop)
-        assert stats.renders.count == 1  # one picture of the rest pose ...
-        assert len(frames) >= 10 and all(f.repeat for f in frames[1:])  # ... sent again and again
-        assert all(not f.live for f in frames)
-
-    asyncio.run(main())
+    frames = [f for _, f in _watch(painter, source, stats, fps=20.0, seconds=2.0)]
+    assert stats.renders.count == 1  # one picture of the rest pose ...
+    assert len(frames) >= 10 and all(f.repeat for f in frames[1:])  # ... sent again and again
+    assert all(not f.live for f in frames)
 
 
 def test_new_pictures_are_handed_over_at_once_and_not_repeated(body, demo_avatar) -> None:
@@ -162,25 +169,8 @@ def test_new_pictures_are_handed_over_at_once_and_not_repeated(body, demo_avatar
     source = MotionPoseSource(demo_motion())
     painter = AvatarPainter(demo_avatar, body, get_renderer("cpu"), 32, source.framing_poses())
 
-    async def main() -> list[tuple[float, object]]:
-        stats = PipelineStats()
-        # 2 fps: a clock-driven pacer would hold each picture ~250 ms on average
-        stage = Stage("now", painter, source, stats, fps=2.0, loop=asyncio.get_running_loop())
-        view = stage.add_view()
-        stage.start()
-        got = []
-        try:
-            seq = 0
-            t0 = time.monotonic()
-            while time.monotonic() - t0 < 3.5:
-                frame = await asyncio.wait_for(view.bus.next(seq), 30)
-                got.append((time.monotonic(), frame))
-                seq = frame.seq
-        finally:
-            await asyncio.to_thread(stage.stop)
-        return got
-
-    got = asyncio.run(main())
+    # 2 fps: a clock-driven pacer would hold each picture ~250 ms on average
+    got = _watch(painter, source, PipelineStats(), fps=2.0, seconds=3.5)
     assert len(got) >= 4
     assert not any(f.repeat for _, f in got)
     waits = sorted(t - f.rendered_at for t, f in got)
@@ -199,23 +189,7 @@ def test_renders_keep_in_step_with_a_motion(body, demo_avatar) -> None:
 
     stats = PipelineStats()
 
-    async def main() -> list:
-        stage = Stage("step", painter, source, stats, fps=10.0, loop=asyncio.get_running_loop())
-        view = stage.add_view()
-        stage.start()
-        got = []
-        try:
-            seq = 0
-            t0 = time.monotonic()
-            while time.monotonic() - t0 < 4.0:
-                frame = await asyncio.wait_for(view.bus.next(seq), 30)
-                got.append(frame)
-                seq = frame.seq
-        finally:
-            await asyncio.to_thread(stage.stop)
-        return got
-
-    frames = asyncio.run(main())
+    frames = [f for _, f in _watch(painter, source, stats, fps=10.0, seconds=4.0)]
     poses = [f.pose_seq for f in frames if not f.repeat]
     assert len(poses) >= 30
     steps = np.diff(poses[2:])  # after start-up

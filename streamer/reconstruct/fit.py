@@ -22,7 +22,6 @@ Steps (each timed in :attr:`Reconstruction.timings_s`):
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -48,6 +47,7 @@ from .silhouette import (
     spread_offsets,
     vertex_adjacency,
 )
+from .steps import StepClock
 
 NUM_GAUSSIANS = 40_000
 TANGENT_SIGMA = 0.6  # along the surface, in units of the local sample spacing
@@ -206,17 +206,7 @@ def reconstruct_photo(
     Raises:
         ReconstructionError: no usable person (see :func:`.person.find_person`).
     """
-    timings: dict[str, float] = {}
-    clock = [time.perf_counter()]
-
-    def step(name: str) -> None:
-        now = time.perf_counter()
-        if timings:
-            timings[list(timings)[-1]] = now - clock[0]
-        clock[0] = now
-        timings[name] = 0.0
-        if progress is not None:
-            progress(name)
+    step = StepClock(progress)
 
     step("detect")
     body = (body or BodyModel.load()).to("cpu")
@@ -364,8 +354,7 @@ def reconstruct_photo(
         colors=torch.from_numpy(np.clip(colors, 0, 1)).float().contiguous(),
     )
     avatar = Avatar(gaussians=gaussians, skin_weights=weights.float().contiguous(), betas=pose.betas.clone())
-    step("done")
-    timings.pop("done")
+    timings = step.done()
     return Reconstruction(
         avatar=avatar,
         pose=pose,

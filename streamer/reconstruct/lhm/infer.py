@@ -14,7 +14,6 @@ attached) and can then reconstruct many photos.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -28,6 +27,7 @@ from ...errors import InputError
 from ...render import Camera
 from ..fit import fit_photo
 from ..person import Person, find_person
+from ..steps import StepClock
 from .body_encoder import BodyEncoder, load_sapiens_torchscript
 from .checkpoint import TEMPLATE_PREFIX, load_checkpoint
 from .config import LHMConfig
@@ -130,17 +130,7 @@ class LHMReconstructor:
         Raises:
             ReconstructionError: no usable person (see :func:`streamer.reconstruct.person.find_person`).
         """
-        timings: dict[str, float] = {}
-        clock = [time.perf_counter()]
-
-        def step(name: str) -> None:
-            now = time.perf_counter()
-            if timings:
-                timings[list(timings)[-1]] = now - clock[0]
-            clock[0] = now
-            timings[name] = 0.0
-            if progress is not None:
-                progress(name)
+        step = StepClock(progress)
 
         step("detect")
         person = find_person(rgb, strict=strict)
@@ -162,6 +152,5 @@ class LHMReconstructor:
         step("avatar")
         attrs_cpu = type(attrs)(**{k: v.float().cpu() for k, v in vars(attrs).items()})
         avatar = lhm_avatar(attrs_cpu, self.query, self.body, betas=pose.betas)
-        step("done")
-        timings.pop("done")
+        timings = step.done()
         return LHMReconstruction(avatar=avatar, pose=pose, camera=camera, person=person, inputs=inputs, timings_s=timings)
