@@ -200,3 +200,25 @@ def test_reconstruct_method_lhm_missing_weights(tmp_path: Path, capsys: pytest.C
     assert "--weights" in capsys.readouterr().err
     assert main(["reconstruct", str(photo), "-o", str(out), "--weights", str(tmp_path)]) == 2
     assert "belong to --method lhm" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("broken", "message"),
+    [
+        (SAPIENS_FILENAME, "not a loadable TorchScript archive"),
+        ("model.safetensors", "cannot read"),
+        ("smplx/SMPLX_NEUTRAL.npz", "not a loadable SMPL-X .npz"),
+    ],
+)
+def test_reconstruct_method_lhm_broken_files(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], broken: str, message: str
+) -> None:
+    """A corrupt file among the user's weights is a clear error (exit 2), not a traceback, and no avatar is written."""
+    folder = make_weights(tmp_path / "weights")
+    (folder / broken).write_bytes(b"not what it should be")
+    out = tmp_path / "a.ply"
+    photo = PHOTOS / "woman_hat_bag.png"
+    assert main(["reconstruct", str(photo), "-o", str(out), "--method", "lhm", "--weights", str(folder)]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err, err
+    assert not out.exists()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import io
 import os
+import pickle
 import threading
 from pathlib import Path
 
@@ -112,7 +113,7 @@ class BodyModel:
                     flat_hand_mean=True,
                     ext="npz",
                 )
-        except (KeyError, AttributeError, ValueError, OSError, AssertionError) as exc:
+        except (KeyError, AttributeError, ValueError, OSError, AssertionError, pickle.UnpicklingError) as exc:
             raise BodyModelError(f"{path}: not a loadable SMPL-X .npz ({type(exc).__name__}: {exc})") from exc
         return cls(path, layer.to(device))
 

@@ -22,7 +22,7 @@ from torch import Tensor, nn
 
 from ...errors import InputError
 from .config import LHMConfig
-from .errors import EncoderNotFoundError
+from .errors import EncoderFormatError, EncoderNotFoundError
 
 #: Sapiens normalisation (RGB in [0, 1]).
 SAPIENS_MEAN: tuple[float, float, float] = (0.4844, 0.4570, 0.4062)
@@ -55,7 +55,14 @@ def load_sapiens_torchscript(path: str | Path, map_location: str | torch.device 
     with warnings.catch_warnings():
         # TorchScript is deprecated in recent PyTorch, but the Sapiens release only ships in it
         warnings.filterwarnings("ignore", category=DeprecationWarning, message=".*torch.jit.load.*")
-        module: nn.Module = torch.jit.load(str(p), map_location=map_location)  # type: ignore[no-untyped-call]
+        try:
+            module: nn.Module = torch.jit.load(str(p), map_location=map_location)  # type: ignore[no-untyped-call]
+        except (RuntimeError, ValueError, OSError) as exc:  # a truncated or foreign file
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise EncoderFormatError(
+                f"Sapiens body encoder {p} is not a loadable TorchScript archive ({first}); "
+                "expected sapiens_1b_epoch_173_torchscript.pt2 from the Sapiens release"
+            ) from None
         return module
 
 

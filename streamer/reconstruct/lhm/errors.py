@@ -51,5 +51,9 @@ class EncoderNotFoundError(LHMError, FileNotFoundError):
     """The user-supplied Sapiens TorchScript file is missing."""
 
 
+class EncoderFormatError(LHMError):
+    """A Sapiens file that exists but is not a loadable TorchScript archive."""
+
+
 class ManifestError(LHMError):
     """A state-dict manifest json that is missing or malformed."""
