@@ -62,7 +62,6 @@ KNN_SIGMA = 0.8  # > 0: disc size = this times the mean distance to the KNN_K ne
 KNN_K = 4
 FIT_SHAPE = True  # fit the first betas to the landmarks (fit_photo)
 REFINE_BLUR_PX = 1.5  # footprint of a Gaussian in the photo for the colour refinement, pixels
-REFINE_MAX_CHANGE = 1.0  # the refinement moves a colour channel at most this far from its start (1: no limit; 0.35 cost 0.2 dB)
 REFINE_MASK_ERODE_PX = 0  # refine Gaussians inside the mask eroded by this many pixels
 CROSS_SECTION_FRACTION = 1.0  # unseen sides reach this share of the outline's offset (0: off)
 CROSS_SECTION_MIN_FACING = 0.5  # only vertices facing away from the camera this much (cos) take it
@@ -128,10 +127,6 @@ def refine_colours(
         iterations: steps (default :data:`REFINE_ITERATIONS`).
         blur_px: footprint std in pixels (default :data:`REFINE_BLUR_PX`).
 
-    Each colour stays within :data:`REFINE_MAX_CHANGE` of its start: Gaussians that barely show
-    in the photo (mostly hidden) get little of the residual back and would run off to black or
-    white, which other views then show as speckles.
-
     Returns:
         [N, 3] colours in [0, 1]; inactive ones unchanged.
     """
@@ -150,10 +145,7 @@ def refine_colours(
         resid = (photo - img.numpy()) * m[..., None]
         if sigma > 0:
             resid = cv2.GaussianBlur(resid.astype(np.float32), (0, 0), sigma) / norm
-        new = out[active] + REFINE_STEP * sample_image_float(resid, pix[active])
-        # Gaussians that barely show (mostly hidden) would otherwise run off to black or white.
-        new = np.clip(new, colors[active] - REFINE_MAX_CHANGE, colors[active] + REFINE_MAX_CHANGE)
-        out[active] = np.clip(new, 0.0, 1.0)
+        out[active] = np.clip(out[active] + REFINE_STEP * sample_image_float(resid, pix[active]), 0.0, 1.0)
     return out
 
 
