@@ -1,4 +1,4 @@
-"""A slow, dense, float64 reference renderer (tests only).
+"""A slow, dense, float64 reference renderer (tests), and the EWA projection LHM training shares.
 
 Written from the definition of classic 3DGS rasterization, independently of the C++ code: every
 Gaussian in front of the camera is evaluated at every pixel (no radii, tiles or culling boxes:
@@ -28,36 +28,53 @@ def quat_to_rotmat(quats: Tensor) -> Tensor:
     return torch.stack([torch.stack(r, -1) for r in rows], -2)
 
 
-def project(gaussians: Gaussians, camera: Camera) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """EWA projection in float64.
+def ewa_project(
+    means: Tensor, quats: Tensor, scales: Tensor, viewmat: Tensor, K: Tensor, width: int, height: int
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """EWA projection of raw tensors, in their dtype and on their device, differentiable.
+
+    Shared by this reference (float64) and LHM training's dense rasterizer (float32, autograd).
 
     Returns:
         means2d [N, 2] pixels, conics [N, 2, 2] (inverse of the 2D covariance + EPS2D * I),
         depths [N] camera z in metres, and a mask [N] of Gaussians between the near and far planes.
         Entries outside the mask are meaningless.
     """
-    f64 = torch.float64
-    view = camera.viewmat.to(f64).cpu()
-    K = camera.K.to(f64).cpu()
-    W, H = camera.width, camera.height
-    means_c = gaussians.means.to(f64).cpu() @ view[:3, :3].T + view[:3, 3]  # [N, 3] camera frame
+    means_c = means @ viewmat[:3, :3].T + viewmat[:3, 3]  # [N, 3] camera frame
     x, y, z = means_c.unbind(-1)
     in_range = (z >= NEAR_PLANE) & (z <= FAR_PLANE)
     z = torch.where(in_range, z, torch.ones_like(z))  # keep the maths finite for culled ones
 
-    M = quat_to_rotmat(gaussians.quats.to(f64).cpu()) * gaussians.scales.to(f64).cpu()[:, None, :]
-    cov_c = view[:3, :3] @ (M @ M.transpose(1, 2)) @ view[:3, :3].T  # [N, 3, 3]
+    M = quat_to_rotmat(quats) * scales[:, None, :]
+    cov_c = viewmat[:3, :3] @ (M @ M.transpose(1, 2)) @ viewmat[:3, :3].T  # [N, 3, 3]
 
     fx, fy, cx, cy = K[0, 0], K[1, 1], K[0, 2], K[1, 2]
+    W, H = width, height
     # The Jacobian is evaluated with x/z, y/z clamped to 0.3 * tan(fov/2) beyond the image border.
-    u = (x / z).clamp(-(cx / fx + 0.15 * W / fx), (W - cx) / fx + 0.15 * W / fx)
-    v = (y / z).clamp(-(cy / fy + 0.15 * H / fy), (H - cy) / fy + 0.15 * H / fy)
-    J = torch.zeros(len(z), 2, 3, dtype=f64)
-    J[:, 0, 0], J[:, 0, 2] = fx / z, -fx * u / z
-    J[:, 1, 1], J[:, 1, 2] = fy / z, -fy * v / z
-    cov2d = J @ cov_c @ J.transpose(1, 2) + EPS2D * torch.eye(2, dtype=f64)
+    u = torch.minimum(torch.maximum(x / z, -(cx / fx + 0.15 * W / fx)), (W - cx) / fx + 0.15 * W / fx)
+    v = torch.minimum(torch.maximum(y / z, -(cy / fy + 0.15 * H / fy)), (H - cy) / fy + 0.15 * H / fy)
+    zero = torch.zeros_like(z)
+    J = torch.stack(
+        [torch.stack([fx / z, zero, -fx * u / z], -1), torch.stack([zero, fy / z, -fy * v / z], -1)], -2
+    )  # [N, 2, 3]
+    cov2d = J @ cov_c @ J.transpose(1, 2) + EPS2D * torch.eye(2, dtype=means.dtype, device=means.device)
     means2d = torch.stack([fx * x / z + cx, fy * y / z + cy], -1)
     return means2d, torch.linalg.inv(cov2d), means_c[:, 2], in_range
+
+
+def project(gaussians: Gaussians, camera: Camera) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """EWA projection of Gaussians in float64 on the CPU (see :func:`ewa_project`)."""
+    f64 = torch.float64
+    g = gaussians
+    return ewa_project(
+        g.means.to(f64).cpu(),
+        g.quats.to(f64).cpu(),
+        g.scales.to(f64).cpu(),
+        camera.viewmat.to(f64).cpu(),
+        camera.K.to(f64).cpu(),
+        camera.width,
+        camera.height,
+    )
 
 
 class ReferenceRenderer(Renderer):

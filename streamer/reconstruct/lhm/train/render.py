@@ -3,8 +3,8 @@
 * CUDA: ``gsplat.rasterization`` (differentiable), with the product's rasterization constants
   (:func:`streamer.render.gsplat_backend.gsplat_arguments`).
 * CPU: :func:`render_dense`, a dense torch rasterizer. It follows the definition of
-  :mod:`streamer.render._reference` (same EWA projection, ``EPS2D`` blur, alpha clamps and
-  front-to-back compositing, sharing its quaternion maths) but runs vectorised in float32 with
+  :mod:`streamer.render._reference` (its EWA projection, :func:`~streamer.render._reference.ewa_project`,
+  the same alpha clamps and front-to-back compositing) but runs vectorised in float32 with
   autograd: every Gaussian is evaluated at every pixel and composited with a cumulative
   product over the depth order. The only departure is that compositing does not stop once the
   transmittance falls below ``T_MIN`` (a difference of at most ``T_MIN`` per pixel). Cost is
@@ -17,8 +17,8 @@ import torch
 from torch import Tensor
 
 from ....avatar.gaussians import Gaussians
-from ....render._reference import quat_to_rotmat
-from ....render.base import ALPHA_MAX, ALPHA_MIN, EPS2D, FAR_PLANE, NEAR_PLANE
+from ....render._reference import ewa_project
+from ....render.base import ALPHA_MAX, ALPHA_MIN
 from ....render.camera import Camera
 
 
@@ -46,31 +46,12 @@ def render_dense(
         rgb [H, W, 3] and alpha [H, W], float32.
     """
     dev = means.device
-    view = camera.viewmat.to(dev)
-    K = camera.K.to(dev)
     W, H = camera.width, camera.height
-    R, t = view[:3, :3], view[:3, 3]
-    means_c = means @ R.T + t
-    x, y, z = means_c.unbind(-1)
-    live = (z >= NEAR_PLANE) & (z <= FAR_PLANE)
-    z = torch.where(live, z, torch.ones_like(z))
-
-    M = quat_to_rotmat(quats) * scales[:, None, :]
-    cov_c = R @ (M @ M.transpose(1, 2)) @ R.T
-    fx, fy, cx, cy = K[0, 0], K[1, 1], K[0, 2], K[1, 2]
-    u = torch.minimum(torch.maximum(x / z, -(cx / fx + 0.15 * W / fx)), (W - cx) / fx + 0.15 * W / fx)
-    v = torch.minimum(torch.maximum(y / z, -(cy / fy + 0.15 * H / fy)), (H - cy) / fy + 0.15 * H / fy)
-    zero = torch.zeros_like(z)
-    J = torch.stack(
-        [torch.stack([fx / z, zero, -fx * u / z], -1), torch.stack([zero, fy / z, -fy * v / z], -1)], -2
-    )  # [N, 2, 3]
-    cov2d = J @ cov_c @ J.transpose(1, 2)
-    a = cov2d[:, 0, 0] + EPS2D
-    b = cov2d[:, 0, 1]
-    c = cov2d[:, 1, 1] + EPS2D
-    det = (a * c - b * b).clamp_min(1e-12)
-    ca, cb, cc = c / det, -b / det, a / det  # conic (inverse covariance)
-    mx, my = fx * x / z + cx, fy * y / z + cy
+    means2d, conics, z, live = ewa_project(
+        means, quats, scales, camera.viewmat.to(dev), camera.K.to(dev), W, H
+    )
+    mx, my = means2d.unbind(-1)
+    ca, cb, cc = conics[:, 0, 0], conics[:, 0, 1], conics[:, 1, 1]
 
     order = torch.argsort(torch.where(live, z, torch.full_like(z, float("inf"))).detach())
     order = order[live[order]]
