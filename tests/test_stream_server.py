@@ -351,3 +351,19 @@ def test_avatar_frames_are_512_when_asked(body, demo_avatar) -> None:
     picture = painter.paint(painter.pose(poses[0]), Orbit())
     assert picture.shape == (768, 512) and picture.dtype == np.uint8
     assert picture[:512].min() < 128 < picture[:512].max()  # a figure on a light background
+
+
+def test_render_threads_reach_the_stage_renderer(body, demo_avatar) -> None:
+    """``--render-threads N`` gives each stage a CPU renderer with N OpenMP threads (0: the default)."""
+    from streamer.render import get_renderer
+
+    for threads in (1, 0):
+        config = ServerConfig(host="127.0.0.1", port=0, size=64, backend="cpu", motion="demo", render_threads=threads)
+        with ServerThread(config, avatar=demo_avatar, body=body) as st:
+            assert st.server is not None and st.loop is not None
+            stage = st.server._make_stage("threads", st.loop)
+            renderer = stage.painter.renderer
+            if threads:
+                assert renderer.num_threads == threads and renderer.max_threads() == threads
+            else:
+                assert renderer is get_renderer("cpu")
