@@ -7,6 +7,7 @@ import math
 import sys
 from concurrent.futures import ThreadPoolExecutor
 
+import numpy as np
 import pytest
 import torch
 from render_scenes import KINDS, make_camera, make_scene
@@ -271,3 +272,46 @@ def test_extension_constants() -> None:
     assert ext.TILE_SIZE == TILE_SIZE
     assert ext.max_threads() >= 1
     assert math.isclose(ALPHA_MIN, 1 / 255)
+
+
+# ---------------------------------------------------------------------------------------------
+# backproject: the adjoint of rendering w.r.t. the colours
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_backproject_is_the_colour_gradient(cpu: CpuRenderer, kind: str) -> None:
+    """sums = d(sum(rgb * image))/d(colours) and mass = d(sum(rgb[..., 0] * weight))/d(red), by
+    autograd through the float64 reference renderer; pixels of weight 0 drop out of both."""
+    width, height, n = 61, 47, 250
+    seed = 7 + KINDS.index(kind)
+    g = make_scene(kind, n, seed=seed)
+    camera = make_camera(width, height, seed=seed)
+    gen = torch.Generator().manual_seed(seed)
+    image = torch.rand(height, width, 3, generator=gen, dtype=torch.float64) - 0.5
+    weight = (torch.rand(height, width, generator=gen, dtype=torch.float64) > 0.3).double()
+
+    colors = g.colors.clone().requires_grad_(True)
+    rgb, _ = ReferenceRenderer().render(g.replace(colors=colors), camera, (0.0, 0.0, 0.0))
+    (want_sums,) = torch.autograd.grad((rgb.double() * image * weight[..., None]).sum(), colors, retain_graph=True)
+    (want_mass,) = torch.autograd.grad((rgb.double()[..., 0] * weight).sum(), colors)
+    sums, mass = cpu.backproject(g, camera, (image * weight[..., None]).numpy(), weight.numpy())
+    assert sums.shape == (n, 3) and mass.shape == (n,)
+    scale = float(want_mass[:, 0].abs().max())
+    assert scale > 1.0  # the scene covers the image
+    np_sums, np_mass = torch.from_numpy(sums).double(), torch.from_numpy(mass).double()
+    torch.testing.assert_close(np_mass, want_mass[:, 0].double(), atol=2e-3 * scale, rtol=0)
+    torch.testing.assert_close(np_sums, want_sums.double(), atol=2e-3 * scale, rtol=0)
+    # with unit weights, the mass is each Gaussian's share of the rendered alpha
+    _, full_mass = cpu.backproject(g, camera, np.zeros((height, width, 3), np.float32))
+    _, alpha = cpu.render(g, camera, (0.0, 0.0, 0.0))
+    assert abs(float(full_mass.sum()) - float(alpha.sum())) < 1e-3 * float(alpha.sum())
+
+
+def test_backproject_rejects_wrong_sizes(cpu: CpuRenderer) -> None:
+    g = make_scene("mixed", 10)
+    camera = make_camera(20, 10)
+    with pytest.raises(InputError, match="camera's size"):
+        cpu.backproject(g, camera, np.zeros((10, 21, 3)))
+    with pytest.raises(InputError, match="weight"):
+        cpu.backproject(g, camera, np.zeros((10, 20, 3)), np.ones((10, 19)))

@@ -56,6 +56,15 @@ def _camera_arrays(camera: Camera) -> tuple[np.ndarray, np.ndarray]:
     return _as_array(camera.viewmat.cpu()), _as_array(camera.K.cpu())
 
 
+#: The rasterization constants, in the extension's argument order.
+_RASTER_SETTINGS = (EPS2D, NEAR_PLANE, FAR_PLANE, RADIUS_CLIP, ALPHA_MIN, ALPHA_MAX, T_MIN)
+
+
+def _geometry(g: Gaussians) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """means, quats, scales, opacities as the extension takes them."""
+    return _as_array(g.means), _as_array(g.quats), _as_array(g.scales), _as_array(g.opacities)
+
+
 def _check_cpu(gaussians: Gaussians) -> None:
     if gaussians.device.type != "cpu":
         raise InputError(
@@ -99,23 +108,14 @@ class CpuRenderer(Renderer):
         bg = check_background(background)
         viewmat, K = _camera_arrays(camera)
         rgb, alpha = self._ext.rasterize(
-            _as_array(gaussians.means),
-            _as_array(gaussians.quats),
-            _as_array(gaussians.scales),
-            _as_array(gaussians.opacities),
+            *_geometry(gaussians),
             _as_array(gaussians.colors),
             viewmat,
             K,
             camera.width,
             camera.height,
             list(bg),
-            EPS2D,
-            NEAR_PLANE,
-            FAR_PLANE,
-            RADIUS_CLIP,
-            ALPHA_MIN,
-            ALPHA_MAX,
-            T_MIN,
+            *_RASTER_SETTINGS,
             self.num_threads,
         )
         return torch.from_numpy(rgb), torch.from_numpy(alpha)
@@ -155,6 +155,39 @@ class CpuRenderer(Renderer):
         )
         means2d, conics, depths, radii = (torch.from_numpy(a) for a in out)
         return means2d, conics, depths, radii
+
+    def backproject(
+        self, gaussians: Gaussians, camera: Camera, image: np.ndarray, weight: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The adjoint of rendering with respect to the colours, for fitting colours to a photo.
+
+        A rendering is linear in the colours, ``rgb(p) = sum_i w_i(p) c_i + T(p) bg``. This walks
+        the same fragments as :meth:`render` and returns, per Gaussian, ``sums[i] = sum_p w_i(p)
+        image(p)`` (``W^T image``: the gradient of ``sum(rgb * image)`` with respect to ``c_i``)
+        and ``mass[i] = sum_p w_i(p) weight(p)``. Pixels whose weight is 0 are skipped entirely.
+
+        Args:
+            gaussians: world-space Gaussians on the CPU (their colours are not used).
+            camera: the view; ``image`` must have its size.
+            image: [H, W, 3] float.
+            weight: [H, W] float (default: ones).
+
+        Returns:
+            sums [N, 3] and mass [N], float32; zeros for Gaussians that reach no pixel.
+        """
+        _check_cpu(gaussians)
+        H, W = camera.height, camera.width
+        image = np.ascontiguousarray(image, dtype=np.float32)
+        if image.shape != (H, W, 3):
+            raise InputError(f"backproject: image must be [{H}, {W}, 3] (the camera's size), got {list(image.shape)}")
+        weight = np.ones((H, W), np.float32) if weight is None else np.ascontiguousarray(weight, dtype=np.float32)
+        if weight.shape != (H, W):
+            raise InputError(f"backproject: weight must be [{H}, {W}], got {list(weight.shape)}")
+        viewmat, K = _camera_arrays(camera)
+        sums, mass = self._ext.backproject(
+            *_geometry(gaussians), image, weight, viewmat, K, *_RASTER_SETTINGS, self.num_threads
+        )
+        return sums, mass
 
     def max_threads(self) -> int:
         """The number of OpenMP threads one render uses."""

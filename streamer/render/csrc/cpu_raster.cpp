@@ -632,12 +632,20 @@ std::unique_ptr<T[]> raw_array(size_t n) {
     return std::unique_ptr<T[]>(new T[std::max<size_t>(n, 1)]);
 }
 
-void rasterize_frame(const Inputs& in, const Cam& cam, const Settings& st, const float bg[3], float* rgb,
-                     float* alpha, int num_threads) {
+// Steps 1-3 of a frame: the visible Gaussians in depth order and every tile's list of them.
+struct Binned {
+    std::unique_ptr<Splat[]> sorted;     // visible Gaussians, front to back
+    std::unique_ptr<uint32_t[]> source;  // index in the input of sorted[j]
+    std::unique_ptr<uint32_t[]> bins;    // indices into sorted, tile after tile
+    std::vector<uint32_t> offsets;       // [n_tiles + 1] start of each tile in bins
+    size_t nv = 0;
+    int tiles_x = 0, tiles_y = 0;
+};
+
+Binned bin_frame(const Inputs& in, const Cam& cam, const Settings& st, int nt) {
     const int W = cam.width, H = cam.height;
     const int tiles_x = (W + TILE - 1) / TILE, tiles_y = (H + TILE - 1) / TILE;
     const int n_tiles = tiles_x * tiles_y;
-    const int nt = team_size(num_threads);
     const int64_t n = in.n;
 #ifdef STREAMER_PROFILE
     auto prof_t0 = std::chrono::steady_clock::now();
@@ -666,9 +674,9 @@ void rasterize_frame(const Inputs& in, const Cam& cam, const Settings& st, const
                 s.qb = -LOG2E * pc.cb[l];
                 s.qc = -0.5f * LOG2E * pc.cc[l];
                 s.log2_opacity = pc.log2_opacity[l];
-                s.r = in.colors[3 * i];
-                s.g = in.colors[3 * i + 1];
-                s.b = in.colors[3 * i + 2];
+                s.r = in.colors ? in.colors[3 * i] : 0.f;
+                s.g = in.colors ? in.colors[3 * i + 1] : 0.f;
+                s.b = in.colors ? in.colors[3 * i + 2] : 0.f;
                 s.row_reach = pc.reach_y[l];
                 rects[i] = tile_rect(pc.mx[l], pc.my[l], pc.rx[l], pc.ry[l], tiles_x, tiles_y);
                 keys_all[i] = float_key(pc.depth[l]);
@@ -693,8 +701,15 @@ void rasterize_frame(const Inputs& in, const Cam& cam, const Settings& st, const
     PROF_MARK("sort");
 
     // gather into depth order (independent loads in parallel, so the random reads overlap)
-    auto sorted = raw_array<Splat>(nv);
+    Binned out;
+    out.nv = nv;
+    out.tiles_x = tiles_x;
+    out.tiles_y = tiles_y;
+    out.sorted = raw_array<Splat>(nv);
+    out.source = raw_array<uint32_t>(nv);
     auto sorted_rects = raw_array<TileRect>(nv);
+    Splat* sorted = out.sorted.get();
+    uint32_t* source = out.source.get();
 #pragma omp parallel for schedule(dynamic, 2048) num_threads(nt)
     for (int64_t j = 0; j < (int64_t)nv; ++j) {
         if (j + 16 < (int64_t)nv) {
@@ -706,6 +721,7 @@ void rasterize_frame(const Inputs& in, const Cam& cam, const Settings& st, const
         const uint32_t i = (uint32_t)items[j];
         sorted[j] = splats[i];
         sorted_rects[j] = rects[i];
+        source[j] = i;
     }
     PROF_MARK("gather");
 
@@ -724,10 +740,10 @@ void rasterize_frame(const Inputs& in, const Cam& cam, const Settings& st, const
                 for (int x = r.x0; x < r.x1; ++x) ++cnt[y * tiles_x + x];
         }
     }
-    std::vector<uint32_t> offsets((size_t)n_tiles + 1, 0);
+    out.offsets.assign((size_t)n_tiles + 1, 0);
     uint64_t total = 0;
     for (int tile = 0; tile < n_tiles; ++tile) {
-        offsets[tile] = (uint32_t)total;
+        out.offsets[tile] = (uint32_t)total;
         for (int u = 0; u < n_chunks; ++u) {
             const uint32_t c = counts[(size_t)u * n_tiles + tile];
             counts[(size_t)u * n_tiles + tile] = (uint32_t)total;  // becomes chunk u's cursor
@@ -735,8 +751,9 @@ void rasterize_frame(const Inputs& in, const Cam& cam, const Settings& st, const
         }
         if (total > UINT32_MAX) throw std::length_error("too many Gaussian-tile overlaps (> 2^32)");
     }
-    offsets[n_tiles] = (uint32_t)total;
-    auto bins = raw_array<uint32_t>(total);
+    out.offsets[n_tiles] = (uint32_t)total;
+    out.bins = raw_array<uint32_t>(total);
+    uint32_t* bins = out.bins.get();
 #pragma omp parallel for schedule(dynamic, 1) num_threads(nt)
     for (int u = 0; u < n_chunks; ++u) {
         uint32_t* cnt = counts.data() + (size_t)u * n_tiles;
@@ -747,9 +764,16 @@ void rasterize_frame(const Inputs& in, const Cam& cam, const Settings& st, const
         }
     }
     PROF_MARK("bin");
+    return out;
+}
 
+void rasterize_frame(const Inputs& in, const Cam& cam, const Settings& st, const float bg[3], float* rgb,
+                     float* alpha, int num_threads) {
+    const int nt = team_size(num_threads);
+    const Binned b = bin_frame(in, cam, st, nt);
+    const int n_tiles = b.tiles_x * b.tiles_y;
     // 4. composite
-    TileJob job{sorted.get(), bins.get(), offsets.data(), tiles_x, tiles_y, W, H,
+    TileJob job{b.sorted.get(), b.bins.get(), b.offsets.data(), b.tiles_x, b.tiles_y, cam.width, cam.height,
                 {bg[0], bg[1], bg[2]}, st.alpha_min, st.alpha_max, st.t_min, rgb, alpha};
 #pragma omp parallel num_threads(nt)
     {
@@ -757,7 +781,108 @@ void rasterize_frame(const Inputs& in, const Cam& cam, const Settings& st, const
 #pragma omp for schedule(dynamic, 1)
         for (int tile = 0; tile < n_tiles; ++tile) composite_tile(job, tile, scratch);
     }
-    PROF_MARK("composite");
+}
+
+// ---------------------------------------------------------------------------------------------
+// 5. The adjoint of compositing with respect to the colours
+// ---------------------------------------------------------------------------------------------
+//
+// A rendering is linear in the colours: rgb(p) = sum_i w_i(p) c_i + T(p) bg with blending weights
+// w_i(p) = alpha_i(p) T_i(p). backproject_frame walks the same fragments in the same order with the
+// same stopping rule (scalar code: it runs a few times per reconstruction, not per streamed frame)
+// and accumulates, per Gaussian, sum_p w_i(p) image(p) (the transpose W^T applied to an image) and
+// sum_p w_i(p) weight(p) (its footprint mass). Pixels of zero weight are skipped.
+
+struct AdjointJob {
+    const Binned* b;
+    int width, height;
+    float alpha_min, alpha_max, t_min;
+    const float* image;   // [H, W, 3]
+    const float* weight;  // [H, W]
+};
+
+void backproject_tile(const AdjointJob& job, int tile, std::vector<uint32_t>& row_list, float* sums,
+                      float* mass) {
+    const Binned& b = *job.b;
+    const int tx = tile % b.tiles_x, ty = tile / b.tiles_x;
+    const int x0 = tx * TILE, y0 = ty * TILE;
+    const int x1 = std::min(x0 + TILE, job.width), y1 = std::min(y0 + TILE, job.height);
+    const uint32_t begin = b.offsets[tile], m = b.offsets[tile + 1] - begin;
+    if (m == 0) return;
+    const uint32_t* ids = b.bins.get() + begin;
+    row_list.resize(m);
+    for (int py = y0; py < y1; ++py) {
+        const float cy = py + 0.5f;
+        size_t mr = 0;
+        for (uint32_t k = 0; k < m; ++k) {
+            const Splat& s = b.sorted[ids[k]];
+            if (std::fabs(s.my - cy) <= s.row_reach) row_list[mr++] = ids[k];
+        }
+        if (mr == 0) continue;
+        for (int px = x0; px < x1; ++px) {
+            const size_t p = (size_t)py * job.width + px;
+            const float wp = job.weight[p];
+            if (wp == 0.f) continue;
+            const float* img = job.image + 3 * p;
+            const float cx = px + 0.5f;
+            float T = 1.f;
+            for (size_t l = 0; l < mr; ++l) {
+                const uint32_t j = row_list[l];
+                const Splat& s = b.sorted[j];
+                const float dx = s.mx - cx, dy = s.my - cy;
+                const float e = (s.qa * dx + s.qb * dy) * dx + s.qc * dy * dy + s.log2_opacity;
+                if (e > s.log2_opacity) continue;  // sigma < 0
+                const float u = std::exp2(std::max(e, EXP2_MIN));
+                if (u < job.alpha_min) continue;
+                const float a = std::min(u, job.alpha_max);
+                const float next_T = T * (1.f - a);
+                if (next_T <= job.t_min) break;
+                const float w = a * T;
+                sums[3 * j] += w * img[0];
+                sums[3 * j + 1] += w * img[1];
+                sums[3 * j + 2] += w * img[2];
+                mass[j] += w * wp;
+                T = next_T;
+            }
+        }
+    }
+}
+
+void backproject_frame(const Inputs& in, const Cam& cam, const Settings& st, const float* image,
+                       const float* weight, float* sums_out, float* mass_out, int num_threads) {
+    const int nt = team_size(num_threads);
+    const Binned b = bin_frame(in, cam, st, nt);
+    const int n_tiles = b.tiles_x * b.tiles_y;
+    const size_t nv = b.nv;
+    // per-thread accumulators in depth order, summed afterwards (no atomics in the pixel loop)
+    std::vector<float> acc((size_t)nt * nv * 4, 0.f);
+    AdjointJob job{&b, cam.width, cam.height, st.alpha_min, st.alpha_max, st.t_min, image, weight};
+#pragma omp parallel num_threads(nt)
+    {
+#ifdef _OPENMP
+        const int me = omp_get_thread_num();
+#else
+        const int me = 0;
+#endif
+        float* sums = acc.data() + (size_t)me * nv * 4;
+        float* mass = sums + nv * 3;
+        std::vector<uint32_t> row_list;
+#pragma omp for schedule(dynamic, 1)
+        for (int tile = 0; tile < n_tiles; ++tile) backproject_tile(job, tile, row_list, sums, mass);
+    }
+    std::fill(sums_out, sums_out + 3 * in.n, 0.f);
+    std::fill(mass_out, mass_out + in.n, 0.f);
+    for (int t = 0; t < nt; ++t) {
+        const float* sums = acc.data() + (size_t)t * nv * 4;
+        const float* mass = sums + nv * 3;
+        for (size_t j = 0; j < nv; ++j) {
+            const uint32_t i = b.source[j];
+            sums_out[3 * i] += sums[3 * j];
+            sums_out[3 * i + 1] += sums[3 * j + 1];
+            sums_out[3 * i + 2] += sums[3 * j + 2];
+            mass_out[i] += mass[j];
+        }
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -862,6 +987,31 @@ py::tuple py_project(const farray& means, const farray& quats, const farray& sca
     return py::make_tuple(means2d, conics, depths, radii);
 }
 
+py::tuple py_backproject(const farray& means, const farray& quats, const farray& scales, const farray& opacities,
+                         const farray& image, const farray& weight, const farray& viewmat, const farray& K,
+                         float eps2d, float near_plane, float far_plane, float radius_clip, float alpha_min,
+                         float alpha_max, float t_min, int num_threads) {
+    const int64_t n = count_of(means);
+    if (image.ndim() != 3 || image.shape(2) != 3) throw std::invalid_argument("image: expected shape (H, W, 3)");
+    const int height = (int)image.shape(0), width = (int)image.shape(1);
+    check_size(width, height);
+    Inputs in{checked(means, "means", {n, 3}), checked(quats, "quats", {n, 4}),
+              checked(scales, "scales", {n, 3}), checked(opacities, "opacities", {n}), nullptr, n};
+    const float* img = image.data();
+    const float* wt = checked(weight, "weight", {height, width});
+    const Cam cam = make_cam(checked(viewmat, "viewmat", {4, 4}), checked(K, "K", {3, 3}), width, height);
+    const Settings st = make_settings(eps2d, near_plane, far_plane, radius_clip, alpha_min, alpha_max, t_min);
+    farray sums({(py::ssize_t)n, (py::ssize_t)3});
+    farray mass({(py::ssize_t)n});
+    float* sums_p = sums.mutable_data();
+    float* mass_p = mass.mutable_data();
+    {
+        py::gil_scoped_release release;
+        backproject_frame(in, cam, st, img, wt, sums_p, mass_p, num_threads);
+    }
+    return py::make_tuple(sums, mass);
+}
+
 int py_max_threads() { return team_size(0); }
 
 // RGB float [H, W, 3] in [0, 1] (clamped) -> I420 planes stacked [H * 3 / 2, W] uint8, BT.601 limited
@@ -920,6 +1070,12 @@ PYBIND11_MODULE(_cpu_raster, mod) {
             py::arg("alpha_min"), py::arg("num_threads") = 0,
             "EWA projection only -> (means2d [N,2], conics [N,3], depths [N], radii [N,2] int32); "
             "culled Gaussians have radii 0 and zeros elsewhere. opacities=None: fixed 3.33-sigma radii.");
+    mod.def("backproject", &py_backproject, py::arg("means"), py::arg("quats"), py::arg("scales"),
+            py::arg("opacities"), py::arg("image"), py::arg("weight"), py::arg("viewmat"), py::arg("K"),
+            py::arg("eps2d"), py::arg("near_plane"), py::arg("far_plane"), py::arg("radius_clip"),
+            py::arg("alpha_min"), py::arg("alpha_max"), py::arg("t_min"), py::arg("num_threads") = 0,
+            "Adjoint of rendering w.r.t. the colours: image [H,W,3], weight [H,W] -> "
+            "(sums [N,3] = sum_p w_i(p) image(p), mass [N] = sum_p w_i(p) weight(p)); pixels of weight 0 skipped.");
     mod.def("max_threads", &py_max_threads, "Number of OpenMP threads a call uses by default.");
     mod.def("rgb_to_i420", &py_rgb_to_i420, py::arg("rgb"),
             "RGB float32 [H, W, 3] in [0, 1] -> I420 planes stacked [H * 3 / 2, W] uint8 (BT.601 limited range).");

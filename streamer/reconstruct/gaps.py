@@ -1,0 +1,102 @@
+"""Gaussians for the parts of the person the body surface does not reach (flared sleeves, hair, hems).
+
+The offset body surface follows the outline only as far as its vertices can move along their
+normals; thin or detached cloth and loose hair leave pixels of the person mask that the avatar does
+not cover, which render as background. :func:`cover_gaps` puts one small camera-facing disc on each
+cell of such pixels, at the depth of the nearest covered pixel, skinned like the nearest seen
+Gaussian, coloured from the photo. They then take part in the colour fit like every other Gaussian.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from scipy import ndimage
+from scipy.spatial import cKDTree
+
+from ..avatar import Gaussians
+from ..avatar.demo import tangent_frames
+from ..avatar.lbs import matrix_to_quat
+from ..render import Camera
+from .colour import sample_image
+
+GAP_CELL_PX = 2  # one disc per cell of this many pixels square that holds uncovered pixels
+GAP_SIGMA = 0.75  # disc std in cells (0.75 cells: neighbouring discs overlap, no holes)
+GAP_THICKNESS = 0.3  # disc std along its normal, relative to its radius
+MAX_GAP_GAUSSIANS = 8000
+
+
+def gap_cells(uncovered: np.ndarray, cell: int = GAP_CELL_PX) -> np.ndarray:
+    """One position per ``cell`` x ``cell`` block with uncovered pixels: their centroid. [M, 2] pixels (centres at +0.5)"""
+    ys, xs = np.nonzero(uncovered)
+    if not len(xs):
+        return np.zeros((0, 2))
+    per_row = uncovered.shape[1] // cell + 1
+    _, inv, count = np.unique((ys // cell) * per_row + xs // cell, return_inverse=True, return_counts=True)
+    cx = np.bincount(inv, xs + 0.5) / count
+    cy = np.bincount(inv, ys + 0.5) / count
+    return np.stack([cx, cy], 1)
+
+
+def cover_gaps(
+    posed: Gaussians,
+    weights: torch.Tensor,
+    seen: np.ndarray,
+    depth: np.ndarray,
+    mask: np.ndarray,
+    rgb: np.ndarray,
+    camera: Camera,
+    opacity: float,
+    max_new: int = MAX_GAP_GAUSSIANS,
+) -> tuple[Gaussians, torch.Tensor]:
+    """New Gaussians for mask pixels the avatar leaves uncovered.
+
+    Args:
+        posed: the avatar's Gaussians in the photo's pose (world frame).
+        weights: their skinning weights [N, J].
+        seen: which of them the photo sees [N] bool (the new ones copy the skinning of the nearest).
+        depth: the avatar's front-surface depth in the photo's camera (metres; inf where its
+            rendered opacity is below 0.5, :func:`.colour.rendered_depth`) [H, W].
+        mask: the person mask [H, W] bool (only pixels inside the photo).
+        rgb: the photo crop [H, W, 3] uint8.
+        camera: the photo's camera.
+        opacity: opacity of the new Gaussians.
+        max_new: at most this many (the first cells in row order beyond that are dropped).
+
+    Returns:
+        the new posed Gaussians (colours from the photo) and their skinning weights [M, J];
+        M = 0 when everything is covered or nothing is seen.
+    """
+    covered = np.isfinite(depth)
+    uncovered = mask & ~covered
+    pix = gap_cells(uncovered)[:max_new]
+    if not len(pix) or not covered.any() or not seen.any():
+        return posed.subset(slice(0, 0)), weights[:0]
+    H, W = mask.shape
+    # depth of the nearest covered pixel
+    _, (iy, ix) = ndimage.distance_transform_edt(~covered, return_indices=True)
+    px = np.clip(pix[:, 0].astype(int), 0, W - 1)
+    py = np.clip(pix[:, 1].astype(int), 0, H - 1)
+    z = depth[iy[py, px], ix[py, px]]
+    K = camera.K.double().numpy()
+    view = camera.viewmat.double().numpy()
+    R, t = view[:3, :3], view[:3, 3]
+    fx, fy, cx, cy = K[0, 0], K[1, 1], K[0, 2], K[1, 2]
+    cam = np.stack([(pix[:, 0] - cx) / fx * z, (pix[:, 1] - cy) / fy * z, z], 1)
+    world = (cam - t) @ R  # R^T (x - t), row-wise
+    towards = -cam / np.linalg.norm(cam, axis=1, keepdims=True)
+    normals = torch.from_numpy(towards @ R).float()
+    # skinning of the nearest seen Gaussian (3D)
+    seen_idx = np.flatnonzero(seen)
+    _, nn = cKDTree(posed.means[seen_idx].double().numpy()).query(world)
+    new_w = weights[torch.from_numpy(seen_idx[nn])]
+    radius = GAP_SIGMA * GAP_CELL_PX * z / fx
+    scales = np.stack([radius, radius, GAP_THICKNESS * radius], 1)
+    extra = Gaussians(
+        means=torch.from_numpy(world).float().contiguous(),
+        quats=matrix_to_quat(tangent_frames(normals)).float().contiguous(),
+        scales=torch.from_numpy(scales).float().contiguous(),
+        opacities=torch.full((len(world),), float(opacity)),
+        colors=torch.from_numpy(sample_image(rgb, pix)).float().contiguous(),
+    )
+    return extra, new_w.contiguous()

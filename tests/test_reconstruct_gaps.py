@@ -1,0 +1,93 @@
+"""Gap discs: person-mask pixels that the body surface does not reach get covered (.gaps)."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from streamer.avatar import Gaussians
+from streamer.reconstruct.colour import rendered_depth
+from streamer.reconstruct.gaps import GAP_CELL_PX, cover_gaps, gap_cells
+from streamer.render import Camera, render
+
+W, H = 80, 60
+F = 80.0
+
+
+def test_gap_cells_cover_every_uncovered_pixel() -> None:
+    uncovered = np.zeros((H, W), bool)
+    uncovered[10:30, 7] = True  # a one-pixel line at an odd column
+    uncovered[40:46, 50:61] = True  # a block
+    uncovered[0, W - 1] = True  # the corner
+    cells = gap_cells(uncovered)
+    ys, xs = np.nonzero(uncovered)
+    occupied = {(y // GAP_CELL_PX, x // GAP_CELL_PX) for y, x in zip(ys, xs)}
+    assert len(cells) == len(occupied)
+    # every uncovered pixel centre lies within one cell of a disc centre
+    d = np.abs(np.stack([xs + 0.5, ys + 0.5], 1)[:, None] - cells[None]).max(-1).min(1)
+    assert d.max() < GAP_CELL_PX
+    # the line's discs sit on the line, not between cells
+    line = cells[(cells[:, 1] > 10) & (cells[:, 1] < 30)]
+    assert np.allclose(line[:, 0], 7.5)
+    assert len(gap_cells(np.zeros((H, W), bool))) == 0
+
+
+def _plane(xs: np.ndarray, ys: np.ndarray, z: float, colour: float) -> Gaussians:
+    """Discs on a fronto-parallel plane at depth z through the given pixels."""
+    px = np.stack(np.meshgrid(xs, ys), -1).reshape(-1, 2) + 0.5
+    means = np.concatenate([(px - [W / 2, H / 2]) / F * z, np.full((len(px), 1), z)], 1)
+    n = len(means)
+    s = 1.0 / F * z
+    return Gaussians(
+        means=torch.from_numpy(means).float(),
+        quats=torch.tensor([[1.0, 0, 0, 0]]).repeat(n, 1),
+        scales=torch.tensor([[s, s, 0.1 * s]]).repeat(n, 1),
+        opacities=torch.full((n,), 0.97),
+        colors=torch.full((n, 3), colour),
+    )
+
+
+def test_cover_gaps_fills_the_mask_at_the_nearest_depth() -> None:
+    camera = Camera(
+        K=torch.tensor([[F, 0, W / 2], [0, F, H / 2], [0, 0, 1]]), viewmat=torch.eye(4), width=W, height=H
+    )
+    # Two body parts: a left one at 2 m, a right one at 3 m; the person mask reaches further out.
+    left, right = _plane(np.arange(10, 30), np.arange(10, 50), 2.0, 0.2), _plane(np.arange(50, 70), np.arange(10, 50), 3.0, 0.2)
+    posed = Gaussians.concat([left, right])
+    weights = torch.zeros(len(posed), 5)
+    weights[: len(left), 1] = 1.0
+    weights[len(left) :, 3] = 1.0
+    mask = np.zeros((H, W), bool)
+    mask[5:55, 4:36] = True  # 6 px past the left part on every side
+    mask[5:55, 44:76] = True
+    rgb = np.zeros((H, W, 3), np.uint8)
+    rgb[..., 0] = 200
+
+    z_cam = posed.means[:, 2].double().numpy()
+    depth = rendered_depth(posed, camera, z_cam)
+    _, alpha = render(posed, camera, background=(0.0, 0.0, 0.0), backend="cpu")
+    before = float((mask & (alpha.numpy() < 0.5)).mean())
+    assert before > 0.1
+
+    extra, extra_w = cover_gaps(posed, weights, np.ones(len(posed), bool), depth, mask, rgb, camera, 0.97)
+    assert len(extra) == len(extra_w) > 0
+    union = Gaussians.concat([posed, extra])
+    _, alpha2 = render(union, camera, background=(0.0, 0.0, 0.0), backend="cpu")
+    assert float((mask & (alpha2.numpy() < 0.5)).mean()) < 0.1 * before
+    # Each disc sits at the depth of the part beside it and is skinned like that part.
+    on_left = extra.means[:, 0] < 0
+    assert torch.allclose(extra.means[on_left, 2], torch.tensor(2.0))
+    assert torch.allclose(extra.means[~on_left, 2], torch.tensor(3.0))
+    assert bool((extra_w[on_left, 1] == 1).all()) and bool((extra_w[~on_left, 3] == 1).all())
+    # Colours come from the photo, and the discs face the camera (normal = local z along -view).
+    torch.testing.assert_close(extra.colors, torch.tensor([[200 / 255, 0.0, 0.0]]).expand(len(extra), 3))
+    from streamer.render._reference import quat_to_rotmat
+
+    normals = quat_to_rotmat(extra.quats)[:, :, 2]
+    view = extra.means / extra.means.norm(dim=-1, keepdim=True)
+    assert bool(((normals * view).sum(-1) < -0.9).all())
+    # Nothing left to cover: nothing added.
+    depth2 = rendered_depth(union, camera, union.means[:, 2].double().numpy())
+    seen2 = np.ones(len(union), bool)
+    none, none_w = cover_gaps(union, torch.cat([weights, extra_w]), seen2, depth2, mask & np.isfinite(depth2), rgb, camera, 0.97)
+    assert len(none) == 0 and none_w.shape == (0, 5)
