@@ -101,7 +101,8 @@ def test_refine_colours_fits_the_photo() -> None:
         )
         return psnr(img.numpy(), photo, mask)
 
-    out = refine_colours(gs, start, active, pix, photo, mask, cam, iterations=6)
+    out = refine_colours(gs, start, active, photo, mask, cam, iterations=6)
     assert np.array_equal(out[~active], start[~active])
     assert ((out >= 0) & (out <= 1)).all()
-    assert score(out) > score(start) + 1.0, (score(start), score(out))
+    # 14.3 -> 21.1 dB with the exact adjoint (the earlier blurred-residual approximation reached ~16)
+    assert score(out) > score(start) + 5.0, (score(start), score(out))

@@ -14,8 +14,9 @@ Steps (each timed in :attr:`Reconstruction.timings_s`):
 4. ``sample``: ~40,000 Gaussians on the offset surface, 3:1 body:head, flat discs sized to the
    sampling density and the local stretch of the offset surface;
 5. ``colour``: seen ones from the photo, unseen ones filled per body part, hair on the back of the head
-   (:mod:`.colour`), then every Gaussian the photo shows (up to the mask's edge) fitted to the photo
-   by a few render-and-correct steps (:func:`refine_colours`);
+   (:mod:`.colour`), then the colours of every Gaussian the photo shows (up to the mask's edge) or
+   that faces the camera fitted to the photo by least squares through the rasterizer's exact
+   blending weights (:func:`refine_colours`);
 6. ``unpose``: each Gaussian through the inverse of its blended skinning transform into the canonical
    zero pose, so that :meth:`Avatar.pose` with the fitted pose gives back exactly the fitted Gaussians.
 """
@@ -36,7 +37,8 @@ from ..body.joints import JOINT_INDEX
 from ..body.model import BodyModel, vertex_normals
 from ..body.pose import SmplxPose
 from ..render import Camera
-from .colour import body_parts, fill_unseen, rendered_depth, sample_image, sample_image_float, visible
+from .colour import body_parts, fill_unseen, rendered_depth, sample_image, visible
+from .gaps import cover_gaps
 from .person import Person, find_person
 from .shape import fit_shape
 from .silhouette import (
@@ -54,14 +56,17 @@ TANGENT_SIGMA = 0.6  # along the surface, in units of the local sample spacing
 NORMAL_SIGMA = 0.3  # along the normal, same unit
 OPACITY = 0.97
 FIT_ITERATIONS = 8
-REFINE_ITERATIONS = 6
+REFINE_ITERATIONS = 8
 MAX_FOREARM_OFFSET_M = 0.06
-FRONT_DENSITY = 6  # sampling density of camera-facing surface relative to the rest
-REFINE_STEP = 0.9
+FRONT_DENSITY = 8  # sampling density of camera-facing surface relative to the rest
+REFINE_STEP = 1.6
 KNN_SIGMA = 0.8  # > 0: disc size = this times the mean distance to the KNN_K nearest samples
 KNN_K = 4
 FIT_SHAPE = True  # fit the first betas to the landmarks (fit_photo)
-REFINE_BLUR_PX = 1.5  # footprint of a Gaussian in the photo for the colour refinement, pixels
+REFINE_MIN_ALPHA = 0.2  # residuals of pixels the avatar barely covers are amplified at most 1 / this
+REFINE_FACING = -0.1  # besides the seen ones, Gaussians facing the camera this much (cos) are fitted too
+REFINE_MIN_MASS = 1e-3  # Gaussians with less blending weight (pixels) inside the mask keep their colour
+COVER_GAPS = True  # add Gaussians where the person mask reaches past the offset surface (.gaps)
 REFINE_MASK_ERODE_PX = 0  # refine Gaussians inside the mask eroded by this many pixels
 CROSS_SECTION_FRACTION = 1.0  # unseen sides reach this share of the outline's offset (0: off)
 CROSS_SECTION_MIN_FACING = 0.5  # only vertices facing away from the camera this much (cos) take it
@@ -98,54 +103,47 @@ def refine_colours(
     posed: Gaussians,
     colors: np.ndarray,
     active: np.ndarray,
-    pix: np.ndarray,
     photo: np.ndarray,
     mask: np.ndarray,
     camera: Camera,
     iterations: int | None = None,
-    blur_px: float | None = None,
 ) -> np.ndarray:
-    """Correct the colours of the Gaussians the photo sees so that the rendering reproduces the photo.
+    """Fit the colours of the Gaussians the photo sees so that the rendering reproduces the photo.
 
-    The rendering is linear in the colours (render = W c); this runs a few preconditioned Landweber
-    steps of the least-squares fit ``min |mask * (W c - photo)|^2`` over the ``active`` Gaussians:
-    each step renders the posed Gaussians with the photo's camera and moves each active Gaussian's
-    colour by the masked residual (photo - render) averaged over its own footprint (the residual
-    blurred by a Gaussian of about the projected Gaussian size, normalised by the blurred mask, and
-    sampled at its centre: an approximation of W^T r that ignores occlusion, which ``active``
-    handles). Averaging over the footprint rather than reading the residual at the centre keeps the
-    deconvolution from ringing.
+    The rendering is linear in the colours, ``render = W c`` with blending weights ``w_i(p)``.
+    This runs SIRT (simultaneous iterative reconstruction) on ``min |mask * (W c - photo)|^2``
+    over the ``active`` Gaussians, with the exact weights of the CPU rasterizer
+    (:meth:`~streamer.render.cpu.CpuRenderer.backproject`, which respects occlusion): each step
+    divides the masked residual by the rendered alpha (each pixel's total weight) and moves each
+    Gaussian's colour by the weighted mean of that over its own footprint. Colours are clamped
+    to [0, 1] after every step.
 
     Args:
         posed: the posed Gaussians (colours are replaced).
         colors: starting colours [N, 3] in [0, 1].
-        active: which Gaussians to correct (seen by the camera, inside the mask) [N] bool.
-        pix: their pixels [N, 2].
+        active: which Gaussians may change (seen by the camera, inside the mask) [N] bool.
         photo: the photo [H, W, 3] float in [0, 1].
         mask: the person mask [H, W] bool (residuals outside it do not count).
         camera: the photo's camera.
         iterations: steps (default :data:`REFINE_ITERATIONS`).
-        blur_px: footprint std in pixels (default :data:`REFINE_BLUR_PX`).
 
     Returns:
-        [N, 3] colours in [0, 1]; inactive ones unchanged.
+        [N, 3] colours in [0, 1]; inactive ones and those no masked pixel sees unchanged.
     """
-    import cv2
-
     from ..render import render
+    from ..render.cpu import CpuRenderer
 
-    sigma = REFINE_BLUR_PX if blur_px is None else blur_px
-    out = colors.copy()
+    cpu = CpuRenderer()
+    out = np.clip(colors, 0.0, 1.0)
     m = mask.astype(np.float32)
-    if sigma > 0:
-        norm = np.maximum(cv2.GaussianBlur(m, (0, 0), sigma), 1e-3)[..., None]
     for _ in range(REFINE_ITERATIONS if iterations is None else iterations):
-        g = posed.replace(colors=torch.from_numpy(np.clip(out, 0, 1)).float())
-        img, _ = render(g, camera, background=(0.0, 0.0, 0.0), backend="cpu")
-        resid = (photo - img.numpy()) * m[..., None]
-        if sigma > 0:
-            resid = cv2.GaussianBlur(resid.astype(np.float32), (0, 0), sigma) / norm
-        out[active] = np.clip(out[active] + REFINE_STEP * sample_image_float(resid, pix[active]), 0.0, 1.0)
+        g = posed.replace(colors=torch.from_numpy(out).float())
+        img, alpha = render(g, camera, background=(0.0, 0.0, 0.0), backend="cpu")
+        row = m / np.maximum(alpha.numpy(), REFINE_MIN_ALPHA)
+        resid = (photo - img.numpy()) * row[..., None]
+        sums, mass = cpu.backproject(g, camera, resid, m)
+        move = active & (mass > REFINE_MIN_MASS)
+        out[move] = np.clip(out[move] + REFINE_STEP * sums[move] / mass[move, None], 0.0, 1.0)
     return out
 
 
@@ -335,7 +333,21 @@ def reconstruct_photo(
     colors = fill_unseen(canon_np, colors, seen, parts, hair_region, hair_source)
     # Then fit the colours of everything the photo shows (up to the mask's edge) to the photo.
     active = visible(cam_pts, cam_n, pix, mask, depth, erode_px=REFINE_MASK_ERODE_PX)
-    colors = refine_colours(posed_g, colors, active, pix, person.rgb / 255.0, mask, camera)
+    view = -cam_pts / np.linalg.norm(cam_pts, axis=1, keepdims=True)
+    active |= (cam_n * view).sum(1) > REFINE_FACING
+    if COVER_GAPS:  # discs for the person's pixels the surface does not reach, fitted with the rest
+        extra, extra_w = cover_gaps(
+            posed_g, weights, seen, depth, mask & person.valid, person.rgb, camera, OPACITY
+        )
+        if len(extra):
+            extra_canon, extra_q = unskin_gaussians(extra.means, extra.quats, extra_w, A, joint_quats)
+            canon, q_canon = torch.cat([canon, extra_canon]), torch.cat([q_canon, extra_q])
+            weights = torch.cat([weights, extra_w])
+            scales = torch.cat([scales, extra.scales])
+            colors = np.concatenate([colors, extra.colors.double().numpy()])
+            active = np.concatenate([active, np.ones(len(extra), bool)])
+            posed_g = Gaussians.concat([posed_g, extra.replace(colors=torch.zeros(len(extra), 3))])
+    colors = refine_colours(posed_g, colors, active, person.rgb / 255.0, mask, camera)
 
     step("unpose")
     gaussians = Gaussians(
