@@ -91,3 +91,4 @@ def test_cover_gaps_fills_the_mask_at_the_nearest_depth() -> None:
     seen2 = np.ones(len(union), bool)
     none, none_w = cover_gaps(union, torch.cat([weights, extra_w]), seen2, depth2, mask & np.isfinite(depth2), rgb, camera, 0.97)
     assert len(none) == 0 and none_w.shape == (0, 5)
+

@@ -2,8 +2,11 @@
 
 Seen = facing the camera, in front in a splatted depth buffer, and inside the (eroded) person mask.
 Unseen Gaussians take the inverse-distance mean of their nearest seen neighbours *of the same body
-part* (canonical space), so a sleeve does not borrow the torso's colour; on the head, the unseen
-back and top take the hair colour (the seen top of the head), never the face.
+part*, so a sleeve does not borrow the torso's colour. Nearness is measured in the photo's image
+plane (:func:`fill_positions`): the back of a shirt or skirt takes the colour of its front at the
+same place, averaged over a few neighbours, rather than whatever seen edge is closest in 3D. On the
+head it is measured in canonical 3D, and the unseen back and top take the hair colour (the seen top
+of the head), never the face.
 """
 
 from __future__ import annotations
@@ -139,8 +142,29 @@ def sample_image_float(img: np.ndarray, pix: np.ndarray) -> np.ndarray:
     return out.reshape(-1, 3)[:n]
 
 
+def fill_positions(
+    canon: np.ndarray, pix: np.ndarray, depth: np.ndarray, focal_px: float, parts: np.ndarray
+) -> np.ndarray:
+    """Where :func:`fill_unseen` measures nearness, metres. [N, 3]
+
+    Head Gaussians keep their canonical positions; the others go to their pixel in the photo scaled
+    to metres at their own depth (``pix * depth / focal``, z = 0), so that a Gaussian behind the
+    body is nearest to the seen ones in front of it.
+
+    Args:
+        canon: canonical positions [N, 3]; pix: their pixels in the photo [N, 2];
+        depth: their camera-frame depths [N] (metres); focal_px: the camera's focal length (pixels);
+        parts: body part ids (:func:`body_parts`) [N].
+    """
+    out = np.asarray(canon, np.float64).copy()
+    body = parts != 1
+    plane = pix[body] * (depth[body] / focal_px)[:, None]
+    out[body] = np.concatenate([plane, np.zeros((len(plane), 1))], 1)
+    return out
+
+
 def fill_unseen(
-    canon: np.ndarray,
+    positions: np.ndarray,
     colors: np.ndarray,
     seen: np.ndarray,
     parts: np.ndarray,
@@ -150,7 +174,7 @@ def fill_unseen(
     """Colours for the unseen Gaussians.
 
     Args:
-        canon: canonical positions, metres. [N, 3]
+        positions: where nearness is measured, metres (canonical positions, or :func:`fill_positions`). [N, 3]
         colors: colours, valid where ``seen``. [N, 3]
         seen: [N] bool.
         parts: body part ids (:func:`body_parts`). [N]
@@ -174,7 +198,7 @@ def fill_unseen(
             out[want] = fallback
             continue
         k = min(NEIGHBOURS, len(have))
-        dist, idx = cKDTree(canon[have]).query(canon[want], k=k)
+        dist, idx = cKDTree(positions[have]).query(positions[want], k=k)
         dist, idx = dist.reshape(len(want), k), idx.reshape(len(want), k)
         wts = 1.0 / np.maximum(dist, 1e-3)
         out[want] = (colors[have][idx] * wts[..., None]).sum(1) / wts.sum(1, keepdims=True)

@@ -13,8 +13,8 @@ Steps (each timed in :attr:`Reconstruction.timings_s`):
    where that keeps the vertex inside the mask;
 4. ``sample``: ~40,000 Gaussians on the offset surface, 3:1 body:head, flat discs sized to the
    sampling density and the local stretch of the offset surface;
-5. ``colour``: seen ones from the photo, unseen ones filled per body part, hair on the back of the head
-   (:mod:`.colour`), then the colours of every Gaussian the photo shows (up to the mask's edge) or
+5. ``colour``: seen ones from the photo, unseen ones filled per body part (the back of a garment
+   from its front at the same place in the photo), hair on the back of the head (:mod:`.colour`), then the colours of every Gaussian the photo shows (up to the mask's edge) or
    that faces the camera fitted to the photo by least squares through the rasterizer's exact
    blending weights (:func:`refine_colours`);
 6. ``unpose``: each Gaussian through the inverse of its blended skinning transform into the canonical
@@ -37,7 +37,7 @@ from ..body.joints import JOINT_INDEX
 from ..body.model import BodyModel, vertex_normals
 from ..body.pose import SmplxPose
 from ..render import Camera
-from .colour import body_parts, fill_unseen, rendered_depth, sample_image, visible
+from .colour import body_parts, fill_positions, fill_unseen, rendered_depth, sample_image, visible
 from .gaps import cover_gaps
 from .person import Person, find_person
 from .shape import fit_shape
@@ -330,7 +330,8 @@ def reconstruct_photo(
     top = canon_np[:, 1] > eye_y + 0.05
     hair_region = is_head & (top | (canon_np[:, 2] < head_j[2] - 0.01))
     hair_source = is_head & top
-    colors = fill_unseen(canon_np, colors, seen, parts, hair_region, hair_source)
+    where = fill_positions(canon_np, pix, cam_pts[:, 2], float(K[0, 0]), parts)
+    colors = fill_unseen(where, colors, seen, parts, hair_region, hair_source)
     # Then fit the colours of everything the photo shows (up to the mask's edge) to the photo.
     active = visible(cam_pts, cam_n, pix, mask, depth, erode_px=REFINE_MASK_ERODE_PX)
     view = -cam_pts / np.linalg.norm(cam_pts, axis=1, keepdims=True)
