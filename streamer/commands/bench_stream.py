@@ -55,6 +55,12 @@ def add_bench_parser(sub: argparse._SubParsersAction) -> None:
         default=640,
         help="longer side of the webcam frames sent, pixels (default: %(default)s)",
     )
+    q.add_argument(
+        "--client-encode",
+        action="store_true",
+        help="the performer decodes and VP8-encodes the video in real time in this process (default: "
+        "encoded once before measuring, as a remote webcam whose encoding happens on its own machine)",
+    )
     q.add_argument("--size", type=int, default=512, help="avatar video size (default: %(default)s)")
     q.add_argument("--fps", type=float, default=30.0, help="avatar video frame rate (default: %(default)s)")
     q.add_argument(
@@ -97,8 +103,13 @@ async def _measure(st: ServerThread, args: argparse.Namespace, video: Path | Non
     :meth:`ServerThread.call`, never from this (the clients') loop.
     """
     from ..stream.client import StreamClient, VideoFileTrack
+    from ..stream.encoded_clip import EncodedClipTrack, encode_clip
 
-    source = VideoFileTrack(video, max_side=args.webcam_size, loop=True) if video is not None else None
+    source: VideoFileTrack | EncodedClipTrack | None = None
+    if video is not None and args.client_encode:
+        source = VideoFileTrack(video, max_side=args.webcam_size, loop=True)
+    elif video is not None:
+        source = EncodedClipTrack(await asyncio.to_thread(encode_clip, video, args.webcam_size))
     performer = StreamClient(st.url, "performer", source=source)
     viewers = [StreamClient(st.url, "viewer") for _ in range(args.viewers)]
     server = st.server
@@ -191,6 +202,7 @@ def run_stream(args: argparse.Namespace) -> int:
         "load_average_1min": round(os.getloadavg()[0], 2),
         "backend": backend,
         "source": "motion" if args.motion else Path(video).name,  # type: ignore[arg-type]
+        "webcam": None if args.motion else ("encoded in this process" if args.client_encode else "pre-encoded VP8"),
         "size": args.size,
         "target_fps": args.fps,
         "viewers": args.viewers,

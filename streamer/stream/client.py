@@ -26,7 +26,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import av
 import numpy as np
-from aiortc import MediaStreamTrack, RTCConfiguration, RTCPeerConnection, RTCSessionDescription
+from aiortc import MediaStreamTrack, RTCConfiguration, RTCPeerConnection, RTCRtpSender, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
@@ -216,7 +216,8 @@ class StreamClient:
         url: the server's page URL (``http://host:port/``).
         role: ``performer`` or ``viewer``.
         stage: the stage name.
-        source: the webcam track a performer sends (None: receive only).
+        source: the webcam track a performer sends (None: receive only). A track of pre-encoded
+            packets names its codec in ``codec_mime_type``; the offer then proposes only that one.
         received: where the avatar frames go (default: count only).
     """
 
@@ -276,7 +277,12 @@ class StreamClient:
                 self._track_ready.set()
 
         if self.source is not None:
-            pc.addTrack(self.source)
+            sender = pc.addTrack(self.source)
+            mime = getattr(self.source, "codec_mime_type", None)  # pre-encoded packets: only that codec
+            if mime is not None:
+                codecs = RTCRtpSender.getCapabilities("video").codecs
+                transceiver = next(t for t in pc.getTransceivers() if t.sender is sender)
+                transceiver.setCodecPreferences([c for c in codecs if c.mimeType in (mime, "video/rtx")])
         else:
             pc.addTransceiver("video", direction="recvonly")
         self.channel = pc.createDataChannel("control")
