@@ -100,6 +100,63 @@ def test_tracking_holds_then_eases_to_rest_when_the_webcam_stalls(body) -> None:
     assert tracker.error is None
 
 
+def test_fitting_overlaps_tracking(body, monkeypatch) -> None:
+    """The tracker hands landmarks to the fit thread and goes on with the next frame: while a frame
+    is being fitted, the next one is tracked (the fit does not lower the tracking rate). Fits keep
+    the tracked order."""
+    import threading
+
+    from streamer.tracking.landmarks import FrameLandmarks
+
+    processed: list[float] = []
+    cond = threading.Condition()
+    stopping = False
+
+    class FakeRunner:  # stands in for MediaPipe: nobody seen, instantly
+        def __init__(self, models: str, video: bool) -> None:
+            pass
+
+        def process(self, rgb: np.ndarray, t_ms: float) -> FrameLandmarks:
+            with cond:
+                processed.append(t_ms)
+                cond.notify_all()
+            return FrameLandmarks(rgb.shape[1], rgb.shape[0], timestamp_ms=t_ms)
+
+        def close(self) -> None:
+            pass
+
+    monkeypatch.setattr("streamer.tracking.mediapipe_runner.MediaPipeRunner", FakeRunner)
+    source = TrackingPoseSource(body, PipelineStats())
+    fitted: list[tuple[float, bool]] = []
+    real_fit = source._fitter.fit
+
+    def fit_waiting_for_the_tracker(landmarks: FrameLandmarks):  # type: ignore[no-untyped-def]
+        with cond:
+            seen = len(processed)
+            overlapped = cond.wait_for(lambda: len(processed) > seen or stopping, timeout=10.0) and not stopping
+        fitted.append((landmarks.timestamp_ms, overlapped))
+        return real_fit(landmarks)
+
+    source._fitter.fit = fit_waiting_for_the_tracker  # type: ignore[method-assign]
+    frame = av.VideoFrame.from_ndarray(np.zeros((48, 64, 3), np.uint8), format="rgb24")
+    source.start()
+    try:
+        deadline = time.monotonic() + 60
+        while len(fitted) < 4 and time.monotonic() < deadline:
+            source.feed(frame, time.monotonic())
+            time.sleep(0.01)
+    finally:
+        with cond:
+            stopping = True
+            cond.notify_all()
+        source.stop()
+    assert len(fitted) >= 4
+    assert all(overlapped for _, overlapped in fitted[:4]), fitted  # a sequential fit would time out
+    stamps = [t for t, _ in fitted]
+    assert stamps == sorted(stamps) and len(set(stamps)) == len(stamps)
+    assert source.error is None
+
+
 def test_stage_renders_once_per_camera_and_paces_every_view(body, demo_avatar) -> None:
     motion = demo_motion()
     source = MotionPoseSource(motion)

@@ -1,4 +1,4 @@
-"""Where a stage's poses come from: a performer's webcam (tracked in a worker thread) or a motion file.
+"""Where a stage's poses come from: a performer's webcam (tracked and fitted in worker threads) or a motion file.
 
 Both give the render worker the newest :class:`PoseSample` on demand (:meth:`PoseSource.latest`),
 never a queue: tracking runs as fast as it can, rendering runs at the output rate.
@@ -7,6 +7,7 @@ never a queue: tracking runs as fast as it can, rendering runs at the output rat
 from __future__ import annotations
 
 import logging
+import queue
 import threading
 import time
 from abc import ABC, abstractmethod
@@ -27,6 +28,9 @@ HOLD_S = 0.5
 #: While easing to rest, poses are updated at this rate (Hz) for this long (seconds).
 EASE_HZ = 15.0
 EASE_S = 2.0
+#: Tracked frames waiting for the fit thread at most (it is ~10x faster than tracking: never reached
+#: in practice; a full queue makes the tracker wait rather than pile up).
+FIT_BACKLOG = 4
 #: Frame size assumed for the fitter's intrinsics before any webcam frame arrived.
 DEFAULT_FRAME = (640, 480)
 
@@ -119,12 +123,15 @@ class MotionPoseSource(PoseSource):
 
 
 class TrackingPoseSource(PoseSource):
-    """Webcam frames -> MediaPipe -> SMPL-X fit, in one worker thread, newest frame only.
+    """Webcam frames -> MediaPipe (tracking thread) -> SMPL-X fit (fit thread), newest frame only.
 
-    :meth:`feed` (any thread; the asyncio receiver) offers each decoded webcam frame; the worker
-    takes the newest, so frames that arrive while it is busy are dropped (counted in
-    ``stats.dropped_in``), never queued. When no frame comes for :data:`HOLD_S` the avatar holds its
-    pose, then the fitter eases it to rest (it is fed frames where nobody is seen).
+    :meth:`feed` (any thread; the asyncio receiver) offers each decoded webcam frame; the tracking
+    thread takes the newest, so frames that arrive while it is busy are dropped (counted in
+    ``stats.dropped_in``), never queued. It hands each frame's landmarks to the fit thread, in order
+    (the fitter's filters need every one), and goes straight on to the next frame: tracking one
+    frame overlaps fitting the one before, so the fit does not lower the tracking rate. When no
+    frame comes for :data:`HOLD_S` the avatar holds its pose, then the fitter eases it to rest (it
+    is fed frames where nobody is seen).
 
     Args:
         body: the body model to fit.
@@ -154,7 +161,10 @@ class TrackingPoseSource(PoseSource):
         self._sample = PoseSample(seq=0, pose=rest, capture_time=None, live=False)
         self._lock = threading.Lock()
         self._slot: LatestSlot[tuple[Any, float]] = LatestSlot()
+        # landmarks to fit, in order: (landmarks, capture time, live); None ends the fit thread
+        self._to_fit: queue.Queue[tuple[FrameLandmarks, float | None, bool] | None] = queue.Queue(FIT_BACKLOG)
         self._thread: threading.Thread | None = None
+        self._fit_thread: threading.Thread | None = None
         self._error: str | None = None
         self._t0 = time.monotonic()
 
@@ -183,13 +193,17 @@ class TrackingPoseSource(PoseSource):
 
     def start(self) -> None:
         if self._thread is None:
+            self._fit_thread = threading.Thread(target=self._fit_loop, name="pose-fit", daemon=True)
+            self._fit_thread.start()
             self._thread = threading.Thread(target=self._run, name="tracking", daemon=True)
             self._thread.start()
 
     def stop(self) -> None:
         self._slot.close()
         if self._thread is not None:
-            self._thread.join()
+            self._thread.join()  # it ends the fit thread on its way out
+        if self._fit_thread is not None:
+            self._fit_thread.join()
 
     # -- worker thread ---------------------------------------------------------------------------
 
@@ -207,6 +221,7 @@ class TrackingPoseSource(PoseSource):
         except Exception as exc:  # a model that is not bundled, a broken install: say so in the stats
             logger.exception("MediaPipe could not start; the avatar stays at rest")
             self._error = f"tracking unavailable: {exc}"
+            self._to_fit.put(None)
             return
         last_ms = -1.0
         last_frame_at: float | None = None  # when the last webcam frame was taken or tracked
@@ -227,8 +242,7 @@ class TrackingPoseSource(PoseSource):
                     if now - last_ease >= 1.0 / EASE_HZ:
                         last_ease = now
                         last_ms = max(last_ms + 1.0, (now - self._t0) * 1000.0)
-                        pose = self._fitter.fit(FrameLandmarks(*size, timestamp_ms=last_ms))
-                        self._publish(pose, self.latest().capture_time, live=False)
+                        self._to_fit.put((FrameLandmarks(*size, timestamp_ms=last_ms), None, False))
                     continue
                 frame, received_at = item
                 last_frame_at = received_at
@@ -241,9 +255,6 @@ class TrackingPoseSource(PoseSource):
                     last_ms = max(last_ms + 1.0, (received_at - self._t0) * 1000.0)
                     landmarks = runner.process(rgb, last_ms)
                     self.stats.times["tracking"].add((time.perf_counter() - t) * 1000.0)
-                    t = time.perf_counter()
-                    pose = self._fitter.fit(landmarks)
-                    self.stats.times["fit"].add((time.perf_counter() - t) * 1000.0)
                 except Exception:
                     failures += 1
                     if failures == 1 or failures % 100 == 0:  # the first with its traceback, then a count
@@ -251,11 +262,35 @@ class TrackingPoseSource(PoseSource):
                             "tracking failed on a webcam frame (%d so far); skipping it", failures
                         )
                     continue
-                self.stats.tracked.tick()
-                self._publish(pose, received_at, live=True)
-                last_frame_at = time.monotonic()  # silence counts from the last pose shown
+                self._to_fit.put((landmarks, received_at, True))
+                last_frame_at = time.monotonic()  # silence counts from the last frame tracked
         except Exception as exc:
             logger.exception("tracking worker stopped")
             self._error = f"tracking stopped: {exc}"
         finally:
+            self._to_fit.put(None)
             runner.close()
+
+    def _fit_loop(self) -> None:
+        """Fit each tracked frame's landmarks in order and publish the pose."""
+        failures = 0
+        while True:
+            item = self._to_fit.get()
+            if item is None:
+                return
+            landmarks, capture_time, live = item
+            try:
+                t = time.perf_counter()
+                pose = self._fitter.fit(landmarks)
+                if live:
+                    self.stats.times["fit"].add((time.perf_counter() - t) * 1000.0)
+            except Exception:
+                failures += 1
+                if failures == 1 or failures % 100 == 0:
+                    logger.exception("fitting failed on a tracked frame (%d so far); skipping it", failures)
+                continue
+            if live:
+                self.stats.tracked.tick()
+                self._publish(pose, capture_time, live=True)
+            else:  # easing to rest: keep the capture time of the last live pose
+                self._publish(pose, self.latest().capture_time, live=False)
