@@ -134,6 +134,8 @@ def evaluate_video(
     Raises:
         SourceError: the video cannot be read. ReconstructionError: no person in the first frame.
     """
+    from calibration.performer import PerformerProfile
+
     from ..tracking.fit import PoseFitter
     from ..tracking.mediapipe_runner import MediaPipeRunner
     from ..tracking.sources import VideoFileSource
@@ -152,7 +154,12 @@ def evaluate_video(
         recon = reconstruct_photo(first[1], body, num_gaussians=num_gaussians, crop=box)
         valid = crop_valid((source.height, source.width), box)
         fitter = PoseFitter(
-            body, K=recon.camera.K.numpy(), smoothing=smoothing, fps=source.fps, iterations=FIT_ITERATIONS
+            body,
+            K=recon.camera.K.numpy(),
+            profile=PerformerProfile(name="avatar", betas=recon.avatar.betas.tolist()),
+            smoothing=smoothing,
+            fps=source.fps,
+            iterations=FIT_ITERATIONS,
         )
         refiner = SilhouetteRefiner(body, recon.avatar, recon.camera) if refine else None
         with (
