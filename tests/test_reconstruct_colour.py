@@ -31,3 +31,22 @@ def test_unseen_back_takes_the_front_at_the_same_place() -> None:
     # head Gaussians keep their canonical positions
     head = np.ones(17, int)
     np.testing.assert_array_equal(fill_positions(canon, pix, depth, 500.0, head), canon)
+
+
+def test_a_part_never_seen_fills_from_the_body_not_the_head() -> None:
+    """Legs of a half-body photo: no leg Gaussian is seen; they borrow from the seen body, never from
+    the head, whose positions (canonical) live in another space than the body's (image plane)."""
+    from streamer.reconstruct.colour import fill_unseen
+
+    positions = np.zeros((17, 3))
+    positions[:8] = [0.0, 1.0, 0.0]  # head, seen, and (by accident of the spaces) nearest the leg
+    positions[8:16] = [0.0, 0.5, 0.0]  # torso, seen
+    positions[16] = [0.0, 1.05, 0.0]  # a lower leg, unseen
+    parts = np.array([1] * 8 + [0] * 8 + [4])
+    colors = np.zeros((17, 3))
+    colors[:8] = [0.1, 0.1, 0.1]  # hair
+    colors[8:16] = [0.2, 0.3, 0.9]  # shirt
+    seen = np.arange(17) < 16
+    none = np.zeros(17, bool)
+    filled = fill_unseen(positions, colors, seen, parts, none, none)
+    np.testing.assert_allclose(filled[16], [0.2, 0.3, 0.9], atol=1e-6)

@@ -192,7 +192,10 @@ def fill_unseen(
         if not len(want):
             continue
         have = np.flatnonzero((parts == part) & seen)
-        if len(have) < NEIGHBOURS:  # a part never seen (legs of a half-body photo): nearest seen anywhere
+        if len(have) < NEIGHBOURS:  # a part never seen (legs of a half-body photo): nearest seen of
+            # the body, or of the head for the head (their positions may be in different spaces)
+            have = np.flatnonzero(seen & ((parts == 1) == (part == 1)))
+        if len(have) < NEIGHBOURS:
             have = np.flatnonzero(seen)
         if not len(have):
             out[want] = fallback

@@ -14,7 +14,9 @@ Steps (each timed in :attr:`Reconstruction.timings_s`):
 4. ``sample``: ~40,000 Gaussians on the offset surface, 3:1 body:head, flat discs sized to the
    sampling density and the local stretch of the offset surface;
 5. ``colour``: seen ones from the photo, unseen ones filled per body part (the back of a garment
-   from its front at the same place in the photo), hair on the back of the head (:mod:`.colour`), then the colours of every Gaussian the photo shows (up to the mask's edge) or
+   from its front at the same place in the photo), hair on the back of the head (:mod:`.colour`);
+   small camera-facing discs where the person mask reaches past the surface (hair, flared cloth:
+   :mod:`.gaps`); then the colours of every Gaussian the photo shows (up to the mask's edge) or
    that faces the camera fitted to the photo by least squares through the rasterizer's exact
    blending weights (:func:`refine_colours`);
 6. ``unpose``: each Gaussian through the inverse of its blended skinning transform into the canonical
@@ -121,7 +123,7 @@ def refine_colours(
     Args:
         posed: the posed Gaussians (colours are replaced).
         colors: starting colours [N, 3] in [0, 1].
-        active: which Gaussians may change (seen by the camera, inside the mask) [N] bool.
+        active: which Gaussians may change (seen by the camera, or facing it) [N] bool.
         photo: the photo [H, W, 3] float in [0, 1].
         mask: the person mask [H, W] bool (residuals outside it do not count).
         camera: the photo's camera.
