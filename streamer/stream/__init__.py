@@ -4,16 +4,18 @@ Modules, in the order a frame flows through them:
 
 * :mod:`.protocol` - signalling and data-channel messages (parsing and validation, no I/O).
 * :mod:`.latest` - newest-item-only hand-over between threads and to asyncio.
-* :mod:`.pose_source` - the pose of a stage: webcam tracking in a worker thread, or a motion file.
+* :mod:`.pose_source` - the pose of a stage: webcam tracking and fitting in worker threads, or a motion file.
 * :mod:`.painter` - pose -> skinned Gaussians -> picture from a (viewer's) camera, no I/O.
 * :mod:`.stage` - one avatar + one pose source + views, and its paced render worker.
 * :mod:`.tracks` - aiortc tracks: the avatar video per peer, draining a peer's webcam.
 * :mod:`.stats` - rolling timings, rates, latency percentiles.
 * :mod:`.session`, :mod:`.server`, :mod:`.http`, :mod:`.ice` - the server itself.
-* :mod:`.client`, :mod:`.background` - a Python client and a server thread (bench, tests).
+* :mod:`.client`, :mod:`.encoded_clip`, :mod:`.background` - a Python client, a pre-encoded webcam
+  clip and a server thread (bench, tests).
 
-Threads: the asyncio loop does networking only; per stage one tracking worker (MediaPipe + fit)
-and one render worker (LBS + render at the output rate); aiortc encodes per peer in its executor.
+Threads: the asyncio loop does networking only; per stage one tracking worker (MediaPipe), one fit
+worker (SMPL-X fit of each tracked frame, overlapping the tracking of the next) and one render
+worker (LBS + render at the output rate); aiortc encodes per peer in its executor.
 """
 
 from .server import AvatarServer, ServerConfig, run_server
