@@ -19,7 +19,9 @@ def test_gap_cells_cover_every_uncovered_pixel() -> None:
     uncovered[10:30, 7] = True  # a one-pixel line at an odd column
     uncovered[40:46, 50:61] = True  # a block
     uncovered[0, W - 1] = True  # the corner
-    cells = gap_cells(uncovered)
+    cells, member = gap_cells(uncovered)
+    assert uncovered[member[:, 1], member[:, 0]].all()  # each cell's member pixel is one of its own
+    assert (member // GAP_CELL_PX == np.floor(cells / GAP_CELL_PX).astype(int)).all()
     ys, xs = np.nonzero(uncovered)
     occupied = {(y // GAP_CELL_PX, x // GAP_CELL_PX) for y, x in zip(ys, xs)}
     assert len(cells) == len(occupied)
@@ -29,7 +31,7 @@ def test_gap_cells_cover_every_uncovered_pixel() -> None:
     # the line's discs sit on the line, not between cells
     line = cells[(cells[:, 1] > 10) & (cells[:, 1] < 30)]
     assert np.allclose(line[:, 0], 7.5)
-    assert len(gap_cells(np.zeros((H, W), bool))) == 0
+    assert len(gap_cells(np.zeros((H, W), bool))[0]) == 0
 
 
 def _plane(xs: np.ndarray, ys: np.ndarray, z: float, colour: float) -> Gaussians:
@@ -92,3 +94,26 @@ def test_cover_gaps_fills_the_mask_at_the_nearest_depth() -> None:
     none, none_w = cover_gaps(union, torch.cat([weights, extra_w]), seen2, depth2, mask & np.isfinite(depth2), rgb, camera, 0.97)
     assert len(none) == 0 and none_w.shape == (0, 5)
 
+
+
+def test_a_gap_region_moves_with_one_body_part() -> None:
+    """A flared sleeve beside the hip: its discs are nearer the hip at one end and the hand at the
+    other, but the region belongs to the part most of them are nearest to (the arm), and every disc
+    takes a Gaussian of that part."""
+    from streamer.reconstruct.gaps import attach
+
+    uncovered = np.zeros((H, W), bool)
+    uncovered[20:40, 30:34] = True  # one region, 4 px wide, 20 tall
+    uncovered[5:8, 70:73] = True  # another, far away
+    pix, member = gap_cells(uncovered)
+    # seen Gaussians: a hand column right of the sleeve (x = 36) from y = 20 to 40, a hip point left
+    # of the sleeve's lower end (x = 28, y = 38), a head point near the second region
+    seen_pix = np.array([[36.0, y] for y in range(20, 41, 2)] + [[28.0, 38.0], [75.0, 6.0]])
+    seen_parts = np.array([2] * 11 + [0, 1])
+    chosen = attach(pix, member, uncovered, seen_pix, seen_parts)
+    sleeve = pix[:, 0] < 50
+    assert (seen_parts[chosen[sleeve]] == 2).all()  # the hip point was nearest to some of them
+    from scipy.spatial import cKDTree
+
+    assert (seen_parts[cKDTree(seen_pix).query(pix[sleeve])[1]] == 0).any()
+    assert (seen_parts[chosen[~sleeve]] == 1).all()

@@ -4,7 +4,8 @@ The offset body surface follows the outline only as far as its vertices can move
 normals; thin or detached cloth and loose hair leave pixels of the person mask that the avatar does
 not cover, which render as background. :func:`cover_gaps` puts one small camera-facing disc on each
 cell of such pixels, at the depth of the nearest covered pixel, skinned like the nearest seen
-Gaussian, coloured from the photo. They then take part in the colour fit like every other Gaussian.
+Gaussian of the body part its region belongs to (:func:`attach`), coloured from the photo. They
+then take part in the colour fit like every other Gaussian.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from ..avatar import Gaussians
 from ..avatar.demo import tangent_frames
 from ..avatar.lbs import matrix_to_quat
 from ..render import Camera
-from .colour import sample_image
+from .colour import body_parts, sample_image
 
 GAP_CELL_PX = 2  # one disc per cell of this many pixels square that holds uncovered pixels
 GAP_SIGMA = 0.75  # disc std in cells (0.75 cells: neighbouring discs overlap, no holes)
@@ -26,16 +27,48 @@ GAP_THICKNESS = 0.3  # disc std along its normal, relative to its radius
 MAX_GAP_GAUSSIANS = 8000
 
 
-def gap_cells(uncovered: np.ndarray, cell: int = GAP_CELL_PX) -> np.ndarray:
-    """One position per ``cell`` x ``cell`` block with uncovered pixels: their centroid. [M, 2] pixels (centres at +0.5)"""
+def gap_cells(uncovered: np.ndarray, cell: int = GAP_CELL_PX) -> tuple[np.ndarray, np.ndarray]:
+    """One position per ``cell`` x ``cell`` block with uncovered pixels: their centroid.
+
+    Returns:
+        centroids [M, 2] (pixels, centres at +0.5) and one uncovered pixel of each cell [M, 2] (x, y int).
+    """
     ys, xs = np.nonzero(uncovered)
     if not len(xs):
-        return np.zeros((0, 2))
+        return np.zeros((0, 2)), np.zeros((0, 2), int)
     per_row = uncovered.shape[1] // cell + 1
-    _, inv, count = np.unique((ys // cell) * per_row + xs // cell, return_inverse=True, return_counts=True)
+    _, first, inv, count = np.unique(
+        (ys // cell) * per_row + xs // cell, return_index=True, return_inverse=True, return_counts=True
+    )
     cx = np.bincount(inv, xs + 0.5) / count
     cy = np.bincount(inv, ys + 0.5) / count
-    return np.stack([cx, cy], 1)
+    return np.stack([cx, cy], 1), np.stack([xs[first], ys[first]], 1)
+
+
+def attach(pix: np.ndarray, member: np.ndarray, uncovered: np.ndarray, seen_pix: np.ndarray, seen_parts: np.ndarray) -> np.ndarray:
+    """For each gap disc, the seen Gaussian whose skinning it takes. [M] indices into ``seen_pix``
+
+    Each connected region of uncovered pixels belongs to one body part: the part most of its discs
+    are nearest to (in the image). Each disc then takes the nearest seen Gaussian *of that part*:
+    a flared sleeve hanging beside the hip moves with the arm, not partly with the hip.
+
+    Args:
+        pix: disc centres [M, 2]; member: one uncovered pixel of each disc's cell [M, 2] (x, y).
+        uncovered: the uncovered mask pixels [H, W] bool.
+        seen_pix: pixels of the seen Gaussians [S, 2]; seen_parts: their body parts [S].
+    """
+    labels, _ = ndimage.label(uncovered, structure=np.ones((3, 3), bool))
+    region = labels[member[:, 1], member[:, 0]]
+    _, nearest = cKDTree(seen_pix).query(pix)
+    part = seen_parts[nearest]
+    out = nearest.copy()
+    for r in np.unique(region):
+        discs = np.flatnonzero(region == r)
+        major = np.bincount(part[discs]).argmax()
+        of_part = np.flatnonzero(seen_parts == major)
+        _, k = cKDTree(seen_pix[of_part]).query(pix[discs])
+        out[discs] = of_part[k]
+    return out
 
 
 def cover_gaps(
@@ -54,7 +87,7 @@ def cover_gaps(
     Args:
         posed: the avatar's Gaussians in the photo's pose (world frame).
         weights: their skinning weights [N, J].
-        seen: which of them the photo sees [N] bool (the new ones copy the skinning of the nearest).
+        seen: which of them the photo sees [N] bool (the new ones copy the skinning of one, :func:`attach`).
         depth: the avatar's front-surface depth in the photo's camera (metres; inf where its
             rendered opacity is below 0.5, :func:`.colour.rendered_depth`) [H, W].
         mask: the person mask [H, W] bool (only pixels inside the photo).
@@ -69,7 +102,8 @@ def cover_gaps(
     """
     covered = np.isfinite(depth)
     uncovered = mask & ~covered
-    pix = gap_cells(uncovered)[:max_new]
+    pix, member = gap_cells(uncovered)
+    pix, member = pix[:max_new], member[:max_new]
     if not len(pix) or not covered.any() or not seen.any():
         return posed.subset(slice(0, 0)), weights[:0]
     H, W = mask.shape
@@ -86,10 +120,12 @@ def cover_gaps(
     world = (cam - t) @ R  # R^T (x - t), row-wise
     towards = -cam / np.linalg.norm(cam, axis=1, keepdims=True)
     normals = torch.from_numpy(towards @ R).float()
-    # skinning of the nearest seen Gaussian (3D)
+    # skinning: of the nearest seen Gaussian of the region's body part (see attach)
     seen_idx = np.flatnonzero(seen)
-    _, nn = cKDTree(posed.means[seen_idx].double().numpy()).query(world)
-    new_w = weights[torch.from_numpy(seen_idx[nn])]
+    sc = posed.means[seen_idx].double().numpy() @ R.T + t
+    seen_pix = sc[:, :2] / sc[:, 2:3] * [fx, fy] + [cx, cy]
+    seen_parts = body_parts(weights[seen_idx].argmax(1).numpy())
+    new_w = weights[torch.from_numpy(seen_idx[attach(pix, member, uncovered, seen_pix, seen_parts)])]
     radius = GAP_SIGMA * GAP_CELL_PX * z / fx
     scales = np.stack([radius, radius, GAP_THICKNESS * radius], 1)
     extra = Gaussians(
