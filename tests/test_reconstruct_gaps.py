@@ -8,6 +8,7 @@ import torch
 from streamer.avatar import Gaussians
 from streamer.reconstruct.colour import rendered_depth
 from streamer.reconstruct.gaps import GAP_CELL_PX, cover_gaps, gap_cells
+from streamer.reconstruct.silhouette import project
 from streamer.render import Camera, render
 
 W, H = 80, 60
@@ -71,7 +72,9 @@ def test_cover_gaps_fills_the_mask_at_the_nearest_depth() -> None:
     before = float((mask & (alpha.numpy() < 0.5)).mean())
     assert before > 0.1
 
-    extra, extra_w = cover_gaps(posed, weights, np.ones(len(posed), bool), depth, mask, rgb, camera, 0.97)
+    K = camera.K.double().numpy()
+    pix = project(posed.means.double().numpy(), K)  # the camera sits at the world origin
+    extra, extra_w = cover_gaps(posed, weights, np.ones(len(posed), bool), pix, depth, mask, rgb, camera, 0.97)
     assert len(extra) == len(extra_w) > 0
     union = Gaussians.concat([posed, extra])
     _, alpha2 = render(union, camera, background=(0.0, 0.0, 0.0), backend="cpu")
@@ -88,10 +91,9 @@ def test_cover_gaps_fills_the_mask_at_the_nearest_depth() -> None:
     normals = quat_to_rotmat(extra.quats)[:, :, 2]
     view = extra.means / extra.means.norm(dim=-1, keepdim=True)
     assert bool(((normals * view).sum(-1) < -0.9).all())
-    # Nothing left to cover: nothing added.
-    depth2 = rendered_depth(union, camera, union.means[:, 2].double().numpy())
-    seen2 = np.ones(len(union), bool)
-    none, none_w = cover_gaps(union, torch.cat([weights, extra_w]), seen2, depth2, mask & np.isfinite(depth2), rgb, camera, 0.97)
+    # A mask the avatar already covers: nothing is added.
+    covered = np.isfinite(depth)
+    none, none_w = cover_gaps(posed, weights, np.ones(len(posed), bool), pix, depth, covered, rgb, camera, 0.97)
     assert len(none) == 0 and none_w.shape == (0, 5)
 
 

@@ -68,6 +68,12 @@ def body_parts(dominant_joint: np.ndarray) -> np.ndarray:
     return part_of_joint[dominant_joint]
 
 
+def facing_cos(points_cam: np.ndarray, normals_cam: np.ndarray) -> np.ndarray:
+    """Cosine between each unit normal and the direction to the camera (camera frame). [N]"""
+    view = -points_cam / np.linalg.norm(points_cam, axis=1, keepdims=True)
+    return (normals_cam * view).sum(1)
+
+
 def visible(
     points_cam: np.ndarray,
     normals_cam: np.ndarray,
@@ -93,8 +99,7 @@ def visible(
     import cv2
 
     H, W = mask.shape
-    view = -points_cam / np.linalg.norm(points_cam, axis=1, keepdims=True)
-    facing = (normals_cam * view).sum(1) > MIN_FACING
+    facing = facing_cos(points_cam, normals_cam) > MIN_FACING
     k = 2 * erode_px + 1
     eroded = cv2.erode(mask.astype(np.uint8), np.ones((k, k), np.uint8)).astype(bool) if erode_px else mask
     xi, yi = np.clip(pix[:, 0].astype(int), 0, W - 1), np.clip(pix[:, 1].astype(int), 0, H - 1)

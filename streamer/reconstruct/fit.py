@@ -39,7 +39,15 @@ from ..body.joints import JOINT_INDEX
 from ..body.model import BodyModel, vertex_normals
 from ..body.pose import SmplxPose
 from ..render import Camera
-from .colour import body_parts, fill_positions, fill_unseen, rendered_depth, sample_image, visible
+from .colour import (
+    body_parts,
+    facing_cos,
+    fill_positions,
+    fill_unseen,
+    rendered_depth,
+    sample_image,
+    visible,
+)
 from .gaps import cover_gaps
 from .person import Person, find_person
 from .shape import fit_shape
@@ -132,7 +140,6 @@ def refine_colours(
     Returns:
         [N, 3] colours in [0, 1]; inactive ones and those no masked pixel sees unchanged.
     """
-    from ..render import render
     from ..render.cpu import CpuRenderer
 
     cpu = CpuRenderer()
@@ -140,7 +147,7 @@ def refine_colours(
     m = mask.astype(np.float32)
     for _ in range(REFINE_ITERATIONS if iterations is None else iterations):
         g = posed.replace(colors=torch.from_numpy(out).float())
-        img, alpha = render(g, camera, background=(0.0, 0.0, 0.0), backend="cpu")
+        img, alpha = cpu.render(g, camera, background=(0.0, 0.0, 0.0))
         row = m / np.maximum(alpha.numpy(), REFINE_MIN_ALPHA)
         resid = (photo - img.numpy()) * row[..., None]
         sums, mass = cpu.backproject(g, camera, resid, m)
@@ -336,11 +343,10 @@ def reconstruct_photo(
     colors = fill_unseen(where, colors, seen, parts, hair_region, hair_source)
     # Then fit the colours of everything the photo shows (up to the mask's edge) to the photo.
     active = visible(cam_pts, cam_n, pix, mask, depth, erode_px=REFINE_MASK_ERODE_PX)
-    view = -cam_pts / np.linalg.norm(cam_pts, axis=1, keepdims=True)
-    active |= (cam_n * view).sum(1) > REFINE_FACING
+    active |= facing_cos(cam_pts, cam_n) > REFINE_FACING
     if COVER_GAPS:  # discs for the person's pixels the surface does not reach, fitted with the rest
         extra, extra_w = cover_gaps(
-            posed_g, weights, seen, depth, mask & person.valid, person.rgb, camera, OPACITY
+            posed_g, weights, seen, pix, depth, mask & person.valid, person.rgb, camera, OPACITY
         )
         if len(extra):
             extra_canon, extra_q = unskin_gaussians(extra.means, extra.quats, extra_w, A, joint_quats)

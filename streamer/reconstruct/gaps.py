@@ -75,6 +75,7 @@ def cover_gaps(
     posed: Gaussians,
     weights: torch.Tensor,
     seen: np.ndarray,
+    pix_all: np.ndarray,
     depth: np.ndarray,
     mask: np.ndarray,
     rgb: np.ndarray,
@@ -88,6 +89,7 @@ def cover_gaps(
         posed: the avatar's Gaussians in the photo's pose (world frame).
         weights: their skinning weights [N, J].
         seen: which of them the photo sees [N] bool (the new ones copy the skinning of one, :func:`attach`).
+        pix_all: their pixels in the photo [N, 2] (:func:`.silhouette.project`).
         depth: the avatar's front-surface depth in the photo's camera (metres; inf where its
             rendered opacity is below 0.5, :func:`.colour.rendered_depth`) [H, W].
         mask: the person mask [H, W] bool (only pixels inside the photo).
@@ -122,8 +124,7 @@ def cover_gaps(
     normals = torch.from_numpy(towards @ R).float()
     # skinning: of the nearest seen Gaussian of the region's body part (see attach)
     seen_idx = np.flatnonzero(seen)
-    sc = posed.means[seen_idx].double().numpy() @ R.T + t
-    seen_pix = sc[:, :2] / sc[:, 2:3] * [fx, fy] + [cx, cy]
+    seen_pix = pix_all[seen_idx]
     seen_parts = body_parts(weights[seen_idx].argmax(1).numpy())
     new_w = weights[torch.from_numpy(seen_idx[attach(pix, member, uncovered, seen_pix, seen_parts)])]
     radius = GAP_SIGMA * GAP_CELL_PX * z / fx
