@@ -9,6 +9,7 @@ import time
 
 import av
 import numpy as np
+import pytest
 import torch
 from stream_utils import require_shared_video
 
@@ -155,6 +156,69 @@ def test_fitting_overlaps_tracking(body, monkeypatch) -> None:
     stamps = [t for t, _ in fitted]
     assert stamps == sorted(stamps) and len(set(stamps)) == len(stamps)
     assert source.error is None
+
+
+def test_fresh_wait_rule() -> None:
+    from streamer.stream.pose_source import FRESH_MIN_FPS, FRESH_SLACK, fresh_wait
+
+    interval = 1 / 30
+    assert fresh_wait(0.005, interval, 0.010) == 0.0  # fresh enough: track it
+    assert fresh_wait(0.025, interval, 0.010) == pytest.approx((1 + FRESH_SLACK) * interval - 0.025)
+    assert fresh_wait(0.025, None, 0.010) == 0.0 and fresh_wait(0.025, interval, None) == 0.0  # unknown yet
+    assert fresh_wait(0.2, interval, 0.010) == 0.0  # the next frame is overdue: a stalled webcam
+    busy = 1 / FRESH_MIN_FPS - 0.005  # a tracker that needs (almost) its whole budget never waits
+    assert fresh_wait(0.025, interval, busy) == 0.0
+
+
+def test_tracker_waits_for_a_fresh_frame_instead_of_a_stale_one(body, monkeypatch) -> None:
+    """A frame that was already most of a webcam interval old when the tracker came free is
+    dropped for the next one, which is due shortly: tracking it gives a newer pose."""
+    import threading
+
+    import streamer.stream.pose_source as pose_source
+    from streamer.tracking.landmarks import FrameLandmarks
+
+    processed: list[int] = []
+    cond = threading.Condition()
+
+    class FakeRunner:  # stands in for MediaPipe: records which frame it saw, instantly
+        def __init__(self, models: str, video: bool) -> None:
+            pass
+
+        def process(self, rgb: np.ndarray, t_ms: float) -> FrameLandmarks:
+            with cond:
+                processed.append(int(rgb[0, 0, 0]))
+                cond.notify_all()
+            return FrameLandmarks(rgb.shape[1], rgb.shape[0], timestamp_ms=t_ms)
+
+        def close(self) -> None:
+            pass
+
+    def frame(value: int) -> av.VideoFrame:
+        return av.VideoFrame.from_ndarray(np.full((16, 16, 3), value, np.uint8), format="rgb24")
+
+    monkeypatch.setattr("streamer.tracking.mediapipe_runner.MediaPipeRunner", FakeRunner)
+    monkeypatch.setattr(pose_source, "FRESH_MIN_FPS", 2.0)  # a 5 fps webcam: room to wait
+    stats = PipelineStats()
+    source = TrackingPoseSource(body, stats)
+    source.start()
+    try:
+        past = time.monotonic() - 10.0
+        for k in range(5):  # a 5 fps webcam long ago: the tracker learns the interval and its own speed
+            source.feed(frame(k + 1), past + 0.2 * k)
+            with cond:
+                assert cond.wait_for(lambda: len(processed) == k + 1, timeout=10.0)
+        assert source.frame_interval == pytest.approx(0.2) and source.tracking_time is not None
+        source.feed(frame(100), time.monotonic() - 0.15)  # stale: 150 ms of a 200 ms interval
+        assert _wait(lambda: not source._slot._full, 10.0)  # the tracker took it ...
+        source.feed(frame(200), time.monotonic())  # ... and the next frame comes within its wait
+        with cond:
+            assert cond.wait_for(lambda: len(processed) == 6, timeout=10.0)
+        time.sleep(0.3)
+    finally:
+        source.stop()
+    assert processed == [1, 2, 3, 4, 5, 200], processed  # the stale frame was never tracked
+    assert stats.dropped_in == 1 and stats.frames_in.count == 7
 
 
 def test_stage_renders_once_per_camera_and_paces_every_view(body, demo_avatar) -> None:

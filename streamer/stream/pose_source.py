@@ -33,6 +33,35 @@ EASE_S = 2.0
 FIT_BACKLOG = 4
 #: Frame size assumed for the fitter's intrinsics before any webcam frame arrived.
 DEFAULT_FRAME = (640, 480)
+#: When the tracker comes free, a webcam frame older than this fraction of the webcam's frame
+#: interval is stale: if the next frame is due within the interval (plus :data:`FRESH_SLACK` for
+#: jitter) and the tracker can afford the idle time, it waits for that one instead. The newest frame
+#: is on average half an interval old when the tracker comes free; a fresh one takes that off the
+#: latency of every pose fitted to it.
+FRESH_AFTER = 0.6
+FRESH_SLACK = 0.15
+#: ... but only while the tracker still tracks at least this many frames a second (the idle time
+#: comes out of its cycle: a tracker that needs the whole budget never waits).
+FRESH_MIN_FPS = 20.0
+
+
+def fresh_wait(age: float, interval: float | None, busy: float | None) -> float:
+    """Seconds to wait for the next webcam frame instead of tracking one ``age`` seconds old.
+
+    Args:
+        age: seconds since the newest frame was received.
+        interval: the webcam's frame interval, seconds (None: not known yet; never wait).
+        busy: seconds the tracker takes per frame (None: not known yet; never wait).
+
+    Zero when the frame is fresh enough, when the next one is overdue already (a stalled or slower
+    webcam), or when waiting would take the tracking rate under :data:`FRESH_MIN_FPS`.
+    """
+    if interval is None or busy is None or interval <= 0.0 or age <= FRESH_AFTER * interval:
+        return 0.0
+    wait = (1.0 + FRESH_SLACK) * interval - age
+    if wait <= 0.0 or busy + wait > 1.0 / FRESH_MIN_FPS:
+        return 0.0
+    return wait
 
 
 @dataclass(frozen=True)
@@ -127,7 +156,8 @@ class TrackingPoseSource(PoseSource):
 
     :meth:`feed` (any thread; the asyncio receiver) offers each decoded webcam frame; the tracking
     thread takes the newest, so frames that arrive while it is busy are dropped (counted in
-    ``stats.dropped_in``), never queued. It hands each frame's landmarks to the fit thread, in order
+    ``stats.dropped_in``), never queued. When it comes free and the newest frame is already most of
+    a webcam interval old, it waits for the next one if it can afford to (:func:`fresh_wait`). It hands each frame's landmarks to the fit thread, in order
     (the fitter's filters need every one), and goes straight on to the next frame: tracking one
     frame overlaps fitting the one before, so the fit does not lower the tracking rate. When no
     frame comes for :data:`HOLD_S` the avatar holds its pose, then the fitter eases it to rest (it
@@ -167,12 +197,20 @@ class TrackingPoseSource(PoseSource):
         self._fit_thread: threading.Thread | None = None
         self._error: str | None = None
         self._t0 = time.monotonic()
+        self._last_fed: float | None = None
+        #: running estimates (seconds): the webcam's frame interval, from the arrival times, and the
+        #: tracker's time per frame
+        self.frame_interval: float | None = None
+        self.tracking_time: float | None = None
 
     # -- any thread ----------------------------------------------------------------------------
 
     def feed(self, frame: Any, received_at: float) -> None:
         """Offer a decoded webcam frame (``av.VideoFrame``) taken from aiortc at ``received_at``."""
         self.stats.frames_in.tick(received_at)
+        if self._last_fed is not None and 0.0 < received_at - self._last_fed < 0.5:
+            self.frame_interval = _ema(self.frame_interval, received_at - self._last_fed)
+        self._last_fed = received_at
         if self._slot.put((frame, received_at)):
             self.stats.add_dropped(inputs=1)
 
@@ -245,6 +283,13 @@ class TrackingPoseSource(PoseSource):
                         self._to_fit.put((FrameLandmarks(*size, timestamp_ms=last_ms), None, False))
                     continue
                 frame, received_at = item
+                wait = fresh_wait(now - received_at, self.frame_interval, self.tracking_time)
+                if wait > 0.0:
+                    newer = self._slot.get(timeout=wait)
+                    if newer is not None:  # the stale frame is dropped, the fresh one tracked
+                        self.stats.add_dropped(inputs=1)
+                        frame, received_at = newer
+                        now = time.monotonic()
                 last_frame_at = received_at
                 self.stats.times["wait_tracking"].add((now - received_at) * 1000.0)
                 try:
@@ -254,7 +299,9 @@ class TrackingPoseSource(PoseSource):
                     # MediaPipe's video mode needs strictly increasing timestamps (also across reconnects).
                     last_ms = max(last_ms + 1.0, (received_at - self._t0) * 1000.0)
                     landmarks = runner.process(rgb, last_ms)
-                    self.stats.times["tracking"].add((time.perf_counter() - t) * 1000.0)
+                    busy = time.perf_counter() - t
+                    self.stats.times["tracking"].add(busy * 1000.0)
+                    self.tracking_time = _ema(self.tracking_time, busy)
                 except Exception:
                     failures += 1
                     if failures == 1 or failures % 100 == 0:  # the first with its traceback, then a count
@@ -294,3 +341,8 @@ class TrackingPoseSource(PoseSource):
                 self._publish(pose, capture_time, live=True)
             else:  # easing to rest: keep the capture time of the last live pose
                 self._publish(pose, self.latest().capture_time, live=False)
+
+
+def _ema(average: float | None, value: float, rate: float = 0.1) -> float:
+    """A running average: ``value`` the first time, then moved ``rate`` of the way to each new value."""
+    return value if average is None else average + rate * (value - average)
