@@ -13,7 +13,7 @@ import pytest
 from streamer.errors import SourceError
 from streamer.reconstruct.metrics import psnr
 from streamer.stream.encoded_clip import EncodedClipTrack, encode_clip
-from streamer.stream.tracks import VIDEO_CLOCK_RATE, VIDEO_TIME_BASE
+from streamer.stream.camera_encoder import VIDEO_CLOCK_RATE, VIDEO_TIME_BASE
 
 FPS = 20
 N = 12

@@ -284,6 +284,35 @@ def test_pacer_repeats_the_picture_while_the_pose_stands_still(body, demo_avatar
     assert all(not f.live for f in frames)
 
 
+def test_views_on_one_camera_get_the_same_repeats(body, demo_avatar) -> None:
+    """Repeats are shared by the views of a camera (one picture, one encode for all its peers)."""
+    stats = PipelineStats()
+    source = TrackingPoseSource(body, stats)
+    painter = AvatarPainter(demo_avatar, body, get_renderer("cpu"), 32, source.framing_poses(), pin_root=True)
+
+    async def main() -> tuple[list[int], list[int]]:
+        stage = Stage("r", painter, source, stats, fps=20.0, loop=asyncio.get_running_loop())
+        a, b = stage.add_view(), stage.add_view()
+        stage.start()
+        seqs: dict[int, list[int]] = {a.id: [], b.id: []}
+
+        async def read(view) -> None:  # type: ignore[no-untyped-def]
+            seq = 0
+            while len(seqs[view.id]) < 8:
+                frame = await asyncio.wait_for(view.bus.next(seq), 30)
+                seq = frame.seq
+                seqs[view.id].append(seq)
+
+        try:
+            await asyncio.gather(read(a), read(b))
+        finally:
+            await asyncio.to_thread(stage.stop)
+        return seqs[a.id], seqs[b.id]
+
+    seen_a, seen_b = asyncio.run(main())
+    assert seen_a == seen_b and len(set(seen_a)) == 8
+
+
 def test_new_pictures_are_handed_over_at_once_and_not_repeated(body, demo_avatar) -> None:
     """A new picture goes out when it is rendered, not at the next tick of a clock; while new
     poses keep coming, no picture is sent twice (repeats would cost an encode each)."""

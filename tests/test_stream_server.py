@@ -114,7 +114,7 @@ def test_viewer_gets_video_stats_and_can_orbit(server: ServerThread) -> None:
         stats = side.stats
         assert stats is not None and stats["role"] == "viewer"
         assert set(stats["stage"]["stages_ms"]) == {"tracking", "fit", "lbs", "render", "encode"}
-        assert stats["peer"]["encode_ms"]["n"] > 0
+        assert stats["peer"]["send_ms"]["n"] > 0 and stats["stage"]["stages_ms"]["encode"]["n"] > 0
         await front.close()
         await side.close()
 
@@ -200,6 +200,32 @@ def test_bad_messages_get_an_error_and_free_the_session(server: ServerThread, me
     assert errors and errors[-1]["code"] == code, replies
     assert errors[-1]["message"]
     assert close_code == close
+    _assert_freed(server)
+    _still_serving(server)
+
+
+def test_offer_without_vp8_is_refused_with_a_reason(server: ServerThread) -> None:
+    """The avatar is one shared VP8 stream: an offer whose video section has only H.264 is refused."""
+    from aiortc import RTCPeerConnection, RTCRtpSender
+
+    async def h264_offer() -> str:
+        pc = RTCPeerConnection()
+        try:
+            video = pc.addTransceiver("video", direction="recvonly")
+            codecs = RTCRtpSender.getCapabilities("video").codecs
+            video.setCodecPreferences([c for c in codecs if c.mimeType == "video/H264"])
+            await pc.setLocalDescription(await pc.createOffer())
+            return pc.localDescription.sdp
+        finally:
+            await pc.close()
+
+    sdp = run(h264_offer())
+    assert "H264" in sdp and "VP8" not in sdp
+    messages = ['{"type": "join", "role": "viewer"}', json.dumps({"type": "offer", "sdp": sdp})]
+    replies, close_code = run(ws_exchange(server.url, messages))
+    errors = [r for r in replies if r["type"] == "error"]
+    assert errors and errors[-1]["code"] == "bad_sdp" and "VP8" in errors[-1]["message"], replies
+    assert close_code == 1008
     _assert_freed(server)
     _still_serving(server)
 

@@ -33,7 +33,8 @@ from websockets.exceptions import ConnectionClosed
 
 from ..errors import SourceError, StreamError
 from ..tracking.sources import VideoFileSource
-from .tracks import VIDEO_CLOCK_RATE, VIDEO_TIME_BASE, drain
+from .camera_encoder import VIDEO_CLOCK_RATE, VIDEO_TIME_BASE
+from .tracks import drain
 
 PREFETCH_FRAMES = 8
 

@@ -24,7 +24,7 @@ from aiortc.mediastreams import MediaStreamError
 
 from ..errors import SourceError
 from ..tracking.sources import VideoFileSource
-from .tracks import VIDEO_CLOCK_RATE, VIDEO_TIME_BASE
+from .camera_encoder import VIDEO_CLOCK_RATE, VIDEO_TIME_BASE
 
 #: Bit rate of the encoded clip (a webcam stream as aiortc would send it on a good link).
 CLIP_BITRATE = 1_500_000

@@ -13,12 +13,13 @@ import json
 import logging
 from typing import TYPE_CHECKING, Any
 
-from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
+from aiortc import RTCConfiguration, RTCPeerConnection, RTCRtpSender, RTCSessionDescription
 from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
 
 from ..errors import SignallingError
 from . import protocol
+from .camera_encoder import CODEC_MIME_TYPE
 from .ice import browser_ice_servers
 from .pose_source import TrackingPoseSource
 from .protocol import Bye, Join, Offer, Orbit, Ping, StatsRequest
@@ -140,16 +141,26 @@ class Session:
             if pc.connectionState in ("failed", "closed") and not self._closed:
                 self._spawn(self.close(CLOSE_ERROR, f"connection {pc.connectionState}"))
 
+        # The avatar goes out as the stage's shared VP8 stream: the video section may use only VP8.
+        video = pc.addTransceiver("video", direction="sendrecv")
+        video.setCodecPreferences(
+            [c for c in RTCRtpSender.getCapabilities("video").codecs if c.mimeType in (CODEC_MIME_TYPE, "video/rtx")]
+        )
         try:
             await pc.setRemoteDescription(RTCSessionDescription(sdp=msg.sdp, type="offer"))
         except Exception as exc:  # aiortc's SDP parser raises many kinds of errors on bad input
+            if video.mid is not None and "video description" in str(exc):
+                raise SignallingError(
+                    "bad_sdp", "the offer's video section has no VP8; the avatar is sent as VP8"
+                ) from None
             raise SignallingError(
                 "bad_sdp", f"invalid SDP offer: {type(exc).__name__}: {exc}"[:500]
             ) from None
-        if not any(t.kind == "video" for t in pc.getTransceivers()):
+        if video.mid is None:
             raise SignallingError("bad_sdp", "the offer has no video section; offer to receive video")
-        self.track = AvatarTrack(stage.add_view(), stage.stats)
-        pc.addTrack(self.track)
+        self.track = AvatarTrack(stage.add_view(), stage.stats, stage.encoder_for)
+        self.track.sender = video.sender
+        video.sender.replaceTrack(self.track)
         answer = await pc.createAnswer()
         await pc.setLocalDescription(answer)
         await self.ws.send(protocol.message("answer", sdp=pc.localDescription.sdp))

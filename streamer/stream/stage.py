@@ -13,7 +13,9 @@ Two parts keep the output live while tracking and rendering take as long as they
   encoded again and again: with a webcam the video runs at the tracking rate (capped at ``fps``),
   and the CPU that repeats would cost goes to tracking and rendering instead.
 
-Every peer's :class:`~streamer.stream.tracks.AvatarTrack` then encodes for its own connection.
+Each camera's pictures are encoded once (:class:`~streamer.stream.camera_encoder.CameraEncoder`,
+from :meth:`Stage.encoder_for`), and every peer's :class:`~streamer.stream.tracks.AvatarTrack`
+sends that stream. Views on the same camera get the same repeats, so they stay one stream.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from typing import Any
 
 import numpy as np
 
+from .camera_encoder import CameraEncoder
 from .latest import FrameBus
 from .painter import AvatarPainter
 from .pose_source import PoseSource
@@ -112,6 +115,7 @@ class Stage:
         self.loop = loop
         self._views: dict[int, View] = {}
         self._latest: dict[OrbitKey, AvatarFrame] = {}  # newest picture per camera
+        self._encoders: dict[OrbitKey, CameraEncoder] = {}  # one VP8 stream per camera in use
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._stop = threading.Event()
@@ -134,7 +138,35 @@ class Stage:
     def remove_view(self, view: View) -> None:
         with self._lock:
             self._views.pop(view.id, None)
+            self._forget_encoders()
         view.bus.close()
+
+    def encoder_for(self, view: View, previous: CameraEncoder | None = None) -> CameraEncoder:
+        """The encoder of ``view``'s camera (made on first use).
+
+        ``previous``: the encoder the caller used so far. When the view moved to a camera nobody
+        else uses and left one nobody else uses (a viewer orbiting alone), that encoder moves
+        along: its stream goes on with inter frames instead of starting again at a keyframe.
+        """
+        with self._lock:
+            key = view.orbit.key
+            encoder = self._encoders.get(key)
+            if encoder is None:
+                in_use = {v.orbit.key for v in self._views.values()}
+                old = next((k for k, e in self._encoders.items() if e is previous), None)
+                if previous is not None and old is not None and old not in in_use:
+                    encoder = self._encoders.pop(old)
+                else:
+                    encoder = CameraEncoder(self.stats)
+                self._encoders[key] = encoder
+            self._forget_encoders()
+            return encoder
+
+    def _forget_encoders(self) -> None:
+        """Drop the encoders of cameras no view uses (call with the lock held)."""
+        in_use = {v.orbit.key for v in self._views.values()}
+        for key in [k for k in self._encoders if k not in in_use]:
+            del self._encoders[key]
 
     def set_orbit(self, view: View, orbit: Orbit) -> None:
         with self._lock:
@@ -180,6 +212,7 @@ class Stage:
             next_due = now + repeat_after
             with self._lock:
                 views = [(v, self._latest.get(v.orbit.key)) for v in self._views.values()]
+            repeats: dict[int, AvatarFrame] = {}  # one repeat per picture: views on a camera share it
             for view, frame in views:
                 if frame is None or view.bus.closed:
                     continue
@@ -191,7 +224,9 @@ class Stage:
                 if new:
                     view.last_original = frame.seq
                 else:
-                    frame = dataclasses.replace(frame, seq=next(self._seq), repeat=True)
+                    if frame.seq not in repeats:
+                        repeats[frame.seq] = dataclasses.replace(frame, seq=next(self._seq), repeat=True)
+                    frame = repeats[frame.seq]
                 view.handed_at = now
                 view.bus.publish(frame)
             timeout = max(0.0, next_due - time.monotonic())

@@ -1,16 +1,18 @@
 """aiortc media tracks: the avatar video sent to each peer, and draining a peer's webcam track.
 
-:class:`AvatarTrack` is what aiortc's ``RTCRtpSender`` pulls frames from. Its sender loop is
-``recv() -> encode (executor thread) -> send RTP packets -> recv() ...``, so the time from one
-``recv()`` returning to the next being called is that peer's encode-and-send time, and the next
-call marks the previous frame as *sent*: server-added latency is measured up to that moment.
+:class:`AvatarTrack` is what aiortc's ``RTCRtpSender`` pulls from. It hands over pictures already
+encoded by its camera's :class:`~streamer.stream.camera_encoder.CameraEncoder` (one encode per
+camera, shared by its peers); the sender loop is ``recv() -> packetize -> send RTP packets ->
+recv() ...``, so the next call marks the previous picture as *sent*: server-added latency is
+measured up to that moment.
 """
 
 from __future__ import annotations
 
-import fractions
+import asyncio
 import logging
 import time
+from collections import deque
 from collections.abc import Callable
 from typing import Any
 
@@ -18,52 +20,63 @@ import av
 from aiortc import MediaStreamTrack
 from aiortc.mediastreams import MediaStreamError
 
+from .camera_encoder import CameraEncoder, EncodedPicture
 from .latest import BusClosed
 from .stage import AvatarFrame, View
 from .stats import PipelineStats, Rate, Rolling
 
 logger = logging.getLogger(__name__)
 
-VIDEO_CLOCK_RATE = 90000  # RTP video clock, Hz
-VIDEO_TIME_BASE = fractions.Fraction(1, VIDEO_CLOCK_RATE)
+#: aiortc's RTCRtpSender sets this (private) flag when the peer asks for a keyframe (RTCP PLI/FIR);
+#: it only acts on it when it encodes itself, so the track reads and clears it.
+_SENDER_KEYFRAME_FLAG = "_RTCRtpSender__force_keyframe"
 
 
 class AvatarTrack(MediaStreamTrack):
-    """The avatar video of one view, for one peer connection.
+    """The avatar video of one view, for one peer connection, as encoded VP8 pictures.
 
     Args:
         view: the view whose pictures to send.
-        stats: the stage's figures (encode times, latency, frames out, skipped frames).
+        stats: the stage's figures (latency, frames out, skipped frames).
+        encoder_for: the stage's :meth:`~streamer.stream.stage.Stage.encoder_for` (the encoder of
+            the view's camera, given the one the track used before).
 
     Attributes:
-        fps, latency, encode: this peer's own rates and timings.
+        sender: the ``RTCRtpSender`` sending this track (set after negotiation; used to notice the
+            peer's keyframe requests).
+        fps, latency, send: this peer's own rate, latency and time to packetize and send a picture.
     """
 
     kind = "video"
 
-    def __init__(self, view: View, stats: PipelineStats) -> None:
+    def __init__(
+        self,
+        view: View,
+        stats: PipelineStats,
+        encoder_for: Callable[[View, CameraEncoder | None], CameraEncoder],
+    ) -> None:
         super().__init__()
-        self.view, self.stats = view, stats
+        self.view, self.stats, self._encoder_for = view, stats, encoder_for
+        self.sender: Any = None
         self.fps = Rate()
         self.latency = Rolling()
-        self.encode = Rolling()
+        self.send = Rolling()
         self._created = time.monotonic()
-        self._start: float | None = None
-        self._last_pts = -1
         self._last_seq = 0
         self._skipped = 0
         self._last_pose_seq = -1
+        self._encoder: CameraEncoder | None = None
+        self._cursor: int | None = None  # index of the last picture of the encoder's stream sent
+        self._queue: deque[EncodedPicture] = deque()  # pictures to send next, in order
         self._pending: tuple[AvatarFrame, float] | None = None  # (frame handed out, when)
 
     def _sent(self, now: float) -> None:
-        """The previous frame went out: record encode time and, for a new live pose, the latency."""
+        """The previous picture went out: record the send time and, for a new live pose, the latency."""
         if self._pending is None:
             return
         frame, handed_at = self._pending
         self._pending = None
-        encode_ms = (now - handed_at) * 1000.0
-        self.encode.add(encode_ms)
-        self.stats.times["encode"].add(encode_ms)
+        self.send.add((now - handed_at) * 1000.0)
         self.fps.tick(now)
         self.stats.frames_out.tick(now)
         if frame.pose_seq != self._last_pose_seq and not frame.repeat:
@@ -74,39 +87,48 @@ class AvatarTrack(MediaStreamTrack):
                 self.latency.add(latency_ms)
                 self.stats.latency.add(latency_ms)
 
-    async def recv(self) -> av.VideoFrame:
-        """The newest picture of the view as a ``yuv420p`` frame, paced by the stage's pacer."""
+    def _peer_wants_keyframe(self) -> bool:
+        if self.sender is not None and getattr(self.sender, _SENDER_KEYFRAME_FLAG, False):
+            setattr(self.sender, _SENDER_KEYFRAME_FLAG, False)
+            return True
+        return False
+
+    async def recv(self) -> av.Packet:
+        """The next encoded picture of the view's camera (catching up in order after a gap)."""
         if self.readyState != "live":
             raise MediaStreamError
         self._sent(time.monotonic())
-        try:
-            frame = await self.view.bus.next(self._last_seq)
-        except BusClosed:
-            self.stop()
-            raise MediaStreamError from None
-        skipped = self.view.bus.skipped
-        if skipped > self._skipped:  # pictures replaced by newer ones before this peer took them
-            self.stats.add_dropped(outputs=skipped - self._skipped)
-            self._skipped = skipped
-        self._last_seq = frame.seq
-        now = time.monotonic()
-        if self._start is None:
-            self._start = now
-        out = av.VideoFrame.from_ndarray(frame.i420, format="yuv420p")  # a copy: each encoder owns its frame
-        pts = max(self._last_pts + 1, int((now - self._start) * VIDEO_CLOCK_RATE))
-        out.pts, out.time_base = pts, VIDEO_TIME_BASE
-        self._last_pts = pts
-        handed_at = time.monotonic()
-        if frame.pose_seq != self._last_pose_seq and not frame.repeat:
-            self.stats.times["wait_send"].add((handed_at - frame.rendered_at) * 1000.0)
-        self._pending = (frame, handed_at)
-        return out
+        loop = asyncio.get_running_loop()
+        while not self._queue:
+            if self._peer_wants_keyframe() and self._encoder is not None:
+                self._encoder.request_keyframe()  # the next picture, for every peer of the camera
+                self._cursor = None  # and nothing for this one until then
+            try:
+                frame = await self.view.bus.next(self._last_seq)
+            except BusClosed:
+                self.stop()
+                raise MediaStreamError from None
+            skipped = self.view.bus.skipped
+            if skipped > self._skipped:  # pictures replaced by newer ones before this peer took them
+                self.stats.add_dropped(outputs=skipped - self._skipped)
+                self._skipped = skipped
+            self._last_seq = frame.seq
+            encoder = self._encoder_for(self.view, self._encoder)
+            if encoder is not self._encoder:  # a new camera: its stream starts at a keyframe
+                self._encoder, self._cursor = encoder, None
+            if frame.pose_seq != self._last_pose_seq and not frame.repeat:
+                self.stats.times["wait_send"].add((time.monotonic() - frame.rendered_at) * 1000.0)
+            self._queue.extend(await loop.run_in_executor(None, encoder.take, frame, self._cursor))
+        picture = self._queue.popleft()
+        self._cursor = picture.index
+        self._pending = (picture.frame, time.monotonic())
+        return picture.packet()
 
     def peer_stats(self) -> dict[str, object]:
         return {
             "fps": self.fps.per_second(),
             "latency_ms": self.latency.summary(),
-            "encode_ms": self.encode.summary(),
+            "send_ms": self.send.summary(),
         }
 
 

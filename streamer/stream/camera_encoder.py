@@ -1,0 +1,175 @@
+"""One VP8 encode per camera, shared by every peer watching through that camera.
+
+A performer and the viewers on the stage camera see the same pictures. Encoding them once per
+peer cost one encode per peer and picture (5-6 ms each at 512x512 on this CPU), on the cores that
+also track and render. :class:`CameraEncoder` encodes each picture of a camera once, the first
+time any peer asks for it, and keeps the last :data:`HISTORY` encoded pictures. Each peer's track
+(:class:`~streamer.stream.tracks.AvatarTrack`) sends the camera's pictures *in order*: VP8 inter
+frames refer to the picture before, so a peer that missed some (it was slow to take them) first
+sends those it missed, back to back (bandwidth, no extra encode). A peer that starts, or fell
+further behind than the history, or whose browser reports a loss (RTCP PLI), waits for a
+keyframe, which it asks the encoder for.
+
+The price: one bit rate (:data:`BITRATE`) for every peer of a camera, instead of aiortc adapting
+each peer's encoder to that peer's link. Peers must negotiate VP8 (the server's answer offers only
+VP8, see :data:`CODEC_MIME_TYPE`).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass
+from fractions import Fraction
+from typing import TYPE_CHECKING
+
+import av
+import numpy as np
+
+if TYPE_CHECKING:
+    from .stage import AvatarFrame
+    from .stats import PipelineStats
+
+#: The codec of the shared stream.
+CODEC_MIME_TYPE = "video/VP8"
+#: Bit rate of every camera's stream (bits/s; aiortc adapts its own between 0.25 and 1.5 Mbit/s).
+BITRATE = 1_000_000
+#: A keyframe at least this often (seconds), so that a peer recovers from losses RTCP did not report.
+KEYFRAME_INTERVAL_S = 3.0
+#: Encoded pictures kept for peers that fell behind.
+HISTORY = 8
+VIDEO_CLOCK_RATE = 90000
+VIDEO_TIME_BASE = Fraction(1, VIDEO_CLOCK_RATE)
+
+
+@dataclass(frozen=True)
+class EncodedPicture:
+    """One picture of a camera's stream.
+
+    Attributes:
+        index: position in the camera's stream (0, 1, 2, ...; each follows the one before).
+        data: the VP8 frame.
+        pts: presentation time, 90 kHz ticks since the stream started.
+        keyframe: decodable on its own.
+        frame: the picture it encodes (its timing fields feed the latency figures).
+    """
+
+    index: int
+    data: bytes
+    pts: int
+    keyframe: bool
+    frame: AvatarFrame
+
+    def packet(self) -> av.Packet:
+        """The picture as a packet for aiortc's sender (which only packetizes it)."""
+        packet = av.Packet(self.data)
+        packet.pts, packet.time_base = self.pts, VIDEO_TIME_BASE
+        return packet
+
+
+class CameraEncoder:
+    """The VP8 stream of one camera: each picture encoded once, in the order peers ask for them.
+
+    Thread-safe: tracks call :meth:`take` from executor threads.
+
+    Args:
+        stats: where the encode times go (``encode``, once per picture).
+    """
+
+    def __init__(self, stats: PipelineStats | None = None) -> None:
+        self.stats = stats
+        self._lock = threading.Lock()
+        self._codec: av.VideoCodecContext | None = None
+        self._history: deque[EncodedPicture] = deque(maxlen=HISTORY)
+        self._next_index = 0
+        self._want_keyframe = True
+        self._last_keyframe = -1e9
+        self._t0: float | None = None
+        self.encoded = 0  # pictures encoded so far
+
+    def request_keyframe(self) -> None:
+        """Make the next picture a keyframe (a peer starts, or lost its reference)."""
+        with self._lock:
+            self._want_keyframe = True
+
+    def take(self, frame: AvatarFrame, after: int | None) -> list[EncodedPicture]:
+        """The stream up to ``frame`` for a peer that has sent everything up to index ``after``.
+
+        Encodes ``frame`` unless it is in the stream already (or a newer picture is: then that
+        one stands for it). Returns the pictures the peer
+        must send next, oldest first, ending with ``frame``'s: those after ``after``, or (``after``
+        None or no longer in the history) from ``frame``'s picture on if it is a keyframe. An empty
+        list means the peer must wait: a keyframe is requested and comes with the next picture.
+        """
+        with self._lock:
+            mine = next((p for p in self._history if p.frame.seq == frame.seq), None)
+            if mine is None and self._history and self._history[-1].frame.seq > frame.seq:
+                mine = self._history[-1]  # a newer picture is out already: never step back in time
+            if mine is None:
+                mine = self._encode(frame)
+            if after is not None and self._history and self._history[0].index <= after + 1:
+                return [p for p in self._history if after < p.index <= mine.index]
+            if mine.keyframe:
+                return [mine]
+            self._want_keyframe = True
+            return []
+
+    def _encode(self, frame: AvatarFrame) -> EncodedPicture:
+        size = frame.i420.shape[1]
+        height = frame.i420.shape[0] * 2 // 3
+        if self._codec is None or self._codec.width != size or self._codec.height != height:
+            self._codec = _vp8_encoder(size, height)
+            self._want_keyframe = True
+        now = time.monotonic()
+        if self._t0 is None:
+            self._t0 = now
+        keyframe = self._want_keyframe or now - self._last_keyframe >= KEYFRAME_INTERVAL_S
+        video = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame.i420), format="yuv420p")
+        last_pts = self._history[-1].pts if self._history else -1
+        video.pts = max(last_pts + 1, int((now - self._t0) * VIDEO_CLOCK_RATE))
+        video.time_base = VIDEO_TIME_BASE
+        if keyframe:
+            video.pict_type = av.video.frame.PictureType.I
+        t = time.perf_counter()
+        data = b"".join(bytes(p) for p in self._codec.encode(video))
+        if self.stats is not None:
+            self.stats.times["encode"].add((time.perf_counter() - t) * 1000.0)
+        is_key = _is_vp8_keyframe(data)
+        if is_key:
+            self._want_keyframe, self._last_keyframe = False, now
+        picture = EncodedPicture(self._next_index, data, video.pts, is_key, frame)
+        self._next_index += 1
+        self.encoded += 1
+        self._history.append(picture)
+        return picture
+
+
+def _vp8_encoder(width: int, height: int) -> av.VideoCodecContext:
+    """A real-time VP8 encoder (aiortc's settings, constant bit rate :data:`BITRATE`, no lag)."""
+    codec = av.CodecContext.create("libvpx", "w")
+    codec.width, codec.height, codec.pix_fmt = width, height, "yuv420p"
+    codec.bit_rate = BITRATE
+    codec.time_base = VIDEO_TIME_BASE
+    codec.gop_size = 1_000_000  # keyframes when asked for (and every KEYFRAME_INTERVAL_S)
+    codec.qmin, codec.qmax = 2, 56
+    codec.options = {
+        "bufsize": str(BITRATE),
+        "cpu-used": "-6",
+        "deadline": "realtime",
+        "lag-in-frames": "0",
+        "minrate": str(BITRATE),
+        "maxrate": str(BITRATE),
+        "noise-sensitivity": "4",
+        "overshoot-pct": "15",
+        "partitions": "0",
+        "static-thresh": "1",
+        "undershoot-pct": "100",
+    }
+    codec.thread_count = 1
+    return codec
+
+
+def _is_vp8_keyframe(data: bytes) -> bool:
+    """VP8 frame tag: bit 0 of the first byte is 0 for a keyframe (RFC 6386, 9.1)."""
+    return bool(data) and not data[0] & 1

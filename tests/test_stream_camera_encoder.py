@@ -1,0 +1,187 @@
+"""One VP8 encode per camera: peers share it, catch up in order after a gap, start at keyframes;
+the stage hands out one encoder per camera; a peer's keyframe request (RTCP PLI) reaches it."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import av
+import numpy as np
+import pytest
+
+from streamer.stream import camera_encoder
+from streamer.stream.camera_encoder import CameraEncoder
+from streamer.stream.stage import AvatarFrame, View
+
+SIZE = 64
+
+
+def _picture(k: int) -> np.ndarray:
+    """A moving gradient with a bright square, as I420 planes stacked [SIZE * 3 / 2, SIZE]."""
+    y, x = np.mgrid[0:SIZE, 0:SIZE]
+    luma = ((x * 3 + y * 2 + 7 * k) % 200 + 20).astype(np.uint8)
+    luma[8 + k % 40 : 20 + k % 40, 10:22] = 235
+    chroma = np.full((SIZE // 2, SIZE), 128, np.uint8)
+    return np.concatenate([luma, chroma])
+
+
+def _frame(seq: int) -> AvatarFrame:
+    return AvatarFrame(seq, _picture(seq), pose_seq=seq, capture_time=None, live=False, rendered_at=time.monotonic())
+
+
+def _psnr_luma(decoded: av.VideoFrame, seq: int) -> float:
+    got = decoded.to_ndarray(format="yuv420p")[:SIZE].astype(float)
+    mse = float(((got - _picture(seq)[:SIZE].astype(float)) ** 2).mean())
+    return 10 * np.log10(255.0**2 / max(mse, 1e-9))
+
+
+def _key(packet: av.Packet) -> bool:
+    return camera_encoder._is_vp8_keyframe(bytes(packet))
+
+
+def _decode(pictures) -> list[av.VideoFrame]:  # type: ignore[no-untyped-def]
+    decoder = av.CodecContext.create("libvpx", "r")
+    out = []
+    for p in pictures:
+        out.extend(decoder.decode(p.packet()))
+    return out
+
+
+def test_peers_on_a_camera_share_one_encode_and_catch_up_in_order() -> None:
+    encoder = CameraEncoder()
+    a_sent, b_sent = [], []
+    a_cursor = b_cursor = None
+    for seq in range(1, 11):
+        got = encoder.take(_frame(seq), a_cursor)  # peer a takes every picture
+        a_sent += got
+        a_cursor = got[-1].index
+        if seq in (1, 4, 5, 9, 10):  # peer b is slow: it misses 2, 3, 6, 7 and 8
+            got = encoder.take(_frame(seq), b_cursor)
+            b_sent += got
+            b_cursor = got[-1].index
+    assert encoder.encoded == 10  # once per picture, not once per peer
+    assert a_sent[0].keyframe and not any(p.keyframe for p in a_sent[1:])
+    # b sent what it missed first, in order: the same stream as a, byte for byte
+    assert [p.index for p in b_sent] == list(range(10))
+    assert [p.data for p in b_sent] == [p.data for p in a_sent]
+    decoded = _decode(b_sent)
+    assert len(decoded) == 10
+    assert min(_psnr_luma(f, seq) for f, seq in zip(decoded, range(1, 11))) > 28.0
+
+
+def test_a_new_peer_waits_for_a_keyframe_and_never_goes_back_in_time() -> None:
+    encoder = CameraEncoder()
+    first = encoder.take(_frame(1), None)
+    cursor = first[-1].index
+    cursor = encoder.take(_frame(2), cursor)[-1].index
+    assert encoder.take(_frame(2), None) == []  # joins on an inter frame: nothing yet ...
+    late = encoder.take(_frame(3), None)  # ... the next picture is a keyframe, for everybody
+    assert len(late) == 1 and late[0].keyframe
+    assert [p.index for p in encoder.take(_frame(3), cursor)] == [2]  # the first peer goes on
+    decoded = _decode(late)  # decodable on its own
+    assert len(decoded) == 1 and _psnr_luma(decoded[0], 3) > 28.0
+    # a picture older than the newest one out (never encoded: a peer was slow to take it)
+    # stands for the newest: no step back in time
+    assert [p.frame.seq for p in encoder.take(_frame(7), 2)] == [7]  # a peer at picture 3 takes 7
+    assert [p.frame.seq for p in encoder.take(_frame(6), 2)] == [7]  # another, at 3 too, 6: gets 7
+    assert encoder.encoded == 4
+
+
+def test_a_peer_too_far_behind_restarts_at_a_keyframe() -> None:
+    encoder = CameraEncoder()
+    behind = encoder.take(_frame(1), None)[-1].index  # this peer sent the first picture, then stalled
+    other = behind
+    for seq in range(2, camera_encoder.HISTORY + 4):  # another peer takes every picture
+        other = encoder.take(_frame(seq), other)[-1].index
+    # the stalled peer's next picture is no longer kept: it waits for a keyframe
+    assert encoder.take(_frame(camera_encoder.HISTORY + 4), behind) == []
+    again = encoder.take(_frame(camera_encoder.HISTORY + 5), behind)
+    assert len(again) == 1 and again[0].keyframe
+
+
+def test_a_keyframe_comes_every_interval(monkeypatch) -> None:
+    monkeypatch.setattr(camera_encoder, "KEYFRAME_INTERVAL_S", 0.05)
+    encoder = CameraEncoder()
+    cursor, keys = None, []
+    for seq in range(1, 9):
+        got = encoder.take(_frame(seq), cursor)
+        cursor = got[-1].index
+        keys.append(got[-1].keyframe)
+        time.sleep(0.03)
+    assert keys[0] and 2 <= sum(keys) <= 6 and not all(keys)
+
+
+def test_stage_gives_one_encoder_per_camera(body, demo_avatar) -> None:
+    from streamer.render import get_renderer
+    from streamer.stream.painter import AvatarPainter
+    from streamer.stream.pose_source import MotionPoseSource
+    from streamer.stream.protocol import Orbit
+    from streamer.stream.stage import Stage
+    from streamer.stream.stats import PipelineStats
+    from streamer.tracking.demo_motion import demo_motion
+
+    async def main() -> None:
+        source = MotionPoseSource(demo_motion())
+        painter = AvatarPainter(demo_avatar, body, get_renderer("cpu"), 32, source.framing_poses())
+        stage = Stage("t", painter, source, PipelineStats(), fps=10.0, loop=asyncio.get_running_loop())
+        a, b = stage.add_view(), stage.add_view()
+        shared = stage.encoder_for(a)
+        assert stage.encoder_for(b) is shared  # the stage camera: one stream
+        stage.set_orbit(b, Orbit(azimuth=30.0))
+        mine = stage.encoder_for(b, shared)
+        assert mine is not shared  # a still uses the stage camera's
+        stage.set_orbit(b, Orbit(azimuth=60.0))
+        assert stage.encoder_for(b, mine) is mine  # orbiting alone: the stream moves along
+        stage.remove_view(a)
+        assert stage.encoder_for(b, mine) is mine and len(stage._encoders) == 1
+
+    asyncio.run(main())
+
+
+def test_a_peer_keyframe_request_reaches_the_track() -> None:
+    """aiortc's sender notes an RTCP PLI in a private flag (only used when it encodes itself); the
+    track reads and clears it and starts again at a keyframe. Fails if aiortc renames the flag."""
+    from aiortc import RTCPeerConnection
+
+    from streamer.stream.stats import PipelineStats
+    from streamer.stream.tracks import AvatarTrack
+
+    async def main() -> None:
+        pc = RTCPeerConnection()
+        try:
+            sender = pc.addTransceiver("video", direction="sendonly").sender
+            encoder, view = CameraEncoder(), View()
+            track = AvatarTrack(view, PipelineStats(), lambda v, previous: encoder)
+            track.sender = sender
+            view.bus.publish(_frame(1))
+            first = await track.recv()
+            view.bus.publish(_frame(2))
+            second = await track.recv()
+            assert _key(first) and not _key(second)
+            sender._send_keyframe()  # what aiortc does on a PLI from the peer
+            view.bus.publish(_frame(3))
+            third = await asyncio.wait_for(track.recv(), 10)
+            assert _key(third)
+            assert not track._peer_wants_keyframe()  # cleared
+        finally:
+            await pc.close()
+
+    asyncio.run(main())
+
+
+def test_a_track_stops_with_its_view() -> None:
+    from aiortc.mediastreams import MediaStreamError
+
+    from streamer.stream.stats import PipelineStats
+    from streamer.stream.tracks import AvatarTrack
+
+    async def main() -> None:
+        view = View()
+        track = AvatarTrack(view, PipelineStats(), lambda v, previous: CameraEncoder())
+        view.bus.close()
+        with pytest.raises(MediaStreamError):
+            await track.recv()
+        assert track.readyState == "ended"
+
+    asyncio.run(main())
