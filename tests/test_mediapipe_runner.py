@@ -67,6 +67,8 @@ def test_bad_settings():
         MediaPipeRunner("hands", hand_complexity=2)
     with pytest.raises(InputError, match="min_detection_confidence"):
         MediaPipeRunner("pose", min_detection_confidence=1.5)
+    with pytest.raises(InputError, match="segmentation needs"):
+        MediaPipeRunner("hands,face", segmentation=True)
 
 
 def test_bad_frames_and_closed_runner():
@@ -159,6 +161,27 @@ def test_a_person_in_every_photo_with_sane_landmarks(photo_results):
         assert pose.world[L_SHOULDER, 0] > pose.world[R_SHOULDER, 0], name
         assert frame.face is not None and frame.face.image.shape == (478, 3), name  # iris-refined mesh
         assert frame.timings_ms["holistic"] > 0 and frame.timings_ms["total"] >= frame.timings_ms["holistic"]
+
+
+@needs_photos
+def test_person_mask_on_request(photo_results):
+    """``segmentation=True`` adds the pose model's person mask: it covers the person's torso and
+    head, leaves the photo's corners out, and the landmarks are those of the runner without it."""
+    photo = PHOTOS[0]
+    rgb = read_rgb(photo)
+    assert photo_results[photo.name].segmentation is None  # only when asked for
+    for models in ("holistic", "pose"):
+        with MediaPipeRunner(models, video=False, segmentation=True) as runner:
+            frame = runner.process(rgb)
+        mask = frame.segmentation
+        assert mask is not None and mask.shape == rgb.shape[:2] and mask.dtype == np.float32
+        assert 0.0 <= mask.min() and mask.max() <= 1.0
+        xy = frame.pose.image[[0, L_SHOULDER, R_SHOULDER, L_HIP, R_HIP], :2].astype(int)
+        chest = frame.pose.image[[L_SHOULDER, R_SHOULDER, L_HIP, R_HIP], :2].mean(0).astype(int)
+        assert (mask[xy[:, 1], xy[:, 0]] > 0.5).mean() >= 0.8 and mask[chest[1], chest[0]] > 0.9
+        assert mask[:8, :8].max() < 0.5 and mask[:8, -8:].max() < 0.5
+        if models == "holistic":
+            assert np.allclose(frame.pose.image, photo_results[photo.name].pose.image, atol=1.0)
 
 
 @needs_photos

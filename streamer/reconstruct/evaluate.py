@@ -139,7 +139,7 @@ def evaluate_video(
     from ..tracking.fit import PoseFitter
     from ..tracking.mediapipe_runner import MediaPipeRunner
     from ..tracking.sources import VideoFileSource
-    from .person import crop_image, crop_valid, full_frame_box, pose_graph
+    from .person import crop_image, crop_valid, full_frame_box
     from .track_refine import SilhouetteRefiner
 
     if stride < 1:
@@ -162,10 +162,7 @@ def evaluate_video(
             iterations=FIT_ITERATIONS,
         )
         refiner = SilhouetteRefiner(body, recon.avatar, recon.camera) if refine else None
-        with (
-            MediaPipeRunner(models="holistic", video=True) as runner,
-            pose_graph(segmentation=True, video=True) as seg,
-        ):
+        with MediaPipeRunner(models="holistic", video=True, segmentation=True) as runner:
             runner.process(recon.person.rgb, first[0])
             for index, (t_ms, rgb) in enumerate(frames, start=1):
                 if max_frames is not None and len(out.frames) >= max_frames:
@@ -175,10 +172,9 @@ def evaluate_video(
                 pose = fitter.fit(landmarks)
                 if index % stride:
                     continue
-                res = seg.process(crop)
-                if res.segmentation_mask is None:
+                if landmarks.segmentation is None:
                     continue  # nobody in this frame: nothing to compare
-                mask = res.segmentation_mask > 0.5
+                mask = landmarks.segmentation > 0.5
                 if refiner is not None:
                     lm = landmarks.pose
                     pose = refiner.refine(

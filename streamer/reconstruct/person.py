@@ -48,18 +48,6 @@ class Person:
     valid: np.ndarray
 
 
-def pose_graph(segmentation: bool, video: bool = False):  # type: ignore[no-untyped-def]
-    """MediaPipe Pose (bundled full model), optionally with its person segmentation."""
-    from mediapipe.python.solutions import pose
-
-    return pose.Pose(
-        static_image_mode=not video,
-        model_complexity=1,
-        enable_segmentation=segmentation,
-        min_detection_confidence=0.5,
-    )
-
-
 def find_people(rgb: np.ndarray) -> tuple[int, np.ndarray | None]:
     """Count people with MediaPipe's selfie segmentation: mask blobs at least
     :data:`OTHER_PERSON_FRACTION` as large as the largest.
@@ -181,49 +169,43 @@ def find_person(
         keep = cv2.resize(largest.astype(np.uint8), (W, H), interpolation=cv2.INTER_NEAREST).astype(bool)
         rgb = np.where(keep[..., None], rgb, np.uint8(128))
         small = np.where(largest[..., None], small, np.uint8(128))
-    # One Pose graph for both passes (static images: no state between calls).
-    with pose_graph(segmentation=True) as graph:
-        res = graph.process(small)
-        if res.pose_landmarks is None:
-            raise ReconstructionError("no person found in the photo")
-        lm = (
-            np.array([(p.x * small.shape[1], p.y * small.shape[0]) for p in res.pose_landmarks.landmark])
-            / scale
+    # Pose (and its person mask) on the whole photo, then holistic (and its mask) on the crop.
+    with MediaPipeRunner(models="pose", video=False, segmentation=True) as runner:
+        found = runner.process(np.ascontiguousarray(small), 0.0)
+    if found.pose is None:
+        raise ReconstructionError("no person found in the photo")
+    lm = found.pose.image[:, :2].astype(np.float64) / scale
+    vis = found.pose.visibility.astype(np.float64)
+    mask = (
+        cv2.resize(found.segmentation, (W, H), interpolation=cv2.INTER_LINEAR)
+        if found.segmentation is not None
+        else None
+    )
+    box = person_box(lm, vis, mask)
+    if box[3] - box[1] < MIN_PERSON_PX:
+        raise ReconstructionError(
+            f"the person is too small: {box[3] - box[1]:.0f} px tall, at least {MIN_PERSON_PX} px needed"
         )
-        vis = np.array([p.visibility for p in res.pose_landmarks.landmark])
-        mask_small = res.segmentation_mask
-        mask = (
-            cv2.resize(mask_small, (W, H), interpolation=cv2.INTER_LINEAR) if mask_small is not None else None
-        )
-        box = person_box(lm, vis, mask)
-        if box[3] - box[1] < MIN_PERSON_PX:
-            raise ReconstructionError(
-                f"the person is too small: {box[3] - box[1]:.0f} px tall, at least {MIN_PERSON_PX} px needed"
-            )
-        inside = (lm[:, 0] >= 0) & (lm[:, 0] < W) & (lm[:, 1] >= 0) & (lm[:, 1] < H)
-        if not (inside[NOSE] and vis[NOSE] > 0.5):
-            raise ReconstructionError("the person's head is cut off or hidden: the face must be in the photo")
-        if not (inside[[L_SHOULDER, R_SHOULDER]].all() and vis[[L_SHOULDER, R_SHOULDER]].min() > 0.3):
-            raise ReconstructionError("the person is cut off: both shoulders must be in the photo")
-        full_body = bool(inside[[L_HIP, R_HIP, 25, 26]].all() and vis[[L_HIP, R_HIP, 25, 26]].min() > 0.5)
-        cbox = crop_box(box) if crop is None else crop
-        image = crop_image(rgb, cbox)
-        with MediaPipeRunner(models="holistic", video=False) as runner:
-            frame = runner.process(image, 0.0)
-        if frame.pose is None:
-            raise ReconstructionError("no person found in the photo (after cropping)")
-        res2 = graph.process(image)
-        if res2.segmentation_mask is None:
-            raise ReconstructionError(
-                "no person found in the photo (MediaPipe gave no person mask after cropping)"
-            )
-        crop_mask = res2.segmentation_mask.astype(np.float32)
-        return Person(
-            rgb=image,
-            mask=np.clip(crop_mask, 0, 1),
-            landmarks=frame,
-            box=cbox,
-            people=people,
-            full_body=full_body,
-            valid=crop_valid((rgb.shape[0], rgb.shape[1]), cbox),
-        )
+    inside = (lm[:, 0] >= 0) & (lm[:, 0] < W) & (lm[:, 1] >= 0) & (lm[:, 1] < H)
+    if not (inside[NOSE] and vis[NOSE] > 0.5):
+        raise ReconstructionError("the person's head is cut off or hidden: the face must be in the photo")
+    if not (inside[[L_SHOULDER, R_SHOULDER]].all() and vis[[L_SHOULDER, R_SHOULDER]].min() > 0.3):
+        raise ReconstructionError("the person is cut off: both shoulders must be in the photo")
+    full_body = bool(inside[[L_HIP, R_HIP, 25, 26]].all() and vis[[L_HIP, R_HIP, 25, 26]].min() > 0.5)
+    cbox = crop_box(box) if crop is None else crop
+    image = crop_image(rgb, cbox)
+    with MediaPipeRunner(models="holistic", video=False, segmentation=True) as runner:
+        frame = runner.process(image, 0.0)
+    if frame.pose is None:
+        raise ReconstructionError("no person found in the photo (after cropping)")
+    if frame.segmentation is None:
+        raise ReconstructionError("no person found in the photo (MediaPipe gave no person mask after cropping)")
+    return Person(
+        rgb=image,
+        mask=frame.segmentation,
+        landmarks=frame,
+        box=cbox,
+        people=people,
+        full_body=full_body,
+        valid=crop_valid((rgb.shape[0], rgb.shape[1]), cbox),
+    )

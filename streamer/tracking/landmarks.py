@@ -58,6 +58,8 @@ class FrameLandmarks:
     right_hand: HandLandmarks | None = None  # the person's right hand
     face: FaceLandmarks | None = None
     timings_ms: dict[str, float] = field(default_factory=dict)  # per model, e.g. {"pose": 21.3}
+    #: person mask probabilities [H, W] float32 in [0, 1] (runners asked for segmentation only)
+    segmentation: np.ndarray | None = None
 
     @property
     def has_person(self) -> bool:

@@ -233,6 +233,8 @@ class MediaPipeRunner:
         hand_complexity: the hand model (0 lite or 1 full; both bundled). Holistic always uses full.
         refine_face: face mesh with iris refinement (478 landmarks instead of 468).
         smooth: MediaPipe's own landmark smoothing across frames (video mode only).
+        segmentation: also return the pose model's person mask (``FrameLandmarks.segmentation``;
+            holistic or pose only).
         min_detection_confidence, min_tracking_confidence: MediaPipe's thresholds in [0, 1].
 
     Raises:
@@ -252,8 +254,12 @@ class MediaPipeRunner:
         smooth: bool = True,
         min_detection_confidence: float = 0.5,
         min_tracking_confidence: float = 0.5,
+        segmentation: bool = False,
     ) -> None:
         self.models = parse_models(models)
+        if segmentation and not {"holistic", "pose"} & set(self.models):
+            raise InputError("segmentation needs the 'holistic' or 'pose' model")
+        self.segmentation = segmentation
         for name, value in (
             ("min_detection_confidence", min_detection_confidence),
             ("min_tracking_confidence", min_tracking_confidence),
@@ -294,6 +300,7 @@ class MediaPipeRunner:
                 static_image_mode=static,
                 model_complexity=model_complexity,
                 smooth_landmarks=smooth,
+                enable_segmentation=self.segmentation,
                 refine_face_landmarks=refine_face,
                 min_detection_confidence=det,
                 min_tracking_confidence=trk,
@@ -303,6 +310,7 @@ class MediaPipeRunner:
                 static_image_mode=static,
                 model_complexity=model_complexity,
                 smooth_landmarks=smooth,
+                enable_segmentation=self.segmentation,
                 min_detection_confidence=det,
                 min_tracking_confidence=trk,
             )
@@ -362,6 +370,11 @@ class MediaPipeRunner:
             frame.left_hand, frame.right_hand = assign_hands(
                 self._read_hands(results["hands"], width, height), frame.pose
             )
+        if self.segmentation:
+            body = results.get("holistic") or results.get("pose")
+            mask = getattr(body, "segmentation_mask", None)
+            if mask is not None:
+                frame.segmentation = np.clip(np.asarray(mask, dtype=np.float32), 0.0, 1.0)
         if "face" in results and results["face"].multi_face_landmarks:
             frame.face = FaceLandmarks(image=_array(results["face"].multi_face_landmarks[0], width, height))
         frame.timings_ms["total"] = (time.perf_counter() - t_start) * 1000.0
