@@ -106,3 +106,38 @@ def test_refine_colours_fits_the_photo() -> None:
     assert ((out >= 0) & (out <= 1)).all()
     # 14.3 -> 21.1 dB with the exact adjoint (the earlier blurred-residual approximation reached ~16)
     assert score(out) > score(start) + 5.0, (score(start), score(out))
+
+
+def test_refine_colours_keeps_barely_seen_colours() -> None:
+    """Gaussians mostly hidden behind a layer (a blending weight of ~0.16 pixels each, against ~2
+    for the layer) stay near their start colour while the layer moves to the photo: the photo
+    barely decides them. Undamped, they took the full residual and moved as far as the layer."""
+    from streamer.avatar import Gaussians
+    from streamer.reconstruct.fit import REFINE_DAMPING, refine_colours
+    from streamer.render import Camera
+
+    assert REFINE_DAMPING > 0
+    W = H = 48
+    cam = Camera(K=torch.tensor([[48.0, 0, 24], [0, 48.0, 24], [0, 0, 1]]), viewmat=torch.eye(4), width=W, height=H)
+    ij = torch.stack(torch.meshgrid(torch.arange(20), torch.arange(20), indexing="ij"), -1).reshape(-1, 2).float()
+    xy = (ij - 9.5) * (1.5 / 48)
+    n = len(xy)
+    front = torch.cat([xy, torch.ones(n, 1)], 1)
+    back = torch.cat([xy * 1.2, torch.full((n, 1), 1.2)], 1)  # the same pixels, behind
+    gs = Gaussians(
+        means=torch.cat([front, back]),
+        quats=torch.tensor([[1.0, 0, 0, 0]]).repeat(2 * n, 1),
+        scales=torch.tensor([[1.0 / 48, 1.0 / 48, 1e-3]]).repeat(2 * n, 1),
+        opacities=torch.cat([torch.full((n,), 0.6), torch.full((n,), 0.97)]),
+        colors=torch.zeros(2 * n, 3),
+    )
+    photo = np.full((H, W, 3), 0.8, np.float32)
+    mask = np.zeros((H, W), bool)
+    mask[12:36, 12:36] = True
+    start = np.full((2 * n, 3), 0.3)
+    out = refine_colours(gs, start, np.ones(2 * n, bool), photo, mask, cam)
+    inner = (ij - 9.5).abs().max(1).values.numpy() < 6  # away from the layer's border
+    moved_front = np.abs(out[:n][inner] - start[:n][inner]).mean()
+    moved_back = np.abs(out[n:][inner] - start[n:][inner]).mean()
+    assert moved_front > 0.4  # the front reaches the photo's 0.8 ...
+    assert moved_back < 0.3 * moved_front, (moved_front, moved_back)  # ... what is behind stays near 0.3
