@@ -101,15 +101,26 @@ def test_a_peer_too_far_behind_restarts_at_a_keyframe() -> None:
 
 
 def test_a_keyframe_comes_every_interval(monkeypatch) -> None:
-    monkeypatch.setattr(camera_encoder, "KEYFRAME_INTERVAL_S", 0.05)
+    class Clock:  # 10 pictures a second, by a clock the test sets
+        now = 100.0
+
+        def monotonic(self) -> float:
+            return self.now
+
+        def perf_counter(self) -> float:
+            return self.now
+
+    clock = Clock()
+    monkeypatch.setattr(camera_encoder, "time", clock)
+    monkeypatch.setattr(camera_encoder, "KEYFRAME_INTERVAL_S", 0.35)
     encoder = CameraEncoder()
     cursor, keys = None, []
     for seq in range(1, 9):
         got = encoder.take(_frame(seq), cursor)
         cursor = got[-1].index
         keys.append(got[-1].keyframe)
-        time.sleep(0.03)
-    assert keys[0] and 2 <= sum(keys) <= 6 and not all(keys)
+        clock.now += 0.1
+    assert keys == [True, False, False, False, True, False, False, False]
 
 
 def test_stage_gives_one_encoder_per_camera(body, demo_avatar) -> None:

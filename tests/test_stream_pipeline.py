@@ -198,18 +198,19 @@ def test_tracker_waits_for_a_fresh_frame_instead_of_a_stale_one(body, monkeypatc
         return av.VideoFrame.from_ndarray(np.full((16, 16, 3), value, np.uint8), format="rgb24")
 
     monkeypatch.setattr("streamer.tracking.mediapipe_runner.MediaPipeRunner", FakeRunner)
-    monkeypatch.setattr(pose_source, "FRESH_MIN_FPS", 2.0)  # a 5 fps webcam: room to wait
+    monkeypatch.setattr(pose_source, "FRESH_MIN_FPS", 2.0)  # a 2.2 fps webcam: room to wait
     stats = PipelineStats()
     source = TrackingPoseSource(body, stats)
     source.start()
     try:
         past = time.monotonic() - 10.0
-        for k in range(5):  # a 5 fps webcam long ago: the tracker learns the interval and its own speed
-            source.feed(frame(k + 1), past + 0.2 * k)
+        for k in range(5):  # a slow webcam long ago: the tracker learns the interval and its own speed
+            source.feed(frame(k + 1), past + 0.45 * k)
             with cond:
                 assert cond.wait_for(lambda: len(processed) == k + 1, timeout=10.0)
-        assert source.frame_interval == pytest.approx(0.2) and source.tracking_time is not None
-        source.feed(frame(100), time.monotonic() - 0.15)  # stale: 150 ms of a 200 ms interval
+        assert source.frame_interval == pytest.approx(0.45) and source.tracking_time is not None
+        # stale: 320 ms of a 450 ms interval; the tracker waits up to ~200 ms for the next frame
+        source.feed(frame(100), time.monotonic() - 0.32)
         assert _wait(lambda: not source._slot._full, 10.0)  # the tracker took it ...
         source.feed(frame(200), time.monotonic())  # ... and the next frame comes within its wait
         with cond:

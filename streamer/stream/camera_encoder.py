@@ -1,7 +1,7 @@
 """One VP8 encode per camera, shared by every peer watching through that camera.
 
 A performer and the viewers on the stage camera see the same pictures. Encoding them once per
-peer cost one encode per peer and picture (5-6 ms each at 512x512 on this CPU), on the cores that
+peer cost one encode per peer and picture (5-8 ms each at 512x512 on this CPU), on the cores that
 also track and render. :class:`CameraEncoder` encodes each picture of a camera once, the first
 time any peer asks for it, and keeps the last :data:`HISTORY` encoded pictures. Each peer's track
 (:class:`~streamer.stream.tracks.AvatarTrack`) sends the camera's pictures *in order*: VP8 inter
@@ -96,11 +96,11 @@ class CameraEncoder:
     def take(self, frame: AvatarFrame, after: int | None) -> list[EncodedPicture]:
         """The stream up to ``frame`` for a peer that has sent everything up to index ``after``.
 
-        Encodes ``frame`` unless it is in the stream already (or a newer picture is: then that
-        one stands for it). Returns the pictures the peer
-        must send next, oldest first, ending with ``frame``'s: those after ``after``, or (``after``
-        None or no longer in the history) from ``frame``'s picture on if it is a keyframe. An empty
-        list means the peer must wait: a keyframe is requested and comes with the next picture.
+        Encodes ``frame`` unless it is in the stream already (or a newer picture is: then that one
+        stands for it). Returns the pictures the peer must send next, oldest first, ending with
+        ``frame``'s: those after ``after``; or, when ``after`` is None or no longer in the history,
+        ``frame``'s picture alone if it is a keyframe. An empty list means the peer must wait: a
+        keyframe is requested and comes with the next picture.
         """
         with self._lock:
             mine = next((p for p in self._history if p.frame.seq == frame.seq), None)

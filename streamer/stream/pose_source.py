@@ -157,11 +157,11 @@ class TrackingPoseSource(PoseSource):
     :meth:`feed` (any thread; the asyncio receiver) offers each decoded webcam frame; the tracking
     thread takes the newest, so frames that arrive while it is busy are dropped (counted in
     ``stats.dropped_in``), never queued. When it comes free and the newest frame is already most of
-    a webcam interval old, it waits for the next one if it can afford to (:func:`fresh_wait`). It hands each frame's landmarks to the fit thread, in order
-    (the fitter's filters need every one), and goes straight on to the next frame: tracking one
-    frame overlaps fitting the one before, so the fit does not lower the tracking rate. When no
-    frame comes for :data:`HOLD_S` the avatar holds its pose, then the fitter eases it to rest (it
-    is fed frames where nobody is seen).
+    a webcam interval old, it waits for the next one if it can afford to (:func:`fresh_wait`). It
+    hands each frame's landmarks to the fit thread, in order (the fitter's filters need every one),
+    and goes straight on to the next frame: tracking one frame overlaps fitting the one before, so
+    the fit does not lower the tracking rate. When no frame comes for :data:`HOLD_S` the avatar
+    holds its pose, then the fitter eases it to rest (it is fed frames where nobody is seen).
 
     Args:
         body: the body model to fit.
