@@ -175,7 +175,7 @@ def test_tracker_waits_for_a_fresh_frame_instead_of_a_stale_one(body, monkeypatc
     dropped for the next one, which is due shortly: tracking it gives a newer pose."""
     import threading
 
-    import streamer.stream.pose_source as pose_source
+    from streamer.stream import pose_source
     from streamer.tracking.landmarks import FrameLandmarks
 
     processed: list[int] = []
@@ -207,7 +207,7 @@ def test_tracker_waits_for_a_fresh_frame_instead_of_a_stale_one(body, monkeypatc
         for k in range(5):  # a slow webcam long ago: the tracker learns the interval and its own speed
             source.feed(frame(k + 1), past + 0.45 * k)
             with cond:
-                assert cond.wait_for(lambda: len(processed) == k + 1, timeout=10.0)
+                assert cond.wait_for(lambda k=k: len(processed) == k + 1, timeout=10.0)
         assert source.frame_interval == pytest.approx(0.45) and source.tracking_time is not None
         # stale: 320 ms of a 450 ms interval; the tracker waits up to ~200 ms for the next frame
         source.feed(frame(100), time.monotonic() - 0.32)

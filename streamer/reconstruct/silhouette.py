@@ -90,40 +90,32 @@ def outline_offsets(
     max_out = MAX_OUT_M * px_per_m
     n_steps = int(np.ceil(max_out.max())) + MAX_SKIP_PX + 2
 
-    def sample(img: np.ndarray, q: np.ndarray) -> np.ndarray:
-        x = np.floor(q[:, 0]).astype(int)
-        y = np.floor(q[:, 1]).astype(int)
-        ok = (x >= 0) & (x < W) & (y >= 0) & (y < H)
-        out = np.zeros(len(q), bool)
-        out[ok] = img[y[ok], x[ok]]
-        return out
-
     # 1. Leave the body's own silhouette: at most MAX_SKIP_PX steps (otherwise the vertex is hidden).
     skip = np.full(len(cand), -1)
     for s in range(MAX_SKIP_PX + 1):
-        out = ~sample(body, p + d * (s + 0.5)) & (skip < 0)
+        out = ~sample_mask(body, p + d * (s + 0.5)) & (skip < 0)
         skip[out] = s
     ok = skip >= 0
     # 2. Walk across the person mask: outward while the mask holds; stop at another body part.
     start = p + d * (skip[:, None] + 0.5)
     run = np.zeros(len(cand))
     blocked = np.zeros(len(cand), bool)  # stopped by the body (a gap between limbs): take half
-    alive = ok & sample(mask, start)
+    alive = ok & sample_mask(mask, start)
     for s in range(1, n_steps):
         q = start + d * s
-        hit_body = sample(body, q)
-        in_mask = sample(mask, q)
+        hit_body = sample_mask(body, q)
+        in_mask = sample_mask(mask, q)
         blocked |= alive & hit_body
         alive &= in_mask & ~hit_body & (s <= max_out)
         run[alive] = s
     run = np.where(blocked, run / 2, run)
     # 3. Where the body overshoots the mask, walk inward to the mask.
-    over = ok & ~sample(mask, start)
+    over = ok & ~sample_mask(mask, start)
     inward = np.zeros(len(cand))
     still = over.copy()
     for s in range(1, int(np.ceil(MAX_IN_M * px_per_m.max())) + 1):
         q = start - d * s
-        still &= ~sample(mask, q)
+        still &= ~sample_mask(mask, q)
         inward[still] = s
     off_px = np.where(over, -inward - 1, run)
     off_m = off_px / (px_per_m * sin[cand])
