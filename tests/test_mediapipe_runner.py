@@ -12,6 +12,8 @@ from conftest import SHARED_DATA
 from streamer.errors import InputError, ModelUnavailableError, TrackingError
 from streamer.tracking.landmarks import FrameLandmarks, HandLandmarks, PoseLandmarks
 from streamer.tracking.mediapipe_runner import (
+    HAND_LINGER_FRAMES,
+    HAND_SEARCH_INTERVAL,
     MediaPipeRunner,
     assign_hands,
     mediapipe_modules_dir,
@@ -69,6 +71,8 @@ def test_bad_settings():
         MediaPipeRunner("pose", min_detection_confidence=1.5)
     with pytest.raises(InputError, match="segmentation needs"):
         MediaPipeRunner("hands,face", segmentation=True)
+    with pytest.raises(InputError, match="hand_search_interval"):
+        MediaPipeRunner("holistic", hand_search_interval=0)
 
 
 def test_bad_frames_and_closed_runner():
@@ -258,3 +262,71 @@ def test_video_landmarks_stay_in_frame_and_hands_sit_on_their_wrists(video_frame
                 gap_other = np.linalg.norm(hand.image[0, :2] - f.pose.image[other, :2])
                 assert gap_own < gap_other
     assert hands >= 10  # the hands are small in this video but found in part of it
+
+
+@needs_video
+@pytest.mark.slow
+def test_hand_models_run_every_frame_near_a_hand_and_every_few_frames_otherwise(video_frames):
+    """The hands of the shared video come and go; the hand models are skipped only far from any."""
+    assert HAND_SEARCH_INTERVAL > 1
+    searched = [f.hands_searched for f in video_frames]
+    found = [f.left_hand is not None or f.right_hand is not None for f in video_frames]
+    assert 0.2 * len(searched) < sum(searched) < 0.8 * len(searched)  # skipped often, not always
+    since_search, since_hand = HAND_SEARCH_INTERVAL, HAND_LINGER_FRAMES + 1
+    for f, s, h in zip(video_frames, searched, found):
+        since_search += 1
+        due = since_search >= HAND_SEARCH_INTERVAL or since_hand < HAND_LINGER_FRAMES
+        assert s == due
+        if s:
+            since_search = 0
+        else:
+            assert not h  # a frame without the hand models has no hands
+        since_hand = 0 if h else since_hand + 1
+    assert sum(found) >= 10
+
+
+@needs_video
+def test_holistic_with_its_hand_gate_open_is_mediapipes_holistic():
+    """hand_search_interval=1 runs MediaPipe's own Holistic graph: the same landmarks, frame by frame."""
+    import mediapipe as mp
+
+    reference = mp.solutions.holistic.Holistic(static_image_mode=False, refine_face_landmarks=True)
+    compared = 0
+    with VideoFileSource(VIDEO) as source, MediaPipeRunner("holistic", hand_search_interval=1) as runner:
+        for i, (t_ms, rgb) in enumerate(source):
+            if i == 12:
+                break
+            rgb = cv2.resize(rgb, (rgb.shape[1] // 2, rgb.shape[0] // 2), interpolation=cv2.INTER_AREA)
+            ref = reference.process(rgb)
+            ours = runner.process(rgb, t_ms)
+            assert ours.hands_searched
+            assert (ref.pose_landmarks is None) == (ours.pose is None)
+            assert (ref.face_landmarks is None) == (ours.face is None)
+            assert (ref.left_hand_landmarks is None) == (ours.left_hand is None)
+            assert (ref.right_hand_landmarks is None) == (ours.right_hand is None)
+            if ours.pose is not None:
+                xy = np.array([[p.x * rgb.shape[1], p.y * rgb.shape[0]] for p in ref.pose_landmarks.landmark])
+                assert np.abs(xy - ours.pose.image[:, :2]).max() < 0.01  # pixels
+                compared += 1
+            if ours.face is not None:
+                xy = np.array([[p.x * rgb.shape[1], p.y * rgb.shape[0]] for p in ref.face_landmarks.landmark])
+                assert np.abs(xy - ours.face.image[:, :2]).max() < 0.01
+    reference.close()
+    assert compared >= 10
+
+
+@needs_photos
+def test_a_closed_hand_gate_leaves_pose_and_face():
+    """The gated Holistic graph: with its hand branch shut it still tracks the body and the face."""
+    from streamer.tracking.holistic_graph import GatedHolistic
+
+    rgb = read_rgb(SHARED_DATA / "photos" / "studio_woman_skirt.png")
+    graph = GatedHolistic(static_image_mode=True)
+    try:
+        shut = graph.process(rgb, hands=False)
+        open_ = graph.process(rgb, hands=True)
+    finally:
+        graph.close()
+    assert shut.pose_landmarks is not None and shut.face_landmarks is not None
+    assert shut.left_hand_landmarks is None and shut.right_hand_landmarks is None
+    assert open_.right_hand_landmarks is not None  # her hands are in view: the open branch finds one

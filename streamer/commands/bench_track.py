@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from ..errors import InputError
-from ..tracking.mediapipe_runner import MediaPipeRunner
+from ..tracking.mediapipe_runner import HAND_SEARCH_INTERVAL, MediaPipeRunner
 from ..tracking.sources import VideoFileSource
 from .bench import _machine, summarize
 
@@ -31,6 +31,13 @@ def add_bench_parser(sub: argparse._SubParsersAction) -> None:
         default="holistic",
         help="MediaPipe models: holistic, or a comma list of pose, hands, face (default: %(default)s)",
     )
+    q.add_argument(
+        "--hand-search-interval",
+        type=int,
+        default=HAND_SEARCH_INTERVAL,
+        help="holistic: run the hand models every N-th frame while no hand is in view (1: every frame; "
+        "default: %(default)s)",
+    )
     q.add_argument("--smplx-dir", help="folder with real SMPL-X files (default: built-in body model)")
     q.add_argument("--json", action="store_true", help="print one JSON object")
     q.set_defaults(func=run_track)
@@ -50,10 +57,13 @@ def run_track(args: argparse.Namespace) -> int:
         raise InputError(f"no --video given and the shared test video is missing ({SHARED_VIDEO.name})")
     body = load_body(args.smplx_dir)
     per_stage: dict[str, list[float]] = {}
-    tracked = frames = 0
+    tracked = frames = searched = with_hands = 0
     # Frames are decoded as they are tracked (keeping them all would take ~2.7 MB each); only
     # MediaPipe and the fit are timed, not decoding.
-    with VideoFileSource(video) as source, MediaPipeRunner(args.models, video=True) as runner:
+    with (
+        VideoFileSource(video) as source,
+        MediaPipeRunner(args.models, video=True, hand_search_interval=args.hand_search_interval) as runner,
+    ):
         fitter = PoseFitter(body, K=None, fps=source.fps)
         size = f"{source.width}x{source.height}"
         for i, (t_ms, rgb) in enumerate(source):
@@ -63,6 +73,8 @@ def run_track(args: argparse.Namespace) -> int:
             fitter.fit(frame)
             frames += 1
             tracked += frame.has_person
+            searched += frame.hands_searched
+            with_hands += frame.left_hand is not None or frame.right_hand is not None
             if i < WARMUP_FRAMES:
                 continue
             for name, ms in frame.timings_ms.items():
@@ -79,6 +91,8 @@ def run_track(args: argparse.Namespace) -> int:
         "models": ",".join(runner.models),
         "frames": frames,
         "tracked_frames": tracked,
+        "hands_searched_frames": searched,
+        "frames_with_hands": with_hands,
         "warmup_frames": WARMUP_FRAMES,
         "results": rows,
     }
@@ -87,6 +101,7 @@ def run_track(args: argparse.Namespace) -> int:
         return 0
     print(f"bench track  ({_machine()})")
     print(f"  {video.name} {size}: {frames} frames, a person in {tracked}; models {result['models']}")
+    print(f"  hand models ran on {searched} frames, found a hand in {with_hands}")
     for r in rows:
         print(
             f"  {r['stage']:24s} median {r['median_ms']:8.2f} ms   "

@@ -60,6 +60,9 @@ class FrameLandmarks:
     timings_ms: dict[str, float] = field(default_factory=dict)  # per model, e.g. {"pose": 21.3}
     #: person mask probabilities [H, W] float32 in [0, 1] (runners asked for segmentation only)
     segmentation: np.ndarray | None = None
+    #: False when the runner skipped the hand models on this frame (holistic, no hand in the frame
+    #: before: see ``MediaPipeRunner.hand_search_interval``); missing hands are then unlooked-for
+    hands_searched: bool = True
 
     @property
     def has_person(self) -> bool:

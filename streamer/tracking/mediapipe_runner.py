@@ -53,6 +53,11 @@ from .landmarks import (
 )
 
 MODELS = ("holistic", "pose", "hands", "face")
+#: Default :attr:`MediaPipeRunner.hand_search_interval`.
+HAND_SEARCH_INTERVAL = 3
+#: ... and for this many frames after the last frame with a hand, the hand models run on every frame
+#: (hands at a distance come and go from frame to frame).
+HAND_LINGER_FRAMES = 6
 
 # Pose landmark indices (MediaPipe's, anatomical for un-mirrored frames).
 POSE_LEFT_WRIST, POSE_RIGHT_WRIST = 15, 16
@@ -235,6 +240,11 @@ class MediaPipeRunner:
         smooth: MediaPipe's own landmark smoothing across frames (video mode only).
         segmentation: also return the pose model's person mask (``FrameLandmarks.segmentation``;
             holistic or pose only).
+        hand_search_interval: holistic in video mode: while no hand was found in the last
+            :data:`HAND_LINGER_FRAMES` frames, run the hand models only on every this-many-th frame
+            (1: every frame). They cost about as much as pose and face together
+            (:mod:`.holistic_graph`); a hand that comes into view is found within this many frames,
+            and looked for on every frame from then on.
         min_detection_confidence, min_tracking_confidence: MediaPipe's thresholds in [0, 1].
 
     Raises:
@@ -255,8 +265,14 @@ class MediaPipeRunner:
         min_detection_confidence: float = 0.5,
         min_tracking_confidence: float = 0.5,
         segmentation: bool = False,
+        hand_search_interval: int = HAND_SEARCH_INTERVAL,
     ) -> None:
         self.models = parse_models(models)
+        if hand_search_interval < 1:
+            raise InputError(f"hand_search_interval must be >= 1, got {hand_search_interval}")
+        self.hand_search_interval = hand_search_interval
+        self._since_hand_search = hand_search_interval  # frames since the hand models last ran
+        self._since_hand = HAND_LINGER_FRAMES + 1  # frames since a hand was last found
         if segmentation and not {"holistic", "pose"} & set(self.models):
             raise InputError("segmentation needs the 'holistic' or 'pose' model")
         self.segmentation = segmentation
@@ -292,11 +308,13 @@ class MediaPipeRunner:
         det: float,
         trk: float,
     ) -> None:
-        from mediapipe.python.solutions import face_mesh, hands, holistic, pose
+        from mediapipe.python.solutions import face_mesh, hands, pose
+
+        from .holistic_graph import GatedHolistic
 
         static = not self.video
         if "holistic" in self.models:
-            self._graphs["holistic"] = holistic.Holistic(
+            self._graphs["holistic"] = GatedHolistic(
                 static_image_mode=static,
                 model_complexity=model_complexity,
                 smooth_landmarks=smooth,
@@ -357,11 +375,16 @@ class MediaPipeRunner:
         frame = FrameLandmarks(width=width, height=height, timestamp_ms=float(timestamp_ms))
         rgb = np.ascontiguousarray(rgb)
         t_start = time.perf_counter()
+        if "holistic" in self._graphs:
+            frame.hands_searched = self._search_hands()
         results = {
-            name: self._run(name, graph, rgb, frame.timings_ms) for name, graph in self._graphs.items()
+            name: self._run(name, graph, rgb, frame.timings_ms, frame.hands_searched)
+            for name, graph in self._graphs.items()
         }
         if "holistic" in results:
             self._read_holistic(results["holistic"], frame)
+            found = frame.left_hand is not None or frame.right_hand is not None
+            self._since_hand = 0 if found else self._since_hand + 1
         if "pose" in results:
             frame.pose = self._read_pose(
                 results["pose"].pose_landmarks, results["pose"].pose_world_landmarks, width, height
@@ -380,11 +403,20 @@ class MediaPipeRunner:
         frame.timings_ms["total"] = (time.perf_counter() - t_start) * 1000.0
         return frame
 
+    def _search_hands(self) -> bool:
+        """Whether Holistic's hand models run on this frame (:attr:`hand_search_interval`)."""
+        self._since_hand_search += 1
+        recent = self._since_hand < HAND_LINGER_FRAMES
+        if not self.video or recent or self._since_hand_search >= self.hand_search_interval:
+            self._since_hand_search = 0
+            return True
+        return False
+
     @staticmethod
-    def _run(name: str, graph: Any, rgb: np.ndarray, timings: dict[str, float]) -> Any:
+    def _run(name: str, graph: Any, rgb: np.ndarray, timings: dict[str, float], hands: bool) -> Any:
         t = time.perf_counter()
         try:
-            result = graph.process(rgb)
+            result = graph.process(rgb, hands=hands) if name == "holistic" else graph.process(rgb)
         except (RuntimeError, ValueError) as exc:
             raise TrackingError(
                 f"MediaPipe {name} failed on a {rgb.shape[1]}x{rgb.shape[0]} frame: {exc}"
@@ -433,6 +465,7 @@ class MediaPipeRunner:
         """Forget tracking state (start of a new, unrelated video)."""
         for graph in self._graphs.values():
             graph.reset()
+        self._since_hand_search, self._since_hand = self.hand_search_interval, HAND_LINGER_FRAMES + 1
 
     def close(self) -> None:
         """Release the MediaPipe graphs (idempotent)."""
