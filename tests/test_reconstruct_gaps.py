@@ -119,3 +119,43 @@ def test_a_gap_region_moves_with_one_body_part() -> None:
 
     assert (seen_parts[cKDTree(seen_pix).query(pix[sleeve])[1]] == 0).any()
     assert (seen_parts[chosen[~sleeve]] == 1).all()
+
+
+def test_outline_discs_line_the_mask_edge_in_front_of_their_own_part() -> None:
+    """outline_px: camera-facing discs on the mask's outermost pixels, just in front of the surface,
+    each skinned like the nearest seen Gaussian (an arm's outline moves with the arm, even where the
+    ring of outline pixels also runs along the body)."""
+    from streamer.reconstruct.gaps import OUTLINE_LEAD_M
+
+    camera = Camera(
+        K=torch.tensor([[F, 0, W / 2], [0, F, H / 2], [0, 0, 1]]), viewmat=torch.eye(4), width=W, height=H
+    )
+    # A body (part 0) and an arm (part 2) touching it, both at 2 m; the mask is exactly their union.
+    body, arm = _plane(np.arange(20, 40), np.arange(10, 50), 2.0, 0.2), _plane(np.arange(40, 48), np.arange(10, 30), 2.0, 0.2)
+    posed = Gaussians.concat([body, arm])
+    weights = torch.zeros(len(posed), 5)
+    weights[: len(body), 0] = 1.0
+    weights[len(body) :, 2] = 1.0
+    z_cam = posed.means[:, 2].double().numpy()
+    depth = rendered_depth(posed, camera, z_cam)
+    mask = np.isfinite(depth)
+    rgb = np.full((H, W, 3), 90, np.uint8)
+    pix = project(posed.means.double().numpy(), camera.K.double().numpy())
+    seen = np.ones(len(posed), bool)
+
+    none, _ = cover_gaps(posed, weights, seen, pix, depth, mask, rgb, camera, 0.97)
+    assert len(none) == 0  # covered everywhere: no gap discs, and no outline without outline_px
+    extra, extra_w = cover_gaps(posed, weights, seen, pix, depth, mask, rgb, camera, 0.97, outline_px=3)
+    assert len(extra) > 0
+    disc_pix = project(extra.means.double().numpy(), camera.K.double().numpy())
+    # on the mask, within 3 px (plus half a cell) of its edge, and never deep inside
+    from scipy import ndimage
+
+    inside = ndimage.distance_transform_edt(mask)
+    xi, yi = disc_pix[:, 0].astype(int), disc_pix[:, 1].astype(int)
+    assert mask[yi, xi].all() and (inside[yi, xi] <= 3 + GAP_CELL_PX).all()
+    assert torch.allclose(extra.means[:, 2], torch.tensor(2.0 - OUTLINE_LEAD_M), atol=1e-4)
+    on_arm = disc_pix[:, 0] > 41  # right of the body's last column
+    assert on_arm.any()
+    assert bool((extra_w[torch.from_numpy(on_arm), 2] == 1).all())
+    assert bool((extra_w[torch.from_numpy(disc_pix[:, 0] < 38), 0] == 1).all())

@@ -15,10 +15,11 @@ Steps (each timed in :attr:`Reconstruction.timings_s`):
    sampling density and the local stretch of the offset surface;
 5. ``colour``: seen ones from the photo, unseen ones filled per body part (the back of a garment
    from its front at the same place in the photo), hair on the back of the head (:mod:`.colour`);
-   small camera-facing discs where the person mask reaches past the surface (hair, flared cloth:
-   :mod:`.gaps`); then the colours of every Gaussian the photo shows (up to the mask's edge) or
-   that faces the camera fitted to the photo by least squares through the rasterizer's exact
-   blending weights (:func:`refine_colours`);
+   small camera-facing discs where the person mask reaches past the surface (hair, flared cloth)
+   and along the mask's outline (:mod:`.gaps`), whose blend of person and background the edge-on
+   surface Gaussians would otherwise take; then the colours of every Gaussian the photo shows (up
+   to the mask's edge) or that faces the camera, except edge-on ones, fitted to the photo by least
+   squares through the rasterizer's exact blending weights (:func:`refine_colours`);
 6. ``unpose``: each Gaussian through the inverse of its blended skinning transform into the canonical
    zero pose, so that :meth:`Avatar.pose` with the fitted pose gives back exactly the fitted Gaussians.
 """
@@ -81,6 +82,8 @@ COVER_GAPS = True  # add Gaussians where the person mask reaches past the offset
 REFINE_MASK_ERODE_PX = 0  # refine Gaussians inside the mask eroded by this many pixels
 CROSS_SECTION_FRACTION = 1.0  # unseen sides reach this share of the outline's offset (0: off)
 CROSS_SECTION_MIN_FACING = 0.5  # only vertices facing away from the camera this much (cos) take it
+OUTLINE_PX = 6  # camera-facing discs line the mask's outermost pixels and take its blended colours (.gaps)
+EDGE_ON_COS = 0.2  # ... and surface Gaussians this edge-on (|cos| to the camera) stay out of the colour fit
 STEPS = ("detect", "fit", "silhouette", "sample", "colour", "unpose")
 
 
@@ -350,9 +353,20 @@ def reconstruct_photo(
     # Then fit the colours of everything the photo shows (up to the mask's edge) to the photo.
     active = visible(cam_pts, cam_n, pix, mask, depth, erode_px=REFINE_MASK_ERODE_PX)
     active |= facing_cos(cam_pts, cam_n) > REFINE_FACING
+    if COVER_GAPS and OUTLINE_PX > 0:  # the outline's discs take the photo's edge colours instead
+        active &= np.abs(facing_cos(cam_pts, cam_n)) >= EDGE_ON_COS
     if COVER_GAPS:  # discs for the person's pixels the surface does not reach, fitted with the rest
         extra, extra_w = cover_gaps(
-            posed_g, weights, seen, pix, depth, mask & person.valid, person.rgb, camera, OPACITY
+            posed_g,
+            weights,
+            seen,
+            pix,
+            depth,
+            mask & person.valid,
+            person.rgb,
+            camera,
+            OPACITY,
+            outline_px=OUTLINE_PX,
         )
         if len(extra):
             extra_canon, extra_q = unskin_gaussians(extra.means, extra.quats, extra_w, A, joint_quats)

@@ -1,4 +1,5 @@
-"""Gaussians for the parts of the person the body surface does not reach (flared sleeves, hair, hems).
+"""Gaussians for the parts of the person the body surface does not reach (flared sleeves, hair, hems),
+and for the outline.
 
 The offset body surface follows the outline only as far as its vertices can move along their
 normals; thin or detached cloth and loose hair leave pixels of the person mask that the avatar does
@@ -6,6 +7,12 @@ not cover, which render as background. :func:`cover_gaps` puts one small camera-
 cell of such pixels, at the depth of the nearest covered pixel, skinned like the nearest seen
 Gaussian of the body part its region belongs to (:func:`attach`), coloured from the photo. They
 then take part in the colour fit like every other Gaussian.
+
+It can also line the mask's outermost pixels with such discs (``outline_px``), just in front of the
+surface and skinned like the nearest seen Gaussian. The photo's outline pixels blend the person
+with the background; fitted to them, the surface's edge-on Gaussians took that blend (white on a
+white wall) and showed it as streaks down the sides of the legs and skirt from any other view.
+Camera-facing discs take it instead, and from the side they are edge-on themselves.
 """
 
 from __future__ import annotations
@@ -24,7 +31,8 @@ from .colour import body_parts, sample_image
 GAP_CELL_PX = 2  # one disc per cell of this many pixels square that holds uncovered pixels
 GAP_SIGMA = 0.75  # disc std in cells (0.75 cells: neighbouring discs overlap, no holes)
 GAP_THICKNESS = 0.3  # disc std along its normal, relative to its radius
-MAX_GAP_GAUSSIANS = 8000
+MAX_GAP_GAUSSIANS = 16000
+OUTLINE_LEAD_M = 0.005  # outline discs sit this far in front of the surface they line
 
 
 def gap_cells(uncovered: np.ndarray, cell: int = GAP_CELL_PX) -> tuple[np.ndarray, np.ndarray]:
@@ -82,6 +90,7 @@ def cover_gaps(
     camera: Camera,
     opacity: float,
     max_new: int = MAX_GAP_GAUSSIANS,
+    outline_px: int = 0,
 ) -> tuple[Gaussians, torch.Tensor]:
     """New Gaussians for mask pixels the avatar leaves uncovered.
 
@@ -96,7 +105,9 @@ def cover_gaps(
         rgb: the photo crop [H, W, 3] uint8.
         camera: the photo's camera.
         opacity: opacity of the new Gaussians.
-        max_new: at most this many (the first cells in row order beyond that are dropped).
+        max_new: at most this many (evenly spaced cells are kept beyond that).
+        outline_px: also put discs on the covered mask pixels within this many pixels of the mask's
+            edge, :data:`OUTLINE_LEAD_M` in front of the surface (0: none).
 
     Returns:
         the new posed Gaussians (colours from the photo) and their skinning weights [M, J];
@@ -104,16 +115,26 @@ def cover_gaps(
     """
     covered = np.isfinite(depth)
     uncovered = mask & ~covered
-    pix, member = gap_cells(uncovered)
-    pix, member = pix[:max_new], member[:max_new]
+    band = np.zeros_like(mask)
+    if outline_px > 0:
+        import cv2
+
+        k = 2 * outline_px + 1
+        inner = cv2.erode(mask.astype(np.uint8), np.ones((k, k), np.uint8)).astype(bool)
+        band = mask & covered & ~inner
+    pix, member = gap_cells(uncovered | band)
+    if len(pix) > max_new:
+        keep = np.linspace(0, len(pix) - 1, max_new).round().astype(int)
+        pix, member = pix[keep], member[keep]
     if not len(pix) or not covered.any() or not seen.any():
         return posed.subset(slice(0, 0)), weights[:0]
+    on_band = band[member[:, 1], member[:, 0]]
     H, W = mask.shape
     # depth of the nearest covered pixel
     _, (iy, ix) = ndimage.distance_transform_edt(~covered, return_indices=True)
     px = np.clip(pix[:, 0].astype(int), 0, W - 1)
     py = np.clip(pix[:, 1].astype(int), 0, H - 1)
-    z = depth[iy[py, px], ix[py, px]]
+    z = depth[iy[py, px], ix[py, px]] - OUTLINE_LEAD_M * on_band
     K = camera.K.double().numpy()
     view = camera.viewmat.double().numpy()
     R, t = view[:3, :3], view[:3, 3]
@@ -126,7 +147,12 @@ def cover_gaps(
     seen_idx = np.flatnonzero(seen)
     seen_pix = pix_all[seen_idx]
     seen_parts = body_parts(weights[seen_idx].argmax(1).numpy())
-    new_w = weights[torch.from_numpy(seen_idx[attach(pix, member, uncovered, seen_pix, seen_parts)])]
+    src = np.zeros(len(pix), int)
+    if (~on_band).any():
+        src[~on_band] = attach(pix[~on_band], member[~on_band], uncovered, seen_pix, seen_parts)
+    if on_band.any():  # the outline of an arm moves with the arm: the nearest seen Gaussian's skinning
+        src[on_band] = cKDTree(seen_pix).query(pix[on_band])[1]
+    new_w = weights[torch.from_numpy(seen_idx[src])]
     radius = GAP_SIGMA * GAP_CELL_PX * z / fx
     scales = np.stack([radius, radius, GAP_THICKNESS * radius], 1)
     extra = Gaussians(

@@ -50,7 +50,9 @@ def gated_holistic_config() -> Any:
     try:
         config.ParseFromString(path.read_bytes())
     except (OSError, ValueError) as exc:
-        raise ModelUnavailableError(f"MediaPipe's Holistic graph could not be read ({path.name}): {exc}") from None
+        raise ModelUnavailableError(
+            f"MediaPipe's Holistic graph could not be read ({path.name}): {exc}"
+        ) from None
     hands = [node for node in config.node if node.calculator == HAND_BRANCH]
     if len(hands) != 1:
         raise ModelUnavailableError(
@@ -59,13 +61,12 @@ def gated_holistic_config() -> Any:
     branch = hands[0]
     gate = config.node.add()
     gate.calculator = "GateCalculator"
-    inputs = list(branch.input_stream)  # "TAG:stream"
     gated = []
-    for item in inputs:
-        tag, stream = item.split(":", 1)
+    for item in list(branch.input_stream):  # "TAG:stream" or "stream"
+        tag, _, stream = item.rpartition(":")
         gate.input_stream.append(stream)
         gate.output_stream.append(f"gated_{stream}")
-        gated.append(f"{tag}:gated_{stream}")
+        gated.append(f"{tag}:gated_{stream}" if tag else f"gated_{stream}")
     gate.input_stream.append(f"ALLOW:{ALLOW_HANDS}")
     del branch.input_stream[:]
     branch.input_stream.extend(gated)
