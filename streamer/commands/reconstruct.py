@@ -47,8 +47,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "--gaussians",
         type=int,
         default=40_000,
-        help="fit: Gaussians on the body surface (default: %(default)s; a few hundred small discs are added where "
-        "hair or cloth reaches past it); lhm uses the checkpoint's query-point count",
+        help="fit: Gaussians on the body surface (default: %(default)s; 4,000-8,000 small discs are added along "
+        "the outline and where hair or cloth reaches past it); lhm uses the checkpoint's query-point count",
     )
     p.add_argument("--seed", type=int, default=0, help="sampling seed (default: %(default)s)")
     p.add_argument("--strict", action="store_true", help="refuse photos with more than one person")
