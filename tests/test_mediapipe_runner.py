@@ -94,6 +94,9 @@ def test_black_frame_has_no_person():
     assert frame.left_hand is None and frame.right_hand is None and frame.face is None
     assert (frame.width, frame.height, frame.timestamp_ms) == (320, 240, 12.5)
     assert set(frame.timings_ms) == {"holistic", "total"}
+    assert frame.hands_searched  # image mode: Holistic's hand models run on every photo
+    with MediaPipeRunner("pose,face", video=True) as runner:
+        assert not runner.process(np.zeros((240, 320, 3), np.uint8)).hands_searched  # no hand model
 
 
 # -- hand sides ---------------------------------------------------------------------------------

@@ -60,8 +60,8 @@ class FrameLandmarks:
     timings_ms: dict[str, float] = field(default_factory=dict)  # per model, e.g. {"pose": 21.3}
     #: person mask probabilities [H, W] float32 in [0, 1] (runners asked for segmentation only)
     segmentation: np.ndarray | None = None
-    #: False when the runner skipped the hand models on this frame (holistic, no hand in the frame
-    #: before: see ``MediaPipeRunner.hand_search_interval``); missing hands are then unlooked-for
+    #: whether hand models ran on this frame: False when the runner has none, or skipped Holistic's
+    #: (no hand in the frames before: ``MediaPipeRunner.hand_search_interval``)
     hands_searched: bool = True
 
     @property

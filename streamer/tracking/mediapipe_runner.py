@@ -375,8 +375,7 @@ class MediaPipeRunner:
         frame = FrameLandmarks(width=width, height=height, timestamp_ms=float(timestamp_ms))
         rgb = np.ascontiguousarray(rgb)
         t_start = time.perf_counter()
-        if "holistic" in self._graphs:
-            frame.hands_searched = self._search_hands()
+        frame.hands_searched = self._search_hands() if "holistic" in self._graphs else "hands" in self._graphs
         results = {
             name: self._run(name, graph, rgb, frame.timings_ms, frame.hands_searched)
             for name, graph in self._graphs.items()
