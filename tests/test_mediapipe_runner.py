@@ -333,3 +333,22 @@ def test_a_closed_hand_gate_leaves_pose_and_face():
     assert shut.pose_landmarks is not None and shut.face_landmarks is not None
     assert shut.left_hand_landmarks is None and shut.right_hand_landmarks is None
     assert open_.right_hand_landmarks is not None  # her hands are in view: the open branch finds one
+
+
+def test_an_unreadable_or_unknown_holistic_graph_is_refused(tmp_path, monkeypatch):
+    """The gated graph is built from the wheel's Holistic graph: a corrupt file, or one without the
+    hand branch where it is expected (another MediaPipe version), is a clear ModelUnavailableError."""
+    from mediapipe.framework import calculator_pb2
+
+    from streamer.tracking import holistic_graph, mediapipe_runner
+
+    graph_file = tmp_path / holistic_graph.HOLISTIC_GRAPH
+    graph_file.parent.mkdir(parents=True)
+    monkeypatch.setattr(mediapipe_runner, "mediapipe_modules_dir", lambda: tmp_path)
+    graph_file.write_bytes(b"\xff\xfe not a graph")
+    with pytest.raises(ModelUnavailableError, match="could not be read"):
+        holistic_graph.gated_holistic_config()
+    pose_only = calculator_pb2.CalculatorGraphConfig(node=[{"calculator": "PoseLandmarkCpu"}])
+    graph_file.write_bytes(pose_only.SerializeToString())
+    with pytest.raises(ModelUnavailableError, match="0 HandLandmarksLeftAndRightCpu nodes"):
+        holistic_graph.gated_holistic_config()

@@ -40,6 +40,7 @@ def gated_holistic_config() -> Any:
     Raises:
         ModelUnavailableError: the installed MediaPipe has no Holistic graph of the expected shape.
     """
+    from google.protobuf.message import DecodeError
     from mediapipe.framework import calculator_pb2
 
     from ..errors import ModelUnavailableError
@@ -49,7 +50,7 @@ def gated_holistic_config() -> Any:
     config = calculator_pb2.CalculatorGraphConfig()
     try:
         config.ParseFromString(path.read_bytes())
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, DecodeError) as exc:
         raise ModelUnavailableError(
             f"MediaPipe's Holistic graph could not be read ({path.name}): {exc}"
         ) from None
