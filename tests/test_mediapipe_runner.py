@@ -13,7 +13,7 @@ from streamer.errors import InputError, ModelUnavailableError, TrackingError
 from streamer.tracking.landmarks import FrameLandmarks, HandLandmarks, PoseLandmarks
 from streamer.tracking.mediapipe_runner import (
     HAND_LINGER_FRAMES,
-    HAND_SEARCH_INTERVAL,
+    LIVE_HAND_SEARCH_INTERVAL,
     MediaPipeRunner,
     assign_hands,
     mediapipe_modules_dir,
@@ -267,25 +267,82 @@ def test_video_landmarks_stay_in_frame_and_hands_sit_on_their_wrists(video_frame
     assert hands >= 10  # the hands are small in this video but found in part of it
 
 
+class _ScriptedHolistic:
+    """Stands in for the gated Holistic graph: a hand is in view on the frames in ``visible``, and is
+    found there only if the runner asked for the hand models."""
+
+    def __init__(self, visible: set[int]) -> None:
+        self.visible, self.asked, self.frame = visible, [], 0
+
+    def process(self, rgb: np.ndarray, hands: bool = True):
+        from types import SimpleNamespace
+
+        self.asked.append(hands)
+        point = SimpleNamespace(x=0.5, y=0.5, z=0.0)
+        hand = SimpleNamespace(landmark=[point] * 21) if hands and self.frame in self.visible else None
+        self.frame += 1
+        return SimpleNamespace(
+            pose_landmarks=None,
+            pose_world_landmarks=None,
+            left_hand_landmarks=hand,
+            right_hand_landmarks=None,
+            face_landmarks=None,
+        )
+
+    def reset(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def test_hand_models_run_every_few_frames_until_a_hand_then_every_frame_for_a_while():
+    """interval 3, linger 6: searched on frames 0, 3, 6, 9; a hand found on 9 and 10 keeps them on
+    through 16; then every 3rd frame again (19). After reset() the next frame is searched."""
+    assert (LIVE_HAND_SEARCH_INTERVAL, HAND_LINGER_FRAMES) == (3, 6)
+    runner = MediaPipeRunner("holistic", video=True, hand_search_interval=LIVE_HAND_SEARCH_INTERVAL)
+    runner.close()
+    graph = _ScriptedHolistic(visible={4, 9, 10})  # on frame 4 the hand is in view but not looked for
+    runner._graphs = {"holistic": graph}
+    rgb = np.zeros((8, 8, 3), np.uint8)
+    frames = [runner.process(rgb, float(i)) for i in range(20)]
+    T, F = True, False
+    expected = [T, F, F, T, F, F, T, F, F, T, T, T, T, T, T, T, T, F, F, T]
+    assert graph.asked == expected
+    assert [f.hands_searched for f in frames] == expected
+    assert [f.left_hand is not None for f in frames] == [i in (9, 10) for i in range(20)]
+    runner.reset()
+    runner.process(rgb, 20.0)
+    assert graph.asked[-1]
+    # image mode and interval 1 look on every frame
+    for video, interval in ((False, LIVE_HAND_SEARCH_INTERVAL), (True, 1)):
+        runner = MediaPipeRunner("holistic", video=video, hand_search_interval=interval)
+        runner.close()
+        runner._graphs = {"holistic": _ScriptedHolistic(visible=set())}
+        assert all(runner.process(rgb, float(i)).hands_searched for i in range(7))
+
+
 @needs_video
 @pytest.mark.slow
-def test_hand_models_run_every_frame_near_a_hand_and_every_few_frames_otherwise(video_frames):
-    """The hands of the shared video come and go; the hand models are skipped only far from any."""
-    assert HAND_SEARCH_INTERVAL > 1
-    searched = [f.hands_searched for f in video_frames]
-    found = [f.left_hand is not None or f.right_hand is not None for f in video_frames]
-    assert 0.2 * len(searched) < sum(searched) < 0.8 * len(searched)  # skipped often, not always
-    since_search, since_hand = HAND_SEARCH_INTERVAL, HAND_LINGER_FRAMES + 1
-    for f, s, h in zip(video_frames, searched, found):
-        since_search += 1
-        due = since_search >= HAND_SEARCH_INTERVAL or since_hand < HAND_LINGER_FRAMES
-        assert s == due
-        if s:
-            since_search = 0
-        else:
-            assert not h  # a frame without the hand models has no hands
-        since_hand = 0 if h else since_hand + 1
-    assert sum(found) >= 10
+def test_the_live_hand_search_on_the_shared_video():
+    """The hands of the shared video come and go: the live setting skips the hand models often,
+    never on a frame that then has a hand, and still finds hands."""
+    searched = found = frames = 0
+    with (
+        VideoFileSource(VIDEO) as source,
+        MediaPipeRunner("holistic", hand_search_interval=LIVE_HAND_SEARCH_INTERVAL) as runner,
+    ):
+        for i, (t_ms, rgb) in enumerate(source):
+            if i == 150:
+                break
+            f = runner.process(rgb, t_ms)
+            hand = f.left_hand is not None or f.right_hand is not None
+            assert f.hands_searched or not hand
+            searched += f.hands_searched
+            found += hand
+            frames += 1
+    assert 0.2 * frames < searched < 0.8 * frames
+    assert found >= 5
 
 
 @needs_video
@@ -311,9 +368,14 @@ def test_holistic_with_its_hand_gate_open_is_mediapipes_holistic():
                 xy = np.array([[p.x * rgb.shape[1], p.y * rgb.shape[0]] for p in ref.pose_landmarks.landmark])
                 assert np.abs(xy - ours.pose.image[:, :2]).max() < 0.01  # pixels
                 compared += 1
-            if ours.face is not None:
-                xy = np.array([[p.x * rgb.shape[1], p.y * rgb.shape[0]] for p in ref.face_landmarks.landmark])
-                assert np.abs(xy - ours.face.image[:, :2]).max() < 0.01
+            for theirs, mine in (
+                (ref.face_landmarks, ours.face),
+                (ref.left_hand_landmarks, ours.left_hand),
+                (ref.right_hand_landmarks, ours.right_hand),
+            ):
+                if mine is not None:
+                    xy = np.array([[p.x * rgb.shape[1], p.y * rgb.shape[0]] for p in theirs.landmark])
+                    assert np.abs(xy - mine.image[:, :2]).max() < 0.01
     reference.close()
     assert compared >= 10
 

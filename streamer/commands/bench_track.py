@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from ..errors import InputError
-from ..tracking.mediapipe_runner import HAND_SEARCH_INTERVAL, MediaPipeRunner
+from ..tracking.mediapipe_runner import HAND_LINGER_FRAMES, LIVE_HAND_SEARCH_INTERVAL, MediaPipeRunner
 from ..tracking.sources import VideoFileSource
 from .bench import _machine, summarize
 
@@ -34,9 +34,10 @@ def add_bench_parser(sub: argparse._SubParsersAction) -> None:
     q.add_argument(
         "--hand-search-interval",
         type=int,
-        default=HAND_SEARCH_INTERVAL,
-        help="holistic: run the hand models every N-th frame while no hand is in view (1: every frame; "
-        "default: %(default)s)",
+        default=LIVE_HAND_SEARCH_INTERVAL,
+        help="holistic: run the hand models every N-th frame while no hand was found in the last "
+        f"{HAND_LINGER_FRAMES} frames (1: every frame, as MediaPipe's Holistic; default: %(default)s, "
+        "as the live server)",
     )
     q.add_argument("--smplx-dir", help="folder with real SMPL-X files (default: built-in body model)")
     q.add_argument("--json", action="store_true", help="print one JSON object")

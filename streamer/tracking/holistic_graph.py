@@ -6,8 +6,8 @@ finds a hand: on a dancer 3 m from a 640-pixel webcam it finds one in a sixth of
 is MediaPipe's own Holistic graph (loaded from the installed wheel, with the settings its Python
 ``Holistic`` solution gives it) with one change: a ``GateCalculator`` in front of the hand branch,
 opened per frame by a boolean input, so the caller decides when the hands are worth looking for
-(:class:`~streamer.tracking.mediapipe_runner.MediaPipeRunner` searches every frame while a hand is
-tracked and every few frames while none is).
+(:class:`~streamer.tracking.mediapipe_runner.MediaPipeRunner`, in the live server, searches every
+frame while a hand is tracked and every few frames while none is).
 
 A closed gate gives no hand landmarks for that frame, exactly as a frame where the hand branch
 found none.
@@ -121,7 +121,9 @@ class GatedHolistic:
         return self._solution.process({"image": image, ALLOW_HANDS: bool(hands)})
 
     def reset(self) -> None:
+        """Forget the tracking state (the next frame is detected afresh)."""
         self._solution.reset()
 
     def close(self) -> None:
+        """Release the graph."""
         self._solution.close()

@@ -61,7 +61,8 @@ class FrameLandmarks:
     #: person mask probabilities [H, W] float32 in [0, 1] (runners asked for segmentation only)
     segmentation: np.ndarray | None = None
     #: whether hand models ran on this frame: False when the runner has none, or skipped Holistic's
-    #: (no hand in the frames before: ``MediaPipeRunner.hand_search_interval``)
+    #: (no hand in the frames before: ``MediaPipeRunner.hand_search_interval``); True by default for
+    #: landmarks made elsewhere (synthetic ones, motion files)
     hands_searched: bool = True
 
     @property

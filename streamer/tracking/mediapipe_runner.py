@@ -53,8 +53,9 @@ from .landmarks import (
 )
 
 MODELS = ("holistic", "pose", "hands", "face")
-#: Default :attr:`MediaPipeRunner.hand_search_interval`.
-HAND_SEARCH_INTERVAL = 3
+#: :attr:`MediaPipeRunner.hand_search_interval` of the live tracker (the streaming server and
+#: ``bench track``); offline commands keep the default 1, every frame.
+LIVE_HAND_SEARCH_INTERVAL = 3
 #: ... and for this many frames after the last frame with a hand, the hand models run on every frame
 #: (hands at a distance come and go from frame to frame).
 HAND_LINGER_FRAMES = 6
@@ -242,9 +243,10 @@ class MediaPipeRunner:
             holistic or pose only).
         hand_search_interval: holistic in video mode: while no hand was found in the last
             :data:`HAND_LINGER_FRAMES` frames, run the hand models only on every this-many-th frame
-            (1: every frame). They cost about as much as pose and face together
+            (default 1: every frame, as MediaPipe's Holistic; the live tracker uses
+            :data:`LIVE_HAND_SEARCH_INTERVAL`). They cost about as much as pose and face together
             (:mod:`.holistic_graph`); a hand that comes into view is found within this many frames,
-            and looked for on every frame from then on.
+            and looked for on every frame while one is seen and for a few frames after.
         min_detection_confidence, min_tracking_confidence: MediaPipe's thresholds in [0, 1].
 
     Raises:
@@ -265,7 +267,7 @@ class MediaPipeRunner:
         min_detection_confidence: float = 0.5,
         min_tracking_confidence: float = 0.5,
         segmentation: bool = False,
-        hand_search_interval: int = HAND_SEARCH_INTERVAL,
+        hand_search_interval: int = 1,
     ) -> None:
         self.models = parse_models(models)
         if hand_search_interval < 1:
