@@ -55,7 +55,10 @@ def test_cover_gaps_fills_the_mask_at_the_nearest_depth() -> None:
         K=torch.tensor([[F, 0, W / 2], [0, F, H / 2], [0, 0, 1]]), viewmat=torch.eye(4), width=W, height=H
     )
     # Two body parts: a left one at 2 m, a right one at 3 m; the person mask reaches further out.
-    left, right = _plane(np.arange(10, 30), np.arange(10, 50), 2.0, 0.2), _plane(np.arange(50, 70), np.arange(10, 50), 3.0, 0.2)
+    left, right = (
+        _plane(np.arange(10, 30), np.arange(10, 50), 2.0, 0.2),
+        _plane(np.arange(50, 70), np.arange(10, 50), 3.0, 0.2),
+    )
     posed = Gaussians.concat([left, right])
     weights = torch.zeros(len(posed), 5)
     weights[: len(left), 1] = 1.0
@@ -74,7 +77,9 @@ def test_cover_gaps_fills_the_mask_at_the_nearest_depth() -> None:
 
     K = camera.K.double().numpy()
     pix = project(posed.means.double().numpy(), K)  # the camera sits at the world origin
-    extra, extra_w = cover_gaps(posed, weights, np.ones(len(posed), bool), pix, depth, mask, rgb, camera, 0.97)
+    extra, extra_w = cover_gaps(
+        posed, weights, np.ones(len(posed), bool), pix, depth, mask, rgb, camera, 0.97
+    )
     assert len(extra) == len(extra_w) > 0
     union = Gaussians.concat([posed, extra])
     _, alpha2 = render(union, camera, background=(0.0, 0.0, 0.0), backend="cpu")
@@ -93,9 +98,10 @@ def test_cover_gaps_fills_the_mask_at_the_nearest_depth() -> None:
     assert bool(((normals * view).sum(-1) < -0.9).all())
     # A mask the avatar already covers: nothing is added.
     covered = np.isfinite(depth)
-    none, none_w = cover_gaps(posed, weights, np.ones(len(posed), bool), pix, depth, covered, rgb, camera, 0.97)
+    none, none_w = cover_gaps(
+        posed, weights, np.ones(len(posed), bool), pix, depth, covered, rgb, camera, 0.97
+    )
     assert len(none) == 0 and none_w.shape == (0, 5)
-
 
 
 def test_a_gap_region_moves_with_one_body_part() -> None:
@@ -131,7 +137,10 @@ def test_outline_discs_line_the_mask_edge_in_front_of_their_own_part() -> None:
         K=torch.tensor([[F, 0, W / 2], [0, F, H / 2], [0, 0, 1]]), viewmat=torch.eye(4), width=W, height=H
     )
     # A body (part 0) and an arm (part 2) touching it, both at 2 m; the mask is exactly their union.
-    body, arm = _plane(np.arange(20, 40), np.arange(10, 50), 2.0, 0.2), _plane(np.arange(40, 48), np.arange(10, 30), 2.0, 0.2)
+    body, arm = (
+        _plane(np.arange(20, 40), np.arange(10, 50), 2.0, 0.2),
+        _plane(np.arange(40, 48), np.arange(10, 30), 2.0, 0.2),
+    )
     posed = Gaussians.concat([body, arm])
     weights = torch.zeros(len(posed), 5)
     weights[: len(body), 0] = 1.0
@@ -159,3 +168,53 @@ def test_outline_discs_line_the_mask_edge_in_front_of_their_own_part() -> None:
     assert on_arm.any()
     assert bool((extra_w[torch.from_numpy(on_arm), 2] == 1).all())
     assert bool((extra_w[torch.from_numpy(disc_pix[:, 0] < 38), 0] == 1).all())
+
+
+def test_outline_band_is_the_edge_of_the_person_not_of_the_photo() -> None:
+    from streamer.reconstruct.gaps import outline_band
+
+    mask = np.zeros((H, W), bool)
+    mask[10:50, 0:30] = True  # a person cut off by the photo's left border at x = 0
+    valid = np.ones((H, W), bool)
+    band = outline_band(mask, 3, valid)
+    assert band[10:13, 5:27].all() and band[47:50, 5:27].all() and band[20:40, 27:30].all()
+    assert not band[20:40, 0:27].any()  # the image border is no outline
+    assert not outline_band(mask, 0, valid).any()
+    # a padded crop: pixels beyond the photo (x < 5) count as person, so its edge is no outline either
+    valid[:, :5] = False
+    padded = mask & valid
+    padded[:, :5] = False
+    band = outline_band(padded, 3, valid)
+    assert not band[20:40, 5:27].any() and band[20:40, 27:30].all()
+
+
+def test_too_many_discs_keep_the_gaps_and_thin_the_outline_evenly() -> None:
+    camera = Camera(
+        K=torch.tensor([[F, 0, W / 2], [0, F, H / 2], [0, 0, 1]]), viewmat=torch.eye(4), width=W, height=H
+    )
+    posed = _plane(np.arange(20, 60), np.arange(10, 50), 2.0, 0.2)
+    weights = torch.ones(len(posed), 1)
+    depth = rendered_depth(posed, camera, posed.means[:, 2].double().numpy())
+    mask = np.isfinite(depth)
+    mask[10:50, 14:20] = True  # 6 px of gap left of the plane
+    pix = project(posed.means.double().numpy(), camera.K.double().numpy())
+    args = (
+        posed,
+        weights,
+        np.ones(len(posed), bool),
+        pix,
+        depth,
+        mask,
+        np.zeros((H, W, 3), np.uint8),
+        camera,
+        0.97,
+    )
+    gaps, _ = cover_gaps(*args)
+    full, _ = cover_gaps(*args, outline_px=4)
+    assert len(full) > len(gaps) + 20
+    cap = len(gaps) + 20
+    some, _ = cover_gaps(*args, max_new=cap, outline_px=4)
+    assert len(some) == cap
+    torch.testing.assert_close(some.means[: len(gaps)], gaps.means)  # every gap disc is kept
+    outline_y = project(some.means[len(gaps) :].double().numpy(), camera.K.double().numpy())[:, 1]
+    assert outline_y.min() < 20 and outline_y.max() > 40  # spread over the outline, not its first rows

@@ -49,7 +49,7 @@ from .colour import (
     sample_image,
     visible,
 )
-from .gaps import cover_gaps
+from .gaps import cover_gaps, outline_band
 from .person import Person, find_person
 from .shape import fit_shape
 from .silhouette import (
@@ -83,7 +83,7 @@ REFINE_MASK_ERODE_PX = 0  # refine Gaussians inside the mask eroded by this many
 CROSS_SECTION_FRACTION = 1.0  # unseen sides reach this share of the outline's offset (0: off)
 CROSS_SECTION_MIN_FACING = 0.5  # only vertices facing away from the camera this much (cos) take it
 OUTLINE_PX = 6  # camera-facing discs line the mask's outermost pixels and take its blended colours (.gaps)
-EDGE_ON_COS = 0.2  # ... and surface Gaussians this edge-on (|cos| to the camera) stay out of the colour fit
+EDGE_ON_COS = 0.2  # ... and surface Gaussians this edge-on (|cos| to the camera) there stay out of the colour fit
 STEPS = ("detect", "fit", "silhouette", "sample", "colour", "unpose")
 
 
@@ -354,7 +354,10 @@ def reconstruct_photo(
     active = visible(cam_pts, cam_n, pix, mask, depth, erode_px=REFINE_MASK_ERODE_PX)
     active |= facing_cos(cam_pts, cam_n) > REFINE_FACING
     if COVER_GAPS and OUTLINE_PX > 0:  # the outline's discs take the photo's edge colours instead
-        active &= np.abs(facing_cos(cam_pts, cam_n)) >= EDGE_ON_COS
+        band = outline_band(mask & person.valid, OUTLINE_PX, person.valid)
+        xi = np.clip(pix[:, 0].astype(int), 0, band.shape[1] - 1)
+        yi = np.clip(pix[:, 1].astype(int), 0, band.shape[0] - 1)
+        active &= ~(band[yi, xi] & (np.abs(facing_cos(cam_pts, cam_n)) < EDGE_ON_COS))
     if COVER_GAPS:  # discs for the person's pixels the surface does not reach, fitted with the rest
         extra, extra_w = cover_gaps(
             posed_g,
@@ -367,6 +370,7 @@ def reconstruct_photo(
             camera,
             OPACITY,
             outline_px=OUTLINE_PX,
+            valid=person.valid,
         )
         if len(extra):
             extra_canon, extra_q = unskin_gaussians(extra.means, extra.quats, extra_w, A, joint_quats)

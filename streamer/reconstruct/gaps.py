@@ -53,7 +53,9 @@ def gap_cells(uncovered: np.ndarray, cell: int = GAP_CELL_PX) -> tuple[np.ndarra
     return np.stack([cx, cy], 1), np.stack([xs[first], ys[first]], 1)
 
 
-def attach(pix: np.ndarray, member: np.ndarray, uncovered: np.ndarray, seen_pix: np.ndarray, seen_parts: np.ndarray) -> np.ndarray:
+def attach(
+    pix: np.ndarray, member: np.ndarray, uncovered: np.ndarray, seen_pix: np.ndarray, seen_parts: np.ndarray
+) -> np.ndarray:
     """For each gap disc, the seen Gaussian whose skinning it takes. [M] indices into ``seen_pix``
 
     Each connected region of uncovered pixels belongs to one body part: the part most of its discs
@@ -79,6 +81,22 @@ def attach(pix: np.ndarray, member: np.ndarray, uncovered: np.ndarray, seen_pix:
     return out
 
 
+def outline_band(mask: np.ndarray, width_px: int, valid: np.ndarray | None = None) -> np.ndarray:
+    """Mask pixels within ``width_px`` of the mask's edge. [H, W] bool
+
+    Where the mask meets the photo's border (``valid`` False beyond it: a padded crop, a person cut
+    off by the frame) there is no outline: pixels beyond the photo count as mask.
+    """
+    import cv2
+
+    if width_px <= 0:
+        return np.zeros_like(mask, dtype=bool)
+    solid = mask if valid is None else mask | ~valid
+    k = 2 * width_px + 1
+    inner = cv2.erode(solid.astype(np.uint8), np.ones((k, k), np.uint8), borderValue=1).astype(bool)
+    return mask & ~inner
+
+
 def cover_gaps(
     posed: Gaussians,
     weights: torch.Tensor,
@@ -91,8 +109,9 @@ def cover_gaps(
     opacity: float,
     max_new: int = MAX_GAP_GAUSSIANS,
     outline_px: int = 0,
+    valid: np.ndarray | None = None,
 ) -> tuple[Gaussians, torch.Tensor]:
-    """New Gaussians for mask pixels the avatar leaves uncovered.
+    """New Gaussians for mask pixels the avatar leaves uncovered, and optionally along the outline.
 
     Args:
         posed: the avatar's Gaussians in the photo's pose (world frame).
@@ -105,9 +124,10 @@ def cover_gaps(
         rgb: the photo crop [H, W, 3] uint8.
         camera: the photo's camera.
         opacity: opacity of the new Gaussians.
-        max_new: at most this many (evenly spaced cells are kept beyond that).
-        outline_px: also put discs on the covered mask pixels within this many pixels of the mask's
-            edge, :data:`OUTLINE_LEAD_M` in front of the surface (0: none).
+        max_new: at most this many: gap discs first, then evenly spaced outline discs.
+        outline_px: also put discs on the covered pixels of :func:`outline_band`,
+            :data:`OUTLINE_LEAD_M` in front of the surface (0: none).
+        valid: crop pixels inside the photo (for :func:`outline_band`; None: all).
 
     Returns:
         the new posed Gaussians (colours from the photo) and their skinning weights [M, J];
@@ -115,20 +135,17 @@ def cover_gaps(
     """
     covered = np.isfinite(depth)
     uncovered = mask & ~covered
-    band = np.zeros_like(mask)
-    if outline_px > 0:
-        import cv2
-
-        k = 2 * outline_px + 1
-        inner = cv2.erode(mask.astype(np.uint8), np.ones((k, k), np.uint8)).astype(bool)
-        band = mask & covered & ~inner
-    pix, member = gap_cells(uncovered | band)
-    if len(pix) > max_new:
-        keep = np.linspace(0, len(pix) - 1, max_new).round().astype(int)
-        pix, member = pix[keep], member[keep]
+    pix, member = gap_cells(uncovered)
+    pix, member = pix[:max_new], member[:max_new]
+    band_pix, band_member = gap_cells(outline_band(mask, outline_px, valid) & covered)
+    room = max_new - len(pix)
+    if len(band_pix) > room:
+        keep = np.linspace(0, len(band_pix) - 1, room).round().astype(int) if room > 0 else []
+        band_pix, band_member = band_pix[keep], band_member[keep]
+    on_band = np.concatenate([np.zeros(len(pix), bool), np.ones(len(band_pix), bool)])
+    pix, member = np.concatenate([pix, band_pix]), np.concatenate([member, band_member])
     if not len(pix) or not covered.any() or not seen.any():
         return posed.subset(slice(0, 0)), weights[:0]
-    on_band = band[member[:, 1], member[:, 0]]
     H, W = mask.shape
     # depth of the nearest covered pixel
     _, (iy, ix) = ndimage.distance_transform_edt(~covered, return_indices=True)
@@ -148,7 +165,7 @@ def cover_gaps(
     seen_pix = pix_all[seen_idx]
     seen_parts = body_parts(weights[seen_idx].argmax(1).numpy())
     src = np.zeros(len(pix), int)
-    if (~on_band).any():
+    if (~on_band).any():  # a gap region moves with one body part
         src[~on_band] = attach(pix[~on_band], member[~on_band], uncovered, seen_pix, seen_parts)
     if on_band.any():  # the outline of an arm moves with the arm: the nearest seen Gaussian's skinning
         src[on_band] = cKDTree(seen_pix).query(pix[on_band])[1]
