@@ -50,19 +50,32 @@ def _plane(xs: np.ndarray, ys: np.ndarray, z: float, colour: float) -> Gaussians
     )
 
 
-def test_cover_gaps_fills_the_mask_at_the_nearest_depth() -> None:
-    camera = Camera(
+def _camera() -> Camera:
+    """A pinhole camera at the world origin looking down +z, focal F, W x H pixels."""
+    return Camera(
         K=torch.tensor([[F, 0, W / 2], [0, F, H / 2], [0, 0, 1]]), viewmat=torch.eye(4), width=W, height=H
     )
-    # Two body parts: a left one at 2 m, a right one at 3 m; the person mask reaches further out.
-    left, right = (
-        _plane(np.arange(10, 30), np.arange(10, 50), 2.0, 0.2),
-        _plane(np.arange(50, 70), np.arange(10, 50), 3.0, 0.2),
-    )
-    posed = Gaussians.concat([left, right])
+
+
+def _two_parts(
+    a: tuple[np.ndarray, np.ndarray, float], b: tuple[np.ndarray, np.ndarray, float], parts: tuple[int, int]
+) -> tuple[Gaussians, torch.Tensor, int]:
+    """Two planes of discs (columns, rows, depth), skinned fully to body parts ``parts``: Gaussians,
+    weights [N, 5] and the first plane's count."""
+    first, second = _plane(*a, 0.2), _plane(*b, 0.2)
+    posed = Gaussians.concat([first, second])
     weights = torch.zeros(len(posed), 5)
-    weights[: len(left), 1] = 1.0
-    weights[len(left) :, 3] = 1.0
+    weights[: len(first), parts[0]] = 1.0
+    weights[len(first) :, parts[1]] = 1.0
+    return posed, weights, len(first)
+
+
+def test_cover_gaps_fills_the_mask_at_the_nearest_depth() -> None:
+    camera = _camera()
+    # Two body parts: a left one at 2 m, a right one at 3 m; the person mask reaches further out.
+    posed, weights, _ = _two_parts(
+        (np.arange(10, 30), np.arange(10, 50), 2.0), (np.arange(50, 70), np.arange(10, 50), 3.0), (1, 3)
+    )
     mask = np.zeros((H, W), bool)
     mask[5:55, 4:36] = True  # 6 px past the left part on every side
     mask[5:55, 44:76] = True
@@ -133,18 +146,11 @@ def test_outline_discs_line_the_mask_edge_in_front_of_their_own_part() -> None:
     ring of outline pixels also runs along the body)."""
     from streamer.reconstruct.gaps import OUTLINE_LEAD_M
 
-    camera = Camera(
-        K=torch.tensor([[F, 0, W / 2], [0, F, H / 2], [0, 0, 1]]), viewmat=torch.eye(4), width=W, height=H
-    )
+    camera = _camera()
     # A body (part 0) and an arm (part 2) touching it, both at 2 m; the mask is exactly their union.
-    body, arm = (
-        _plane(np.arange(20, 40), np.arange(10, 50), 2.0, 0.2),
-        _plane(np.arange(40, 48), np.arange(10, 30), 2.0, 0.2),
+    posed, weights, _ = _two_parts(
+        (np.arange(20, 40), np.arange(10, 50), 2.0), (np.arange(40, 48), np.arange(10, 30), 2.0), (0, 2)
     )
-    posed = Gaussians.concat([body, arm])
-    weights = torch.zeros(len(posed), 5)
-    weights[: len(body), 0] = 1.0
-    weights[len(body) :, 2] = 1.0
     z_cam = posed.means[:, 2].double().numpy()
     depth = rendered_depth(posed, camera, z_cam)
     mask = np.isfinite(depth)
@@ -189,9 +195,7 @@ def test_outline_band_is_the_edge_of_the_person_not_of_the_photo() -> None:
 
 
 def test_too_many_discs_keep_the_gaps_and_thin_the_outline_evenly() -> None:
-    camera = Camera(
-        K=torch.tensor([[F, 0, W / 2], [0, F, H / 2], [0, 0, 1]]), viewmat=torch.eye(4), width=W, height=H
-    )
+    camera = _camera()
     posed = _plane(np.arange(20, 60), np.arange(10, 50), 2.0, 0.2)
     weights = torch.ones(len(posed), 1)
     depth = rendered_depth(posed, camera, posed.means[:, 2].double().numpy())
