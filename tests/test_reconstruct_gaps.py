@@ -7,7 +7,7 @@ import torch
 
 from streamer.avatar import Gaussians
 from streamer.reconstruct.colour import rendered_depth
-from streamer.reconstruct.gaps import GAP_CELL_PX, cover_gaps, gap_cells
+from streamer.reconstruct.gaps import GAP_CELL_PX, cover_gaps, gap_cells, outline_band
 from streamer.reconstruct.silhouette import project
 from streamer.render import Camera, render
 
@@ -141,7 +141,7 @@ def test_a_gap_region_moves_with_one_body_part() -> None:
 
 
 def test_outline_discs_line_the_mask_edge_in_front_of_their_own_part() -> None:
-    """outline_px: camera-facing discs on the mask's outermost pixels, just in front of the surface,
+    """outline: camera-facing discs on the mask's outermost pixels, just in front of the surface,
     each skinned like the nearest seen Gaussian (an arm's outline moves with the arm, even where the
     ring of outline pixels also runs along the body)."""
     from streamer.reconstruct.gaps import OUTLINE_LEAD_M
@@ -159,8 +159,10 @@ def test_outline_discs_line_the_mask_edge_in_front_of_their_own_part() -> None:
     seen = np.ones(len(posed), bool)
 
     none, _ = cover_gaps(posed, weights, seen, pix, depth, mask, rgb, camera, 0.97)
-    assert len(none) == 0  # covered everywhere: no gap discs, and no outline without outline_px
-    extra, extra_w = cover_gaps(posed, weights, seen, pix, depth, mask, rgb, camera, 0.97, outline_px=3)
+    assert len(none) == 0  # covered everywhere: no gap discs, and no outline without ``outline``
+    extra, extra_w = cover_gaps(
+        posed, weights, seen, pix, depth, mask, rgb, camera, 0.97, outline=outline_band(mask, 3)
+    )
     assert len(extra) > 0
     disc_pix = project(extra.means.double().numpy(), camera.K.double().numpy())
     # on the mask, within 3 px (plus half a cell) of its edge, and never deep inside
@@ -177,8 +179,6 @@ def test_outline_discs_line_the_mask_edge_in_front_of_their_own_part() -> None:
 
 
 def test_outline_band_is_the_edge_of_the_person_not_of_the_photo() -> None:
-    from streamer.reconstruct.gaps import outline_band
-
     mask = np.zeros((H, W), bool)
     mask[10:50, 0:30] = True  # a person cut off by the photo's left border at x = 0
     valid = np.ones((H, W), bool)
@@ -214,10 +214,10 @@ def test_too_many_discs_keep_the_gaps_and_thin_the_outline_evenly() -> None:
         0.97,
     )
     gaps, _ = cover_gaps(*args)
-    full, _ = cover_gaps(*args, outline_px=4)
+    full, _ = cover_gaps(*args, outline=outline_band(mask, 4))
     assert len(full) > len(gaps) + 20
     cap = len(gaps) + 20
-    some, _ = cover_gaps(*args, max_new=cap, outline_px=4)
+    some, _ = cover_gaps(*args, max_new=cap, outline=outline_band(mask, 4))
     assert len(some) == cap
     torch.testing.assert_close(some.means[: len(gaps)], gaps.means)  # every gap disc is kept
     outline_y = project(some.means[len(gaps) :].double().numpy(), camera.K.double().numpy())[:, 1]

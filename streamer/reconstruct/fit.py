@@ -351,13 +351,11 @@ def reconstruct_photo(
     where = fill_positions(canon_np, pix, cam_pts[:, 2], float(K[0, 0]), parts)
     colors = fill_unseen(where, colors, seen, parts, hair_region, hair_source)
     # Then fit the colours of everything the photo shows (up to the mask's edge) to the photo.
-    active = visible(cam_pts, cam_n, pix, mask, depth, erode_px=REFINE_MASK_ERODE_PX)
-    active |= facing_cos(cam_pts, cam_n) > REFINE_FACING
-    if COVER_GAPS and OUTLINE_PX > 0:  # the outline's discs take the photo's edge colours instead
-        band = outline_band(mask & person.valid, OUTLINE_PX, person.valid)
-        xi = np.clip(pix[:, 0].astype(int), 0, band.shape[1] - 1)
-        yi = np.clip(pix[:, 1].astype(int), 0, band.shape[0] - 1)
-        active &= ~(band[yi, xi] & (np.abs(facing_cos(cam_pts, cam_n)) < EDGE_ON_COS))
+    cos = facing_cos(cam_pts, cam_n)
+    active = visible(cam_pts, cam_n, pix, mask, depth, erode_px=REFINE_MASK_ERODE_PX) | (cos > REFINE_FACING)
+    outline = outline_band(mask & person.valid, OUTLINE_PX if COVER_GAPS else 0, person.valid)
+    # the outline's discs take the photo's edge colours instead of the edge-on surface there
+    active &= ~(sample_mask(outline, pix) & (np.abs(cos) < EDGE_ON_COS))
     if COVER_GAPS:  # discs for the person's pixels the surface does not reach, fitted with the rest
         extra, extra_w = cover_gaps(
             posed_g,
@@ -369,8 +367,7 @@ def reconstruct_photo(
             person.rgb,
             camera,
             OPACITY,
-            outline_px=OUTLINE_PX,
-            valid=person.valid,
+            outline=outline,
         )
         if len(extra):
             extra_canon, extra_q = unskin_gaussians(extra.means, extra.quats, extra_w, A, joint_quats)

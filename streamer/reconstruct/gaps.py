@@ -108,8 +108,7 @@ def cover_gaps(
     camera: Camera,
     opacity: float,
     max_new: int = MAX_GAP_GAUSSIANS,
-    outline_px: int = 0,
-    valid: np.ndarray | None = None,
+    outline: np.ndarray | None = None,
 ) -> tuple[Gaussians, torch.Tensor]:
     """New Gaussians for mask pixels the avatar leaves uncovered, and optionally along the outline.
 
@@ -125,9 +124,8 @@ def cover_gaps(
         camera: the photo's camera.
         opacity: opacity of the new Gaussians.
         max_new: at most this many: gap discs first, then evenly spaced outline discs.
-        outline_px: also put discs on the covered pixels of :func:`outline_band`,
-            :data:`OUTLINE_LEAD_M` in front of the surface (0: none).
-        valid: crop pixels inside the photo (for :func:`outline_band`; None: all).
+        outline: also put discs on the covered pixels of this [H, W] bool image (the mask's edge,
+            :func:`outline_band`), :data:`OUTLINE_LEAD_M` in front of the surface (None: none).
 
     Returns:
         the new posed Gaussians (colours from the photo) and their skinning weights [M, J];
@@ -137,7 +135,7 @@ def cover_gaps(
     uncovered = mask & ~covered
     pix, member = gap_cells(uncovered)
     pix, member = pix[:max_new], member[:max_new]
-    band_pix, band_member = gap_cells(outline_band(mask, outline_px, valid) & covered)
+    band_pix, band_member = gap_cells(covered & (outline if outline is not None else False))
     room = max_new - len(pix)
     if len(band_pix) > room:
         keep = np.linspace(0, len(band_pix) - 1, room).round().astype(int) if room > 0 else []
