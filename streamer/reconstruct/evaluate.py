@@ -7,6 +7,9 @@
   poses (refined offline to each frame's person mask, :mod:`.track_refine`), render each frame and
   compare inside that frame's person mask.
 
+A person mask is MediaPipe's, with its edge snapped to the frame's colours
+(:func:`.mask_edges.snap_to_edges`), the same as the reconstruction's own.
+
 Metrics come from :func:`.metrics.masked_scores` (PSNR and SSIM inside the mask, mask IoU), counted
 only over crop pixels that lie inside the photo.
 """
@@ -26,6 +29,7 @@ from ..body.model import BodyModel
 from ..errors import ReconstructionError
 from ..render import Camera, render
 from .fit import FIT_ITERATIONS, Reconstruction, reconstruct_photo
+from .mask_edges import snap_to_edges
 from .metrics import masked_scores
 
 SHEET_VIEWS = (("front", 0.0), ("side", 90.0), ("back", 180.0))
@@ -174,7 +178,7 @@ def evaluate_video(
                     continue
                 if landmarks.segmentation is None:
                     continue  # nobody in this frame: nothing to compare
-                mask = landmarks.segmentation > 0.5
+                mask = snap_to_edges(crop, landmarks.segmentation) > 0.5
                 if refiner is not None:
                     lm = landmarks.pose
                     pose = refiner.refine(

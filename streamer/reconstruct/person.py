@@ -3,7 +3,8 @@
 Two passes: the whole photo (scaled to at most :data:`DETECT_SIDE` px) finds the person and counts
 people; the person is then cropped like LHM's input (centred, height:width = 5:3, a margin around
 the body) and scaled to :data:`CROP_HEIGHT` x :data:`CROP_WIDTH`, where MediaPipe Holistic gives the
-landmarks and MediaPipe Pose's segmentation the person mask.
+landmarks and MediaPipe Pose's segmentation the person mask (its edge snapped to the photo's colour
+edges, :mod:`.mask_edges`).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import numpy as np
 
 from ..errors import ReconstructionError
 from ..tracking.landmarks import FrameLandmarks
+from .mask_edges import snap_to_edges
 
 DETECT_SIDE = 1024
 CROP_HEIGHT, CROP_WIDTH = 1000, 600  # 5:3 like LHM's input
@@ -31,7 +33,8 @@ class Person:
 
     Attributes:
         rgb: the crop, [CROP_HEIGHT, CROP_WIDTH, 3] uint8.
-        mask: person probability in the crop, [CROP_HEIGHT, CROP_WIDTH] float32 in [0, 1].
+        mask: person probability in the crop, [CROP_HEIGHT, CROP_WIDTH] float32 in [0, 1]
+            (MediaPipe's, its edge snapped to the photo's colours: :func:`.mask_edges.snap_to_edges`).
         landmarks: MediaPipe Holistic landmarks of the crop.
         box: the crop in the photo's pixels (x0, y0, x1, y1), may extend past the photo.
         people: how many people the whole-photo mask suggests (1 = just this one).
@@ -202,7 +205,7 @@ def find_person(
         raise ReconstructionError("no person found in the photo (MediaPipe gave no person mask after cropping)")
     return Person(
         rgb=image,
-        mask=frame.segmentation,
+        mask=snap_to_edges(image, frame.segmentation),
         landmarks=frame,
         box=cbox,
         people=people,

@@ -1,0 +1,62 @@
+"""Snapping MediaPipe's person mask to the photo's colour edges.
+
+MediaPipe's segmentation is computed at a low resolution and upsampled, so its 0.5 contour can lie
+a few pixels off the person's real edge, most often outwards where person and background are both
+dark (jeans against a wooden wall). Those pixels of background then count as the person: the colour
+fit gives their colour to the avatar's outline, which shows as brown or white streaks down the
+sides of the legs and the body from any other view, and the evaluation scores them as the person.
+
+:func:`snap_to_edges` re-decides only the uncertain pixels, near the mask's soft edge: a pixel
+belongs to the person when its colour is nearer to the local colour of the confident person
+pixels than to that of the confident background pixels (means over a window around it). Where the
+two local colours are alike (a white shirt on a white wall) the colour says nothing and
+MediaPipe's value stays; between, the two are blended by how distinct the colours are.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+SNAP_RADIUS_PX = 8  # half-size of the window for the local person and background colours
+CONFIDENT = 0.9  # mask values above this are person, below 1 - this background, for certain
+EDGE_REACH_PX = 2  # the uncertain band, widened by this many pixels each way
+DISTINCT = 0.02  # squared RGB distance (in [0, 1] units) at which the local colours fully decide
+
+
+def snap_to_edges(rgb: np.ndarray, soft: np.ndarray, radius_px: int = SNAP_RADIUS_PX) -> np.ndarray:
+    """The person probability ``soft`` with its uncertain edge re-decided by colour. [H, W] float32
+
+    Args:
+        rgb: the photo, [H, W, 3] uint8.
+        soft: MediaPipe's person probability, [H, W] float in [0, 1].
+        radius_px: the window for the local colours (0: ``soft`` unchanged).
+    """
+    import cv2
+
+    soft = np.asarray(soft, dtype=np.float32)
+    if soft.shape != rgb.shape[:2]:
+        raise ValueError(f"mask {soft.shape} and photo {rgb.shape[:2]} differ in size")
+    if radius_px <= 0:
+        return soft.copy()
+    img = rgb.astype(np.float32) / 255.0
+    person = (soft > CONFIDENT).astype(np.float32)
+    background = (soft < 1.0 - CONFIDENT).astype(np.float32)
+    window = (2 * radius_px + 1, 2 * radius_px + 1)
+
+    def local_mean(weight: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        count = cv2.boxFilter(weight, -1, window, normalize=False)
+        total = cv2.boxFilter(img * weight[..., None], -1, window, normalize=False)
+        return total / np.maximum(count, 1e-6)[..., None], count
+
+    fg, fg_count = local_mean(person)
+    bg, bg_count = local_mean(background)
+    d_fg = ((img - fg) ** 2).sum(-1)
+    d_bg = ((img - bg) ** 2).sum(-1)
+    by_colour = d_bg / (d_fg + d_bg + 1e-9)
+    trust = np.clip(((fg - bg) ** 2).sum(-1) / DISTINCT, 0.0, 1.0) * (fg_count > 0) * (bg_count > 0)
+    uncertain = (person == 0) & (background == 0)
+    k = 2 * EDGE_REACH_PX + 1
+    uncertain = cv2.dilate(uncertain.astype(np.uint8), np.ones((k, k), np.uint8)).astype(bool)
+    out = soft.copy()
+    out[uncertain] = (trust * by_colour + (1.0 - trust) * soft)[uncertain]
+    return out

@@ -1,0 +1,79 @@
+"""Snapping the person mask to the photo's colour edges (.mask_edges)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from conftest import SHARED_DATA
+
+JEANS = (40, 60, 120)
+WOOD = (100, 55, 30)
+
+
+def _scene(left: tuple[int, int, int], right: tuple[int, int, int], edge_x: int = 40, bleed_px: float = 4.0):
+    """A person (``left`` colour, columns < edge_x) against a background, and a soft mask whose 0.5
+    contour lies ``bleed_px`` out into the background, as MediaPipe's often does."""
+    rng = np.random.default_rng(0)
+    rgb = np.zeros((60, 100, 3), np.float64)
+    rgb[:, :edge_x] = left
+    rgb[:, edge_x:] = right
+    rgb = np.clip(rgb + rng.normal(0, 3, rgb.shape), 0, 255).astype(np.uint8)
+    x = np.arange(100, dtype=np.float32)
+    soft = np.clip(0.5 - (x - (edge_x + bleed_px)) / 8.0, 0.0, 1.0)
+    return rgb, np.tile(soft, (60, 1))
+
+
+def test_the_contour_moves_onto_the_colour_edge() -> None:
+    from streamer.reconstruct.mask_edges import snap_to_edges
+
+    rgb, soft = _scene(JEANS, WOOD)
+    assert ((soft > 0.5).sum(1) == 44).all()  # MediaPipe's contour: 4 px of wood count as person
+    snapped = snap_to_edges(rgb, soft)
+    np.testing.assert_array_equal((snapped > 0.5).sum(1), np.full(60, 40))
+    assert snapped.dtype == np.float32 and snapped.shape == soft.shape
+    # far from the edge nothing changes
+    np.testing.assert_array_equal(snapped[:, :30], soft[:, :30])
+    np.testing.assert_array_equal(snapped[:, 60:], soft[:, 60:])
+    # the same the other way round: a contour 3 px short of the edge grows to it
+    rgb, soft = _scene(JEANS, WOOD, bleed_px=-3.0)
+    np.testing.assert_array_equal((snap_to_edges(rgb, soft) > 0.5).sum(1), np.full(60, 40))
+
+
+def test_alike_colours_keep_mediapipes_contour() -> None:
+    """A white shirt on a white wall: the colours cannot tell, MediaPipe's value stays."""
+    from streamer.reconstruct.mask_edges import snap_to_edges
+
+    rgb, soft = _scene((235, 235, 235), (238, 238, 236), bleed_px=4.5)  # no pixel right at 0.5
+    snapped = snap_to_edges(rgb, soft)
+    np.testing.assert_allclose(snapped, soft, atol=0.05)
+    np.testing.assert_array_equal(snapped > 0.5, soft > 0.5)
+    np.testing.assert_array_equal(snap_to_edges(rgb, soft, radius_px=0), soft)
+
+
+def test_refuses_a_mask_of_another_size() -> None:
+    from streamer.reconstruct.mask_edges import snap_to_edges
+
+    rgb, soft = _scene(JEANS, WOOD)
+    with pytest.raises(ValueError, match="differ in size"):
+        snap_to_edges(rgb, soft[:, :50])
+
+
+@pytest.mark.skipif(not (SHARED_DATA / "photos").exists(), reason="shared photos not found beside the repository")
+def test_on_a_photo_the_pixels_taken_out_are_wall() -> None:
+    """woman_hat_bag: dark clothes and bare legs against a white wall. MediaPipe's mask reaches onto
+    the wall around her; the pixels the snap takes out are mostly wall (bright and grey), and it
+    takes out more than it adds."""
+    from streamer.reconstruct.image import read_photo
+    from streamer.reconstruct.mask_edges import snap_to_edges
+    from streamer.tracking.mediapipe_runner import MediaPipeRunner
+
+    rgb = read_photo(SHARED_DATA / "photos" / "woman_hat_bag.png")
+    with MediaPipeRunner(models="pose", video=False, segmentation=True) as runner:
+        soft = runner.process(rgb, 0.0).segmentation
+    assert soft is not None
+    raw, snapped = soft > 0.5, snap_to_edges(rgb, soft) > 0.5
+    removed, added = raw & ~snapped, snapped & ~raw
+    assert removed.sum() > 2 * added.sum() and removed.sum() > 200
+    px = rgb[removed].astype(int)
+    wall = (px.min(1) > 170) & (px.max(1) - px.min(1) < 40)
+    assert wall.mean() > 0.6
