@@ -50,3 +50,26 @@ def test_a_part_never_seen_fills_from_the_body_not_the_head() -> None:
     none = np.zeros(17, bool)
     filled = fill_unseen(positions, colors, seen, parts, none, none)
     np.testing.assert_allclose(filled[16], [0.2, 0.3, 0.9], atol=1e-6)
+
+
+def test_fill_sources_leave_out_the_hip_behind_a_hand() -> None:
+    """A hand resting on the hip: the hip Gaussians at the hand's pixels pass the visibility test
+    (they are only just behind it) but must not colour the unseen back; hip Gaussians beside the
+    hand, the hand itself, and a hip Gaussian in front of a hand still do."""
+    from streamer.reconstruct.colour import fill_sources
+
+    hand = np.array([[50.0 + dx, 60.0 + dy] for dx in range(4) for dy in range(4)])  # arm part
+    hip_behind = hand + 0.2  # torso, same pixels, 1 cm behind
+    hip_beside = hand + [5.0, 0.0]  # torso, pixels of its own next to the hand
+    pix = np.concatenate([hand, hip_behind, hip_beside])
+    depth = np.concatenate([np.full(16, 2.0), np.full(16, 2.01), np.full(16, 2.0)])
+    parts = np.array([2] * 16 + [0] * 32)
+    seen = np.ones(48, bool)
+    seen[-1] = False  # an unseen one stays out whatever its place
+    ok = fill_sources(pix, depth, parts, seen, (120, 120))
+    assert ok[:16].all()  # the hand
+    assert not ok[16:32].any()  # the hip behind it
+    assert ok[32:47].all() and not ok[47]  # the hip beside it (its last one unseen)
+    # the other way round (the hip in front), the hand is the one left out
+    ok = fill_sources(pix, depth[[*range(16, 32), *range(16), *range(32, 48)]], parts, seen, (120, 120))
+    assert not ok[:16].any() and ok[16:32].all()

@@ -168,6 +168,30 @@ def fill_positions(
     return out
 
 
+def fill_sources(
+    pix: np.ndarray, depth: np.ndarray, parts: np.ndarray, seen: np.ndarray, shape: tuple[int, int]
+) -> np.ndarray:
+    """Seen Gaussians whose colour may stand in for their part's unseen ones. [N] bool
+
+    The visibility test allows some depth, so the hip just behind a hand resting on it counts as
+    seen and takes the hand's colour; filled from it, the whole lower back turned skin-coloured.
+    Here a seen Gaussian is left out when the front-most seen Gaussian at its pixel belongs to
+    another body part.
+
+    Args:
+        pix: pixels [N, 2]; depth: camera-frame depths [N]; parts: :func:`body_parts` [N];
+        seen: [N] bool; shape: the photo's (H, W).
+    """
+    H, W = shape
+    ix = np.clip(pix[:, 0].astype(int), 0, W - 1)
+    iy = np.clip(pix[:, 1].astype(int), 0, H - 1)
+    ids = np.flatnonzero(seen)
+    ids = ids[np.argsort(-depth[ids], kind="stable")]  # far first: the front-most is written last
+    front = np.full((H, W), -1, int)
+    front[iy[ids], ix[ids]] = parts[ids]
+    return seen & (front[iy, ix] == parts)
+
+
 def fill_unseen(
     positions: np.ndarray,
     colors: np.ndarray,

@@ -44,6 +44,7 @@ from .colour import (
     body_parts,
     facing_cos,
     fill_positions,
+    fill_sources,
     fill_unseen,
     rendered_depth,
     sample_image,
@@ -349,7 +350,8 @@ def reconstruct_photo(
     hair_region = is_head & (top | (canon_np[:, 2] < head_j[2] - 0.01))
     hair_source = is_head & top
     where = fill_positions(canon_np, pix, cam_pts[:, 2], float(K[0, 0]), parts)
-    colors = fill_unseen(where, colors, seen, parts, hair_region, hair_source)
+    sources = fill_sources(pix, cam_pts[:, 2], parts, seen, mask.shape)  # not the hip behind a hand
+    colors = np.where(seen[:, None], colors, fill_unseen(where, colors, sources, parts, hair_region, hair_source))
     # Then fit the colours of everything the photo shows (up to the mask's edge) to the photo.
     cos = facing_cos(cam_pts, cam_n)
     active = visible(cam_pts, cam_n, pix, mask, depth, erode_px=REFINE_MASK_ERODE_PX) | (cos > REFINE_FACING)
