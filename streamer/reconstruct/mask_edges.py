@@ -53,7 +53,7 @@ def snap_to_edges(rgb: np.ndarray, soft: np.ndarray, radius_px: int = SNAP_RADIU
     d_fg = ((img - fg) ** 2).sum(-1)
     d_bg = ((img - bg) ** 2).sum(-1)
     by_colour = d_bg / (d_fg + d_bg + 1e-9)
-    trust = np.clip(((fg - bg) ** 2).sum(-1) / DISTINCT, 0.0, 1.0) * (fg_count > 0) * (bg_count > 0)
+    trust = np.clip(((fg - bg) ** 2).sum(-1) / DISTINCT, 0.0, 1.0) * (fg_count > 0.5) * (bg_count > 0.5)
     uncertain = (person == 0) & (background == 0)
     k = 2 * EDGE_REACH_PX + 1
     uncertain = cv2.dilate(uncertain.astype(np.uint8), np.ones((k, k), np.uint8)).astype(bool)
