@@ -38,12 +38,21 @@ def snap_to_edges(rgb: np.ndarray, soft: np.ndarray, radius_px: int = SNAP_RADIU
         raise ValueError(f"mask {soft.shape} and photo {rgb.shape[:2]} differ in size")
     if radius_px <= 0:
         return soft.copy()
-    img = rgb.astype(np.float32) / 255.0
-    person = (soft > CONFIDENT).astype(np.float32)
-    background = (soft < 1.0 - CONFIDENT).astype(np.float32)
+    person = soft > CONFIDENT
+    background = soft < 1.0 - CONFIDENT
+    uncertain = ~person & ~background
+    if not uncertain.any():
+        return soft.copy()
+    # only the window round the uncertain pixels (and their colour windows) needs work
+    ys, xs = np.nonzero(uncertain)
+    pad = radius_px + EDGE_REACH_PX + 1
+    y0, y1 = max(0, ys.min() - pad), min(soft.shape[0], ys.max() + pad + 1)
+    x0, x1 = max(0, xs.min() - pad), min(soft.shape[1], xs.max() + pad + 1)
+    img = rgb[y0:y1, x0:x1].astype(np.float32) / 255.0
     window = (2 * radius_px + 1, 2 * radius_px + 1)
 
     def local_mean(weight: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        weight = weight[y0:y1, x0:x1].astype(np.float32)
         count = cv2.boxFilter(weight, -1, window, normalize=False)
         total = cv2.boxFilter(img * weight[..., None], -1, window, normalize=False)
         return total / np.maximum(count, 1e-6)[..., None], count
@@ -54,9 +63,9 @@ def snap_to_edges(rgb: np.ndarray, soft: np.ndarray, radius_px: int = SNAP_RADIU
     d_bg = ((img - bg) ** 2).sum(-1)
     by_colour = d_bg / (d_fg + d_bg + 1e-9)
     trust = np.clip(((fg - bg) ** 2).sum(-1) / DISTINCT, 0.0, 1.0) * (fg_count > 0.5) * (bg_count > 0.5)
-    uncertain = (person == 0) & (background == 0)
     k = 2 * EDGE_REACH_PX + 1
-    uncertain = cv2.dilate(uncertain.astype(np.uint8), np.ones((k, k), np.uint8)).astype(bool)
+    near = cv2.dilate(uncertain[y0:y1, x0:x1].astype(np.uint8), np.ones((k, k), np.uint8)).astype(bool)
     out = soft.copy()
-    out[uncertain] = (trust * by_colour + (1.0 - trust) * soft)[uncertain]
+    part = out[y0:y1, x0:x1]
+    part[near] = (trust * by_colour + (1.0 - trust) * part)[near]
     return out
