@@ -77,3 +77,23 @@ def test_on_a_photo_the_pixels_taken_out_are_wall() -> None:
     px = rgb[removed].astype(int)
     wall = (px.min(1) > 170) & (px.max(1) - px.min(1) < 40)
     assert wall.mean() > 0.6
+
+
+@pytest.mark.skipif(not (SHARED_DATA / "photos").exists(), reason="shared photos not found beside the repository")
+def test_the_reconstruction_uses_the_snapped_mask(monkeypatch: pytest.MonkeyPatch) -> None:
+    from streamer.reconstruct import person as person_module
+    from streamer.reconstruct.image import read_photo
+
+    calls = []
+
+    def spy(rgb: np.ndarray, soft: np.ndarray) -> np.ndarray:
+        out = person_module_snap(rgb, soft)
+        calls.append((soft, out))
+        return out
+
+    person_module_snap = person_module.snap_to_edges
+    monkeypatch.setattr(person_module, "snap_to_edges", spy)
+    person = person_module.find_person(read_photo(SHARED_DATA / "photos" / "woman_hat_bag.png"))
+    assert len(calls) == 1
+    raw, snapped = calls[0]
+    assert person.mask is snapped and not np.array_equal(raw > 0.5, snapped > 0.5)
