@@ -91,3 +91,22 @@ def test_back_of_head_is_hair_not_face(half_body, body) -> None:  # type: ignore
     back_c, face_c = c[back].mean(0), c[face].mean(0)
     # The man has dark hair and a light face: the back of his head must be dark.
     assert float(back_c.mean()) < float(face_c.mean()) - 0.1, (back_c, face_c)
+
+
+@needs_photos
+def test_unseen_colours_come_only_from_the_fill_sources(half_body, body, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
+    """reconstruct_photo fills unseen Gaussians from ``colour.fill_sources`` only: with no source at
+    all they all take the neutral fallback, while the seen ones keep the photo's colours."""
+    from streamer.reconstruct import fit
+    from streamer.reconstruct.image import read_photo
+
+    grey = torch.full((3,), 0.5)
+
+    def is_grey(avatar) -> torch.Tensor:  # type: ignore[no-untyped-def]
+        return (avatar.gaussians.colors - grey).abs().max(1).values < 1e-6
+
+    assert is_grey(half_body.avatar).float().mean() < 0.01  # as made: filled from the photo
+    monkeypatch.setattr(fit, "fill_sources", lambda pix, depth, parts, seen, shape: np.zeros_like(seen))
+    r = fit.reconstruct_photo(read_photo(PHOTOS / "outdoor_man_small.jpg"), body)
+    share = float(is_grey(r.avatar).float().mean())
+    assert share > 0.2 and share < 1.0 - r.seen_fraction + 0.05, (share, r.seen_fraction)
