@@ -31,5 +31,9 @@ NUM_JOINTS = 55
 NUM_BODY_JOINTS = 21  # body_pose joints: 1..21
 NUM_HAND_JOINTS = 15  # per hand
 JOINT_INDEX: dict[str, int] = {name: i for i, name in enumerate(JOINT_NAMES)}
+#: The wrists and every finger joint: what moves a hand (and nothing else) from the forearm on.
+HAND_JOINTS: frozenset[int] = frozenset(
+    i for i, name in enumerate(JOINT_NAMES) if name.endswith("_wrist") or i >= JOINT_INDEX["left_index1"]
+)
 
 assert len(JOINT_NAMES) == NUM_JOINTS and len(PARENTS) == NUM_JOINTS

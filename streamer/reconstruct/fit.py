@@ -36,7 +36,7 @@ from ..avatar import Avatar, Gaussians
 from ..avatar.avatar import skinning_transforms
 from ..avatar.demo import HEAD_FRACTION, head_face_mask, sample_surface, tangent_frames
 from ..avatar.lbs import matrix_to_quat, unskin_gaussians
-from ..body.joints import JOINT_INDEX
+from ..body.joints import HAND_JOINTS, JOINT_INDEX
 from ..body.model import BodyModel, vertex_normals
 from ..body.pose import SmplxPose
 from ..render import Camera
@@ -244,9 +244,7 @@ def reconstruct_photo(
     eye_y = float(rest_j[JOINT_INDEX["left_eye"], 1])
     head_v = np.isin(dominant_v, [JOINT_INDEX[n] for n in ("head", "jaw", "left_eye", "right_eye")])
     face_v = head_v & (rest_n[:, 2] > 0.4) & (rest_np[:, 1] < eye_y + 0.03)
-    hands_v = dominant_v >= JOINT_INDEX["left_wrist"]
-    hands_v &= dominant_v != JOINT_INDEX["jaw"]
-    hands_v &= ~np.isin(dominant_v, [JOINT_INDEX[n] for n in ("left_eye", "right_eye")])
+    hands_v = np.isin(dominant_v, list(HAND_JOINTS))
     # Sleeves are tight around the forearms: a mask reaching far past an arm is something else
     # (a pocket, a bag, the body behind), not cloth on the arm.
     forearm_v = np.isin(dominant_v, [JOINT_INDEX[n] for n in ("left_elbow", "right_elbow")])
