@@ -196,7 +196,7 @@ def test_outline_band_is_the_edge_of_the_person_not_of_the_photo() -> None:
 
 def test_too_many_discs_keep_the_gaps_and_thin_the_outline_evenly() -> None:
     camera = _camera()
-    posed = _plane(np.arange(20, 60), np.arange(10, 50), 2.0, 0.2)
+    posed = _plane(np.arange(20, 60), np.arange(10, 50), 1.0, 0.2)  # 1.25 cm per pixel
     weights = torch.ones(len(posed), 1)
     depth = rendered_depth(posed, camera, posed.means[:, 2].double().numpy())
     mask = np.isfinite(depth)
@@ -222,3 +222,62 @@ def test_too_many_discs_keep_the_gaps_and_thin_the_outline_evenly() -> None:
     torch.testing.assert_close(some.means[: len(gaps)], gaps.means)  # every gap disc is kept
     outline_y = project(some.means[len(gaps) :].double().numpy(), camera.K.double().numpy())[:, 1]
     assert outline_y.min() < 20 and outline_y.max() > 40  # spread over the outline, not its first rows
+
+
+def test_a_gap_disc_takes_the_part_it_lies_on_in_3d() -> None:
+    """A hand in a pocket: the uncovered pixels beside it are nearest (in the image) to the hand, so
+    their region votes for the arm; but in 3D they lie on the hip, 10 cm behind the hand. Skinned to
+    the hand, they would keep those 10 cm to it in every pose and float beside it; with positions
+    given they take the hip. An arm within ATTACH_SLACK_M of a disc keeps the region's vote."""
+    from streamer.reconstruct.gaps import ATTACH_SLACK_M, attach
+
+    uncovered = np.zeros((H, W), bool)
+    uncovered[20:30, 31:34] = True
+    pix, member = gap_cells(uncovered)
+    # seen: a hand column right of the region (x = 35, 0.1 m in front of the hip), hip points left of it
+    # (x = 27), farther in the image from every disc than the hand is; 6 mm per pixel
+    seen_pix = np.array([[35.0, y] for y in range(20, 31, 2)] + [[27.0, y] for y in range(20, 31, 2)])
+    seen_parts = np.array([2] * 6 + [0] * 6)
+
+    def to_xyz(p: np.ndarray, z: float) -> np.ndarray:
+        return np.concatenate([(p - [W / 2, H / 2]) / F * z, np.full((len(p), 1), z)], 1)
+
+    hip_z, hand_z = 0.5, 0.4
+    seen_xyz = np.concatenate([to_xyz(seen_pix[:6], hand_z), to_xyz(seen_pix[6:], hip_z)])
+    on_hip = to_xyz(pix, hip_z)
+    assert (seen_parts[attach(pix, member, uncovered, seen_pix, seen_parts)] == 2).all()  # the image alone
+    chosen = attach(pix, member, uncovered, seen_pix, seen_parts, on_hip, seen_xyz)
+    assert (seen_parts[chosen] == 0).all()
+    # the same discs just behind the hand's depth: the hand is no farther than the slack allows
+    near_hand = to_xyz(pix, hand_z + 0.5 * ATTACH_SLACK_M)
+    chosen = attach(pix, member, uncovered, seen_pix, seen_parts, near_hand, seen_xyz)
+    assert (seen_parts[chosen] == 2).all()
+
+
+def test_no_outline_disc_hangs_between_two_surfaces() -> None:
+    """Where a hand lies before the hip, the edge pixels' rendered depth blends the two: an outline
+    disc at that depth would hang in the air between them. None is made there (the surface covers
+    those pixels anyway); elsewhere the outline is lined as usual, each disc skinned like the nearest
+    Gaussian in 3D."""
+    from streamer.reconstruct.gaps import OUTLINE_LEAD_M, OUTLINE_MAX_GAP_M
+
+    camera = _camera()
+    posed, weights, _ = _two_parts(
+        (np.arange(20, 40), np.arange(10, 50), 2.0), (np.arange(40, 48), np.arange(10, 30), 2.0), (0, 2)
+    )
+    depth = rendered_depth(posed, camera, posed.means[:, 2].double().numpy())
+    mask = np.isfinite(depth)
+    blended = depth.copy()
+    blended[:, 40:] = np.where(np.isfinite(depth[:, 40:]), 2.0 - 4 * OUTLINE_MAX_GAP_M, np.inf)
+    pix = project(posed.means.double().numpy(), camera.K.double().numpy())
+    args = (posed, weights, np.ones(len(posed), bool), pix)
+    rest = (mask, np.full((H, W, 3), 90, np.uint8), camera, 0.97)
+    band = outline_band(mask, 3)
+    honest, _ = cover_gaps(*args, depth, *rest, outline=band)
+    extra, extra_w = cover_gaps(*args, blended, *rest, outline=band)
+    x = project(extra.means.double().numpy(), camera.K.double().numpy())[:, 0]
+    x_honest = project(honest.means.double().numpy(), camera.K.double().numpy())[:, 0]
+    assert (x_honest > 40).sum() > 10 and not (x > 40).any()  # the arm's edge: lined only at true depth
+    assert (x < 38).sum() == (x_honest < 38).sum() > 10  # the body's edge as before
+    assert torch.allclose(extra.means[:, 2], torch.tensor(2.0 - OUTLINE_LEAD_M), atol=1e-4)
+    assert bool((extra_w[torch.from_numpy(x < 38), 0] == 1).all())

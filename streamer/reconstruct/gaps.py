@@ -4,12 +4,12 @@ and for the outline.
 The offset body surface follows the outline only as far as its vertices can move along their
 normals; thin or detached cloth and loose hair leave pixels of the person mask that the avatar does
 not cover, which render as background. :func:`cover_gaps` puts one small camera-facing disc on each
-cell of such pixels, at the depth of the nearest covered pixel, skinned like the nearest seen
-Gaussian of the body part its region belongs to (:func:`attach`), coloured from the photo. They
+cell of such pixels, at the depth of the nearest covered pixel, skinned like the nearest (in 3D)
+seen Gaussian of the body part its region belongs to (:func:`attach`), coloured from the photo. They
 then take part in the colour fit like every other Gaussian.
 
-It can also line the mask's outermost pixels with such discs (``outline_px``), just in front of the
-surface and skinned like the nearest seen Gaussian. The photo's outline pixels blend the person
+It can also line the mask's outermost pixels with such discs (``outline``), just in front of the
+surface and skinned like the nearest seen Gaussian in 3D. The photo's outline pixels blend the person
 with the background; fitted to them, the surface's edge-on Gaussians took that blend (white on a
 white wall) and showed it as streaks down the sides of the legs and skirt from any other view.
 Camera-facing discs take it instead, and from the side they are edge-on themselves.
@@ -33,6 +33,8 @@ GAP_SIGMA = 0.75  # disc std in cells (0.75 cells: neighbouring discs overlap, n
 GAP_THICKNESS = 0.3  # disc std along its normal, relative to its radius
 MAX_GAP_GAUSSIANS = 16000
 OUTLINE_LEAD_M = 0.005  # outline discs sit this far in front of the surface they line
+OUTLINE_MAX_GAP_M = 0.03  # ... and none is made this far from every surface Gaussian
+ATTACH_SLACK_M = 0.02  # a gap disc takes its region's part unless another part is this much nearer
 
 
 def gap_cells(uncovered: np.ndarray, cell: int = GAP_CELL_PX) -> tuple[np.ndarray, np.ndarray]:
@@ -54,7 +56,13 @@ def gap_cells(uncovered: np.ndarray, cell: int = GAP_CELL_PX) -> tuple[np.ndarra
 
 
 def attach(
-    pix: np.ndarray, member: np.ndarray, uncovered: np.ndarray, seen_pix: np.ndarray, seen_parts: np.ndarray
+    pix: np.ndarray,
+    member: np.ndarray,
+    uncovered: np.ndarray,
+    seen_pix: np.ndarray,
+    seen_parts: np.ndarray,
+    disc_xyz: np.ndarray | None = None,
+    seen_xyz: np.ndarray | None = None,
 ) -> np.ndarray:
     """For each gap disc, the seen Gaussian whose skinning it takes. [M] indices into ``seen_pix``
 
@@ -62,10 +70,15 @@ def attach(
     are nearest to (in the image). Each disc then takes the nearest seen Gaussian *of that part*:
     a flared sleeve hanging beside the hip moves with the arm, not partly with the hip.
 
+    Nearest in 3D when the positions are given, else in the image. In the image alone a disc
+    can take a Gaussian far in front of it or behind it (a hand in a pocket, before the hip): it
+    keeps that distance to its Gaussian in every pose, and off the photo's pose it floats.
+
     Args:
         pix: disc centres [M, 2]; member: one uncovered pixel of each disc's cell [M, 2] (x, y).
         uncovered: the uncovered mask pixels [H, W] bool.
         seen_pix: pixels of the seen Gaussians [S, 2]; seen_parts: their body parts [S].
+        disc_xyz, seen_xyz: positions of the discs [M, 3] and of the seen Gaussians [S, 3] (optional).
     """
     labels, _ = ndimage.label(uncovered, structure=np.ones((3, 3), bool))
     region = labels[member[:, 1], member[:, 0]]
@@ -76,8 +89,17 @@ def attach(
         discs = np.flatnonzero(region == r)
         major = np.bincount(part[discs]).argmax()
         of_part = np.flatnonzero(seen_parts == major)
-        _, k = cKDTree(seen_pix[of_part]).query(pix[discs])
+        if disc_xyz is not None and seen_xyz is not None:
+            _, k = cKDTree(seen_xyz[of_part]).query(disc_xyz[discs])
+        else:
+            _, k = cKDTree(seen_pix[of_part]).query(pix[discs])
         out[discs] = of_part[k]
+    if disc_xyz is not None and seen_xyz is not None:
+        # ... unless that part is much farther away than another one (the disc lies on the hip beside
+        # the hand of an arm hanging down): then the nearest Gaussian of any part
+        d_any, any_part = cKDTree(seen_xyz).query(disc_xyz)
+        d_part = np.linalg.norm(seen_xyz[out] - disc_xyz, axis=1)
+        out = np.where(d_part > d_any + ATTACH_SLACK_M, any_part, out)
     return out
 
 
@@ -162,11 +184,19 @@ def cover_gaps(
     seen_idx = np.flatnonzero(seen)
     seen_pix = pix_all[seen_idx]
     seen_parts = body_parts(weights[seen_idx].argmax(1).numpy())
+    seen_xyz = posed.means[torch.from_numpy(seen_idx)].double().numpy()
     src = np.zeros(len(pix), int)
     if (~on_band).any():  # a gap region moves with one body part
-        src[~on_band] = attach(pix[~on_band], member[~on_band], uncovered, seen_pix, seen_parts)
-    if on_band.any():  # the outline of an arm moves with the arm: the nearest seen Gaussian's skinning
-        src[on_band] = cKDTree(seen_pix).query(pix[on_band])[1]
+        gap = ~on_band
+        src[gap] = attach(pix[gap], member[gap], uncovered, seen_pix, seen_parts, world[gap], seen_xyz)
+    keep = np.ones(len(pix), bool)
+    if on_band.any():  # an outline disc moves with the surface it lines: the nearest seen Gaussian in 3D
+        src[on_band] = cKDTree(seen_xyz).query(world[on_band])[1]
+        # Where a hand lies before the hip, the edge pixel's depth blends the two: a disc there
+        # would hang between them. The surface covers that pixel anyway.
+        lonely = cKDTree(posed.means.double().numpy()).query(world[on_band])[0] > OUTLINE_MAX_GAP_M
+        keep[np.flatnonzero(on_band)[lonely]] = False
+    pix, world, normals, z, src = pix[keep], world[keep], normals[torch.from_numpy(keep)], z[keep], src[keep]
     new_w = weights[torch.from_numpy(seen_idx[src])]
     radius = GAP_SIGMA * GAP_CELL_PX * z / fx
     scales = np.stack([radius, radius, GAP_THICKNESS * radius], 1)
