@@ -50,6 +50,27 @@ def test_alike_colours_keep_mediapipes_contour() -> None:
     np.testing.assert_array_equal(snap_to_edges(rgb, soft, radius_px=0), soft)
 
 
+def test_a_hole_of_background_inside_the_person_is_cut_out() -> None:
+    """The wall seen between a flared sleeve and the skirt: MediaPipe gives it 0.6 (person), and no
+    confident background pixel lies within the colour window; the background's colour then comes from
+    a wider window, and the hole is background. Person pixels of the same rows stay person."""
+    from streamer.reconstruct.mask_edges import SNAP_RADIUS_PX, snap_to_edges
+
+    wall = (236, 238, 244)
+    rgb = np.zeros((80, 160, 3), np.uint8)
+    rgb[:] = wall
+    rgb[10:70, 20:140] = JEANS  # the person, 120 px wide
+    rgb[30:50, 70:76] = wall  # a hole 6 px wide, 50 px from the person's edge
+    soft = np.zeros((80, 160), np.float32)
+    soft[10:70, 20:140] = 1.0
+    soft[28:52, 68:78] = 0.6  # uncertain round the hole, but above 0.5
+    assert 70 - 20 > 2 * SNAP_RADIUS_PX + 2  # no confident background in the hole's window
+    snapped = snap_to_edges(rgb, soft)
+    assert (snapped[30:50, 70:76] < 0.5).all()
+    assert (snapped[28:52, 68:70] > 0.5).all() and (snapped[28:52, 76:78] > 0.5).all()
+    np.testing.assert_array_equal(snapped[:, :60], soft[:, :60])
+
+
 def test_refuses_a_mask_of_another_size() -> None:
     from streamer.reconstruct.mask_edges import snap_to_edges
 
