@@ -73,3 +73,17 @@ def test_fill_sources_leave_out_the_hip_behind_a_hand() -> None:
     # the other way round (the hip in front), the hand is the one left out
     ok = fill_sources(pix, depth[[*range(16, 32), *range(16), *range(32, 48)]], parts, seen, (120, 120))
     assert not ok[:16].any() and ok[16:32].all()
+
+
+def test_fill_sources_leave_out_the_outline() -> None:
+    """Seen Gaussians on the photo's outline pixels (a blend of the person and the wall) colour no
+    unseen one; those inside it still do."""
+    from streamer.reconstruct.colour import fill_sources
+
+    pix = np.array([[x + 0.5, 50.5] for x in range(20, 40)])
+    depth, parts, seen = np.full(20, 2.0), np.zeros(20, int), np.ones(20, bool)
+    blended = np.zeros((100, 100), bool)
+    blended[:, 34:] = True  # the outline: the last 6 columns
+    assert fill_sources(pix, depth, parts, seen, (100, 100)).all()
+    ok = fill_sources(pix, depth, parts, seen, (100, 100), blended=blended)
+    assert ok[:14].all() and not ok[14:].any()

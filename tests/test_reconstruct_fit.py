@@ -128,7 +128,7 @@ def test_unseen_colours_come_only_from_the_fill_sources(half_body, body, monkeyp
         return (avatar.gaussians.colors - grey).abs().max(1).values < 1e-6
 
     assert is_grey(half_body.avatar).float().mean() < 0.01  # as made: filled from the photo
-    monkeypatch.setattr(fit, "fill_sources", lambda pix, depth, parts, seen, shape: np.zeros_like(seen))
+    monkeypatch.setattr(fit, "fill_sources", lambda pix, depth, parts, seen, shape, blended: np.zeros_like(seen))
     r = fit.reconstruct_photo(read_photo(PHOTOS / "outdoor_man_small.jpg"), body)
     share = float(is_grey(r.avatar).float().mean())
     assert share > 0.2 and share < 1.0 - r.seen_fraction + 0.05, (share, r.seen_fraction)

@@ -169,18 +169,25 @@ def fill_positions(
 
 
 def fill_sources(
-    pix: np.ndarray, depth: np.ndarray, parts: np.ndarray, seen: np.ndarray, shape: tuple[int, int]
+    pix: np.ndarray,
+    depth: np.ndarray,
+    parts: np.ndarray,
+    seen: np.ndarray,
+    shape: tuple[int, int],
+    blended: np.ndarray | None = None,
 ) -> np.ndarray:
     """Seen Gaussians whose colour may stand in for their part's unseen ones. [N] bool
 
     The visibility test allows some depth, so the hip just behind a hand resting on it counts as
     seen and takes the hand's colour; filled from it, the whole lower back turned skin-coloured.
     Here a seen Gaussian is left out when the front-most seen Gaussian at its pixel belongs to
-    another body part.
+    another body part, and when its pixel is one of ``blended``: the photo's outline pixels, whose
+    colour mixes the person with the background (from them the wall's white reached the back of a
+    skirt).
 
     Args:
         pix: pixels [N, 2]; depth: camera-frame depths [N]; parts: :func:`body_parts` [N];
-        seen: [N] bool; shape: the photo's (H, W).
+        seen: [N] bool; shape: the photo's (H, W); blended: [H, W] bool (None: no such pixels).
     """
     H, W = shape
     ix = np.clip(pix[:, 0].astype(int), 0, W - 1)
@@ -189,7 +196,10 @@ def fill_sources(
     ids = ids[np.argsort(-depth[ids], kind="stable")]  # far first: the front-most is written last
     front = np.full((H, W), -1, int)
     front[iy[ids], ix[ids]] = parts[ids]
-    return seen & (front[iy, ix] == parts)
+    sources = seen & (front[iy, ix] == parts)
+    if blended is not None:
+        sources &= ~blended[iy, ix]
+    return sources
 
 
 def fill_unseen(

@@ -348,12 +348,13 @@ def reconstruct_photo(
     hair_region = is_head & (top | (canon_np[:, 2] < head_j[2] - 0.01))
     hair_source = is_head & top
     where = fill_positions(canon_np, pix, cam_pts[:, 2], float(K[0, 0]), parts)
-    sources = fill_sources(pix, cam_pts[:, 2], parts, seen, mask.shape)  # not the hip behind a hand
+    outline = outline_band(mask & person.valid, OUTLINE_PX if COVER_GAPS else 0, person.valid)
+    # not the hip behind a hand, nor the outline's blend of person and background
+    sources = fill_sources(pix, cam_pts[:, 2], parts, seen, mask.shape, blended=outline)
     colors = np.where(seen[:, None], colors, fill_unseen(where, colors, sources, parts, hair_region, hair_source))
     # Then fit the colours of everything the photo shows (up to the mask's edge) to the photo.
     cos = facing_cos(cam_pts, cam_n)
     active = visible(cam_pts, cam_n, pix, mask, depth, erode_px=REFINE_MASK_ERODE_PX) | (cos > REFINE_FACING)
-    outline = outline_band(mask & person.valid, OUTLINE_PX if COVER_GAPS else 0, person.valid)
     # the outline's discs take the photo's edge colours instead of the edge-on surface there
     active &= ~(sample_mask(outline, pix) & (np.abs(cos) < EDGE_ON_COS))
     if COVER_GAPS:  # discs for the person's pixels the surface does not reach, fitted with the rest
