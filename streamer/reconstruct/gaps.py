@@ -147,7 +147,8 @@ def cover_gaps(
         opacity: opacity of the new Gaussians.
         max_new: at most this many: gap discs first, then evenly spaced outline discs.
         outline: also put discs on the covered pixels of this [H, W] bool image (the mask's edge,
-            :func:`outline_band`), :data:`OUTLINE_LEAD_M` in front of the surface (None: none).
+            :func:`outline_band`), :data:`OUTLINE_LEAD_M` in front of the surface (None: none); not where
+            that pixel's depth lies more than :data:`OUTLINE_MAX_GAP_M` from every surface Gaussian.
 
     Returns:
         the new posed Gaussians (colours from the photo) and their skinning weights [M, J];
