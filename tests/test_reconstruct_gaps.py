@@ -50,6 +50,11 @@ def _plane(xs: np.ndarray, ys: np.ndarray, z: float, colour: float) -> Gaussians
     )
 
 
+def _at_depth(pix: np.ndarray, z: float) -> np.ndarray:
+    """The points at depth z (metres) that :func:`_camera` sees at these pixels. [N, 3]"""
+    return np.concatenate([(pix - [W / 2, H / 2]) / F * z, np.full((len(pix), 1), z)], 1)
+
+
 def _camera() -> Camera:
     """A pinhole camera at the world origin looking down +z, focal F, W x H pixels."""
     return Camera(
@@ -128,10 +133,13 @@ def test_a_gap_region_moves_with_one_body_part() -> None:
     uncovered[5:8, 70:73] = True  # another, far away
     pix, member = gap_cells(uncovered)
     # seen Gaussians: a hand column right of the sleeve (x = 36) from y = 20 to 40, a hip point left
-    # of the sleeve's lower end (x = 28, y = 38), a head point near the second region
+    # of the sleeve's lower end (x = 28, y = 38), a head point near the second region; everything at
+    # 0.5 m (6 mm per pixel), so the hip is never ATTACH_SLACK_M nearer than the hand
     seen_pix = np.array([[36.0, y] for y in range(20, 41, 2)] + [[28.0, 38.0], [75.0, 6.0]])
     seen_parts = np.array([2] * 11 + [0, 1])
-    chosen = attach(pix, member, uncovered, seen_pix, seen_parts)
+    chosen = attach(
+        pix, member, uncovered, seen_pix, seen_parts, _at_depth(pix, 0.5), _at_depth(seen_pix, 0.5)
+    )
     sleeve = pix[:, 0] < 50
     assert (seen_parts[chosen[sleeve]] == 2).all()  # the hip point was nearest to some of them
     from scipy.spatial import cKDTree
@@ -239,17 +247,16 @@ def test_a_gap_disc_takes_the_part_it_lies_on_in_3d() -> None:
     seen_pix = np.array([[35.0, y] for y in range(20, 31, 2)] + [[27.0, y] for y in range(20, 31, 2)])
     seen_parts = np.array([2] * 6 + [0] * 6)
 
-    def to_xyz(p: np.ndarray, z: float) -> np.ndarray:
-        return np.concatenate([(p - [W / 2, H / 2]) / F * z, np.full((len(p), 1), z)], 1)
-
     hip_z, hand_z = 0.5, 0.4
-    seen_xyz = np.concatenate([to_xyz(seen_pix[:6], hand_z), to_xyz(seen_pix[6:], hip_z)])
-    on_hip = to_xyz(pix, hip_z)
-    assert (seen_parts[attach(pix, member, uncovered, seen_pix, seen_parts)] == 2).all()  # the image alone
+    seen_xyz = np.concatenate([_at_depth(seen_pix[:6], hand_z), _at_depth(seen_pix[6:], hip_z)])
+    on_hip = _at_depth(pix, hip_z)
+    from scipy.spatial import cKDTree
+
+    assert (seen_parts[cKDTree(seen_pix).query(pix)[1]] == 2).all()  # in the image: the hand is nearest
     chosen = attach(pix, member, uncovered, seen_pix, seen_parts, on_hip, seen_xyz)
     assert (seen_parts[chosen] == 0).all()
     # the same discs just behind the hand's depth: the hand is no farther than the slack allows
-    near_hand = to_xyz(pix, hand_z + 0.5 * ATTACH_SLACK_M)
+    near_hand = _at_depth(pix, hand_z + 0.5 * ATTACH_SLACK_M)
     chosen = attach(pix, member, uncovered, seen_pix, seen_parts, near_hand, seen_xyz)
     assert (seen_parts[chosen] == 2).all()
 

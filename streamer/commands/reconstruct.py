@@ -47,7 +47,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "--gaussians",
         type=int,
         default=40_000,
-        help="fit: Gaussians on the body surface (default: %(default)s; 4,000-8,000 small discs are added along "
+        help="fit: Gaussians on the body surface (default: %(default)s; 4,500-8,600 small discs are added along "
         "the outline and where hair or cloth reaches past it); lhm uses the checkpoint's query-point count",
     )
     p.add_argument("--seed", type=int, default=0, help="sampling seed (default: %(default)s)")

@@ -9,7 +9,7 @@ seen Gaussian of the body part its region belongs to (:func:`attach`), coloured 
 then take part in the colour fit like every other Gaussian.
 
 It can also line the mask's outermost pixels with such discs (``outline``), just in front of the
-surface and skinned like the nearest seen Gaussian in 3D. The photo's outline pixels blend the person
+surface and skinned like the nearest Gaussian in 3D. The photo's outline pixels blend the person
 with the background; fitted to them, the surface's edge-on Gaussians took that blend (white on a
 white wall) and showed it as streaks down the sides of the legs and skirt from any other view.
 Camera-facing discs take it instead, and from the side they are edge-on themselves.
@@ -61,24 +61,24 @@ def attach(
     uncovered: np.ndarray,
     seen_pix: np.ndarray,
     seen_parts: np.ndarray,
-    disc_xyz: np.ndarray | None = None,
-    seen_xyz: np.ndarray | None = None,
+    disc_xyz: np.ndarray,
+    seen_xyz: np.ndarray,
 ) -> np.ndarray:
     """For each gap disc, the seen Gaussian whose skinning it takes. [M] indices into ``seen_pix``
 
     Each connected region of uncovered pixels belongs to one body part: the part most of its discs
-    are nearest to (in the image). Each disc then takes the nearest seen Gaussian *of that part*:
-    a flared sleeve hanging beside the hip moves with the arm, not partly with the hip.
-
-    Nearest in 3D when the positions are given, else in the image. In the image alone a disc
-    can take a Gaussian far in front of it or behind it (a hand in a pocket, before the hip): it
-    keeps that distance to its Gaussian in every pose, and off the photo's pose it floats.
+    are nearest to (in the image). Each disc then takes the nearest seen Gaussian *of that part* in
+    3D: a flared sleeve hanging beside the hip moves with the arm, not partly with the hip. If another
+    part lies :data:`ATTACH_SLACK_M` nearer (the disc is on the hip beside the hand of an arm hanging
+    down), it takes the nearest Gaussian of any part instead. Chosen in the image alone, a disc could
+    take a Gaussian far in front of it (a hand in a pocket, before the hip): it keeps that distance
+    to its Gaussian in every pose, and off the photo's pose it floats.
 
     Args:
         pix: disc centres [M, 2]; member: one uncovered pixel of each disc's cell [M, 2] (x, y).
         uncovered: the uncovered mask pixels [H, W] bool.
         seen_pix: pixels of the seen Gaussians [S, 2]; seen_parts: their body parts [S].
-        disc_xyz, seen_xyz: positions of the discs [M, 3] and of the seen Gaussians [S, 3] (optional).
+        disc_xyz, seen_xyz: positions of the discs [M, 3] and of the seen Gaussians [S, 3].
     """
     labels, _ = ndimage.label(uncovered, structure=np.ones((3, 3), bool))
     region = labels[member[:, 1], member[:, 0]]
@@ -89,18 +89,11 @@ def attach(
         discs = np.flatnonzero(region == r)
         major = np.bincount(part[discs]).argmax()
         of_part = np.flatnonzero(seen_parts == major)
-        if disc_xyz is not None and seen_xyz is not None:
-            _, k = cKDTree(seen_xyz[of_part]).query(disc_xyz[discs])
-        else:
-            _, k = cKDTree(seen_pix[of_part]).query(pix[discs])
+        _, k = cKDTree(seen_xyz[of_part]).query(disc_xyz[discs])
         out[discs] = of_part[k]
-    if disc_xyz is not None and seen_xyz is not None:
-        # ... unless that part is much farther away than another one (the disc lies on the hip beside
-        # the hand of an arm hanging down): then the nearest Gaussian of any part
-        d_any, any_part = cKDTree(seen_xyz).query(disc_xyz)
-        d_part = np.linalg.norm(seen_xyz[out] - disc_xyz, axis=1)
-        out = np.where(d_part > d_any + ATTACH_SLACK_M, any_part, out)
-    return out
+    d_any, any_part = cKDTree(seen_xyz).query(disc_xyz)
+    d_part = np.linalg.norm(seen_xyz[out] - disc_xyz, axis=1)
+    return np.where(d_part > d_any + ATTACH_SLACK_M, any_part, out)
 
 
 def outline_band(mask: np.ndarray, width_px: int, valid: np.ndarray | None = None) -> np.ndarray:
@@ -181,24 +174,24 @@ def cover_gaps(
     world = (cam - t) @ R  # R^T (x - t), row-wise
     towards = -cam / np.linalg.norm(cam, axis=1, keepdims=True)
     normals = torch.from_numpy(towards @ R).float()
-    # skinning: of the nearest seen Gaussian of the region's body part (see attach)
-    seen_idx = np.flatnonzero(seen)
-    seen_pix = pix_all[seen_idx]
-    seen_parts = body_parts(weights[seen_idx].argmax(1).numpy())
-    seen_xyz = posed.means[torch.from_numpy(seen_idx)].double().numpy()
+    # skinning: of a Gaussian the disc lies beside in 3D; src indexes ``posed``
     src = np.zeros(len(pix), int)
-    if (~on_band).any():  # a gap region moves with one body part
-        gap = ~on_band
-        src[gap] = attach(pix[gap], member[gap], uncovered, seen_pix, seen_parts, world[gap], seen_xyz)
+    gap = ~on_band
+    if gap.any():  # a gap region moves with one body part (see attach)
+        seen_idx = np.flatnonzero(seen)
+        seen_parts = body_parts(weights[seen_idx].argmax(1).numpy())
+        seen_xyz = posed.means[torch.from_numpy(seen_idx)].double().numpy()
+        chosen = attach(pix[gap], member[gap], uncovered, pix_all[seen_idx], seen_parts, world[gap], seen_xyz)
+        src[gap] = seen_idx[chosen]
     keep = np.ones(len(pix), bool)
-    if on_band.any():  # an outline disc moves with the surface it lines: the nearest seen Gaussian in 3D
-        src[on_band] = cKDTree(seen_xyz).query(world[on_band])[1]
+    if on_band.any():  # an outline disc moves with the surface it lines: the nearest Gaussian
+        dist, nearest = cKDTree(posed.means.double().numpy()).query(world[on_band])
+        src[on_band] = nearest
         # Where a hand lies before the hip, the edge pixel's depth blends the two: a disc there
         # would hang between them. The surface covers that pixel anyway.
-        lonely = cKDTree(posed.means.double().numpy()).query(world[on_band])[0] > OUTLINE_MAX_GAP_M
-        keep[np.flatnonzero(on_band)[lonely]] = False
+        keep[on_band] = dist <= OUTLINE_MAX_GAP_M
     pix, world, normals, z, src = pix[keep], world[keep], normals[torch.from_numpy(keep)], z[keep], src[keep]
-    new_w = weights[torch.from_numpy(seen_idx[src])]
+    new_w = weights[torch.from_numpy(src)]
     radius = GAP_SIGMA * GAP_CELL_PX * z / fx
     scales = np.stack([radius, radius, GAP_THICKNESS * radius], 1)
     extra = Gaussians(
