@@ -183,6 +183,36 @@ def test_face_channels_move_jaw_eyes_and_head(body):
     assert np.linalg.norm(j1[0, :15] - j2[0, :15], axis=-1).max() < 0.02
 
 
+def test_a_frame_whose_face_models_were_skipped_holds_the_last_face(body):
+    """The live tracker runs the face models on every other frame (``face_searched`` False on the
+    others): the fitter keeps the jaw and head it saw, where a frame that looked and found no face
+    lets them go."""
+    body_pose = torch.from_numpy(relaxed_body_pose().astype(np.float32))
+    body_pose[14] = torch.tensor([0.2, 0.5, 0.0])
+    gt = _single(body, body_pose=body_pose, jaw_pose=torch.tensor([0.25, 0, 0]))
+    frame = synthesize_frames(body, gt, K, W, H)[0]
+
+    def without_face(t_ms: float, searched: bool) -> FrameLandmarks:
+        return FrameLandmarks(width=W, height=H, timestamp_ms=t_ms, pose=frame.pose, face_searched=searched)
+
+    held = PoseFitter(body, K=K, smoothing=False)
+    seen = held.fit(frame)
+    for i in range(1, 11):  # a third of a second of frames
+        skipped = held.fit(without_face(33.0 * i, searched=False))
+    assert abs(float(skipped.jaw_pose[0]) - 0.25) < 0.03
+    assert torch.allclose(skipped.jaw_pose, seen.jaw_pose, atol=1e-4)
+    assert torch.allclose(skipped.body_pose[14], seen.body_pose[14], atol=1e-3)  # the head as seen
+    lost = PoseFitter(body, K=K, smoothing=False)
+    lost.fit(frame)
+    for i in range(1, 11):
+        gone = lost.fit(without_face(33.0 * i, searched=True))
+    assert float(gone.jaw_pose[0]) < 0.2  # fading to the closed jaw
+    # after a gap in the frames nothing is held
+    for i in range(10):
+        late = held.fit(without_face(1000.0 + 33.0 * i, searched=False))
+    assert float(late.jaw_pose[0]) < 0.2
+
+
 def test_blinks_drive_the_eyes_close_expression(body):
     gt = _single(body, body_pose=torch.from_numpy(relaxed_body_pose().astype(np.float32)))
     frame = synthesize_frames(body, gt, K, W, H)[0]

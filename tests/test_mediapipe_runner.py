@@ -13,6 +13,7 @@ from streamer.errors import InputError, ModelUnavailableError, TrackingError
 from streamer.tracking.landmarks import FrameLandmarks, HandLandmarks, PoseLandmarks
 from streamer.tracking.mediapipe_runner import (
     HAND_LINGER_FRAMES,
+    LIVE_FACE_INTERVAL,
     LIVE_HAND_SEARCH_INTERVAL,
     MediaPipeRunner,
     assign_hands,
@@ -272,12 +273,13 @@ class _ScriptedHolistic:
     found there only if the runner asked for the hand models."""
 
     def __init__(self, visible: set[int]) -> None:
-        self.visible, self.asked, self.frame = visible, [], 0
+        self.visible, self.asked, self.asked_face, self.frame = visible, [], [], 0
 
-    def process(self, rgb: np.ndarray, hands: bool = True):
+    def process(self, rgb: np.ndarray, hands: bool = True, face: bool = True):
         from types import SimpleNamespace
 
         self.asked.append(hands)
+        self.asked_face.append(face)
         point = SimpleNamespace(x=0.5, y=0.5, z=0.0)
         hand = SimpleNamespace(landmark=[point] * 21) if hands and self.frame in self.visible else None
         self.frame += 1
@@ -286,7 +288,7 @@ class _ScriptedHolistic:
             pose_world_landmarks=None,
             left_hand_landmarks=hand,
             right_hand_landmarks=None,
-            face_landmarks=None,
+            face_landmarks=SimpleNamespace(landmark=[point] * 478) if face else None,
         )
 
     def reset(self) -> None:
@@ -320,6 +322,35 @@ def test_hand_models_run_every_few_frames_until_a_hand_then_every_frame_for_a_wh
         runner.close()
         runner._graphs = {"holistic": _ScriptedHolistic(visible=set())}
         assert all(runner.process(rgb, float(i)).hands_searched for i in range(7))
+
+
+def test_face_models_run_every_face_interval_frames():
+    """face_interval 2 (live): the face models run on frames 0, 2, 4, ... and only those frames have a
+    face; hands are decided on their own. After reset() the next frame runs them; image mode and
+    interval 1 run them on every frame."""
+    assert LIVE_FACE_INTERVAL == 2
+    runner = MediaPipeRunner("holistic", video=True, hand_search_interval=3, face_interval=LIVE_FACE_INTERVAL)
+    runner.close()
+    graph = _ScriptedHolistic(visible=set())
+    runner._graphs = {"holistic": graph}
+    rgb = np.zeros((8, 8, 3), np.uint8)
+    frames = [runner.process(rgb, float(i)) for i in range(7)]
+    expected = [i % 2 == 0 for i in range(7)]
+    assert graph.asked_face == expected
+    assert [f.face_searched for f in frames] == expected
+    assert [f.face is not None for f in frames] == expected
+    assert graph.asked == [i % 3 == 0 for i in range(7)]  # the hand schedule is its own
+    runner.process(rgb, 7.0)  # frame 7: skipped ...
+    runner.reset()
+    runner.process(rgb, 8.0)  # ... and after a reset the face models run at once
+    assert graph.asked_face[-2:] == [False, True]
+    for video, interval in ((False, LIVE_FACE_INTERVAL), (True, 1)):
+        runner = MediaPipeRunner("holistic", video=video, face_interval=interval)
+        runner.close()
+        runner._graphs = {"holistic": _ScriptedHolistic(visible=set())}
+        assert all(runner.process(rgb, float(i)).face_searched for i in range(5))
+    with pytest.raises(InputError, match="face_interval"):
+        MediaPipeRunner("holistic", face_interval=0)
 
 
 @needs_video
@@ -381,8 +412,9 @@ def test_holistic_with_its_hand_gate_open_is_mediapipes_holistic():
 
 
 @needs_photos
-def test_a_closed_hand_gate_leaves_pose_and_face():
-    """The gated Holistic graph: with its hand branch shut it still tracks the body and the face."""
+def test_a_closed_hand_or_face_gate_leaves_the_other_branches():
+    """The gated Holistic graph: with its hand branch shut it still tracks the body and the face;
+    with its face branch shut, the body and the hands."""
     from streamer.tracking.holistic_graph import GatedHolistic
 
     rgb = read_rgb(SHARED_DATA / "photos" / "studio_woman_skirt.png")
@@ -390,11 +422,15 @@ def test_a_closed_hand_gate_leaves_pose_and_face():
     try:
         shut = graph.process(rgb, hands=False)
         open_ = graph.process(rgb, hands=True)
+        faceless = graph.process(rgb, face=False)
     finally:
         graph.close()
     assert shut.pose_landmarks is not None and shut.face_landmarks is not None
     assert shut.left_hand_landmarks is None and shut.right_hand_landmarks is None
     assert open_.right_hand_landmarks is not None  # her hands are in view: the open branch finds one
+    assert open_.face_landmarks is not None
+    assert faceless.face_landmarks is None
+    assert faceless.pose_landmarks is not None and faceless.right_hand_landmarks is not None
 
 
 def test_an_unreadable_or_unknown_holistic_graph_is_refused(tmp_path, monkeypatch):

@@ -114,7 +114,7 @@ def test_fitting_overlaps_tracking(body, monkeypatch) -> None:
     stopping = False
 
     class FakeRunner:  # stands in for MediaPipe: nobody seen, instantly
-        def __init__(self, models: str, video: bool, hand_search_interval: int = 1) -> None:
+        def __init__(self, models: str, video: bool, hand_search_interval: int = 1, face_interval: int = 1) -> None:
             pass
 
         def process(self, rgb: np.ndarray, t_ms: float) -> FrameLandmarks:
@@ -182,7 +182,7 @@ def test_tracker_waits_for_a_fresh_frame_instead_of_a_stale_one(body, monkeypatc
     cond = threading.Condition()
 
     class FakeRunner:  # stands in for MediaPipe: records which frame it saw, instantly
-        def __init__(self, models: str, video: bool, hand_search_interval: int = 1) -> None:
+        def __init__(self, models: str, video: bool, hand_search_interval: int = 1, face_interval: int = 1) -> None:
             pass
 
         def process(self, rgb: np.ndarray, t_ms: float) -> FrameLandmarks:

@@ -8,7 +8,12 @@ import sys
 from pathlib import Path
 
 from ..errors import InputError
-from ..tracking.mediapipe_runner import HAND_LINGER_FRAMES, LIVE_HAND_SEARCH_INTERVAL, MediaPipeRunner
+from ..tracking.mediapipe_runner import (
+    HAND_LINGER_FRAMES,
+    LIVE_FACE_INTERVAL,
+    LIVE_HAND_SEARCH_INTERVAL,
+    MediaPipeRunner,
+)
 from ..tracking.sources import VideoFileSource
 from .bench import _machine, summarize
 
@@ -39,6 +44,13 @@ def add_bench_parser(sub: argparse._SubParsersAction) -> None:
         f"{HAND_LINGER_FRAMES} frames (1: every frame, as MediaPipe's Holistic; default: %(default)s, "
         "as the live server)",
     )
+    q.add_argument(
+        "--face-interval",
+        type=int,
+        default=LIVE_FACE_INTERVAL,
+        help="holistic: run the face models every N-th frame, the fit holding the face in between "
+        "(1: every frame; default: %(default)s, as the live server)",
+    )
     q.add_argument("--smplx-dir", help="folder with real SMPL-X files (default: built-in body model)")
     q.add_argument("--json", action="store_true", help="print one JSON object")
     q.set_defaults(func=run_track)
@@ -58,12 +70,17 @@ def run_track(args: argparse.Namespace) -> int:
         raise InputError(f"no --video given and the shared test video is missing ({SHARED_VIDEO.name})")
     body = load_body(args.smplx_dir)
     per_stage: dict[str, list[float]] = {}
-    tracked = frames = searched = with_hands = 0
+    tracked = frames = searched = with_hands = faces_searched = 0
     # Frames are decoded as they are tracked (keeping them all would take ~2.7 MB each); only
     # MediaPipe and the fit are timed, not decoding.
     with (
         VideoFileSource(video) as source,
-        MediaPipeRunner(args.models, video=True, hand_search_interval=args.hand_search_interval) as runner,
+        MediaPipeRunner(
+            args.models,
+            video=True,
+            hand_search_interval=args.hand_search_interval,
+            face_interval=args.face_interval,
+        ) as runner,
     ):
         fitter = PoseFitter(body, K=None, fps=source.fps)
         size = f"{source.width}x{source.height}"
@@ -75,6 +92,7 @@ def run_track(args: argparse.Namespace) -> int:
             frames += 1
             tracked += frame.has_person
             searched += frame.hands_searched
+            faces_searched += frame.face_searched
             with_hands += frame.left_hand is not None or frame.right_hand is not None
             if i < WARMUP_FRAMES:
                 continue
@@ -94,6 +112,7 @@ def run_track(args: argparse.Namespace) -> int:
         "tracked_frames": tracked,
         "hands_searched_frames": searched,
         "frames_with_hands": with_hands,
+        "face_searched_frames": faces_searched,
         "warmup_frames": WARMUP_FRAMES,
         "results": rows,
     }
@@ -102,7 +121,7 @@ def run_track(args: argparse.Namespace) -> int:
         return 0
     print(f"bench track  ({_machine()})")
     print(f"  {video.name} {size}: {frames} frames, a person in {tracked}; models {result['models']}")
-    print(f"  hand models ran on {searched} frames, found a hand in {with_hands}")
+    print(f"  hand models ran on {searched} frames, found a hand in {with_hands}; face models on {faces_searched}")
     for r in rows:
         print(
             f"  {r['stage']:24s} median {r['median_ms']:8.2f} ms   "

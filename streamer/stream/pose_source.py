@@ -252,10 +252,15 @@ class TrackingPoseSource(PoseSource):
             self._listener()
 
     def _run(self) -> None:
-        from ..tracking.mediapipe_runner import LIVE_HAND_SEARCH_INTERVAL, MediaPipeRunner
+        from ..tracking.mediapipe_runner import LIVE_FACE_INTERVAL, LIVE_HAND_SEARCH_INTERVAL, MediaPipeRunner
 
         try:
-            runner = MediaPipeRunner(self.models, video=True, hand_search_interval=LIVE_HAND_SEARCH_INTERVAL)
+            runner = MediaPipeRunner(
+                self.models,
+                video=True,
+                hand_search_interval=LIVE_HAND_SEARCH_INTERVAL,
+                face_interval=LIVE_FACE_INTERVAL,
+            )
         except Exception as exc:  # a model that is not bundled, a broken install: say so in the stats
             logger.exception("MediaPipe could not start; the avatar stays at rest")
             self._error = f"tracking unavailable: {exc}"

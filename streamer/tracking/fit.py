@@ -187,6 +187,7 @@ class PoseFitter:
         self._source_expr = np.zeros(self.num_expression)
         self._first = True
         self._prev_body = None  # last frame's raw body fit (warm start), None when unseen
+        self._last_face: FaceResult | None = None  # the face of the last frame the face models ran on
         self._last_t: float | None = None
         self._filt_rot = OneEuroFilter(*self.ROT_FILTER, d_cutoff=1.0, quaternion=True)
         self._filt_transl = OneEuroFilter(*self.TRANSL_FILTER, d_cutoff=1.0)
@@ -228,7 +229,11 @@ class PoseFitter:
         timings["hands"] = _ms(t)
         t = time.perf_counter()
         self.last_face = {}
-        face = None if frame.face is None else _safe(self.face_fitter.fit, frame.face, K)
+        if frame.face_searched:
+            face = None if frame.face is None else _safe(self.face_fitter.fit, frame.face, K)
+            self._last_face = face
+        else:  # the face models skipped this frame (MediaPipeRunner.face_interval): hold the last face
+            face = self._last_face
         timings["face"] = _ms(t)
         t = time.perf_counter()
         obs = self._observation(frame, K, hands, face)
@@ -264,13 +269,13 @@ class PoseFitter:
 
     def _dt(self, frame: FrameLandmarks) -> float:
         """Seconds since the last frame (1/fps when timestamps do not advance; at most 1 s). After a
-        gap of more than :data:`WARM_START_GAP_S` the body fit starts afresh (no warm start)."""
+        gap of more than :data:`WARM_START_GAP_S` the body fit starts afresh (no warm start, no held face)."""
         ts = float(frame.timestamp_ms) / 1000.0 if np.isfinite(frame.timestamp_ms) else None
         dt = 1.0 / self.fps
         if ts is not None and self._last_t is not None and ts > self._last_t:
             dt = min(ts - self._last_t, 1.0)
         if dt > WARM_START_GAP_S:
-            self._prev_body = None
+            self._prev_body = self._last_face = None
         if ts is not None:
             self._last_t = ts
         return dt

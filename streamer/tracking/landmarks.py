@@ -64,6 +64,9 @@ class FrameLandmarks:
     #: (no hand in the frames before: ``MediaPipeRunner.hand_search_interval``); True by default for
     #: landmarks made elsewhere (synthetic ones, motion files)
     hands_searched: bool = True
+    #: whether face models ran on this frame: False when the runner has none, or skipped Holistic's
+    #: (``MediaPipeRunner.face_interval``); the pose fit then holds the last face it saw
+    face_searched: bool = True
 
     @property
     def has_person(self) -> bool:

@@ -59,6 +59,9 @@ LIVE_HAND_SEARCH_INTERVAL = 3
 #: ... and for this many frames after the last frame with a hand, the hand models run on every frame
 #: (hands at a distance come and go from frame to frame).
 HAND_LINGER_FRAMES = 6
+#: :attr:`MediaPipeRunner.face_interval` of the live tracker: Holistic's face models run on every
+#: other frame (the pose fit holds the face in between); offline commands keep 1.
+LIVE_FACE_INTERVAL = 2
 
 # Pose landmark indices (MediaPipe's, anatomical for un-mirrored frames).
 POSE_LEFT_WRIST, POSE_RIGHT_WRIST = 15, 16
@@ -247,6 +250,9 @@ class MediaPipeRunner:
             :data:`LIVE_HAND_SEARCH_INTERVAL`). They cost about as much as pose and face together
             (:mod:`.holistic_graph`); a hand that comes into view is found within this many frames,
             and looked for on every frame while one is seen and for a few frames after.
+        face_interval: holistic in video mode: run the face models on every this-many-th frame only
+            (default 1: every frame; the live tracker uses :data:`LIVE_FACE_INTERVAL`). Frames in
+            between have ``face_searched`` False and no face; the pose fit holds the last face.
         min_detection_confidence, min_tracking_confidence: MediaPipe's thresholds in [0, 1].
 
     Raises:
@@ -268,11 +274,14 @@ class MediaPipeRunner:
         min_tracking_confidence: float = 0.5,
         segmentation: bool = False,
         hand_search_interval: int = 1,
+        face_interval: int = 1,
     ) -> None:
         self.models = parse_models(models)
-        if hand_search_interval < 1:
-            raise InputError(f"hand_search_interval must be >= 1, got {hand_search_interval}")
-        self.hand_search_interval = hand_search_interval
+        for name, interval in (("hand_search_interval", hand_search_interval), ("face_interval", face_interval)):
+            if interval < 1:
+                raise InputError(f"{name} must be >= 1, got {interval}")
+        self.hand_search_interval, self.face_interval = hand_search_interval, face_interval
+        self._since_face = face_interval  # frames since the face models last ran
         self._since_hand_search = hand_search_interval  # frames since the hand models last ran
         self._since_hand = HAND_LINGER_FRAMES + 1  # frames since a hand was last found
         if segmentation and not {"holistic", "pose"} & set(self.models):
@@ -377,9 +386,11 @@ class MediaPipeRunner:
         frame = FrameLandmarks(width=width, height=height, timestamp_ms=float(timestamp_ms))
         rgb = np.ascontiguousarray(rgb)
         t_start = time.perf_counter()
-        frame.hands_searched = self._search_hands() if "holistic" in self._graphs else "hands" in self._graphs
+        holistic = "holistic" in self._graphs
+        frame.hands_searched = self._search_hands() if holistic else "hands" in self._graphs
+        frame.face_searched = self._search_face() if holistic else "face" in self._graphs
         results = {
-            name: self._run(name, graph, rgb, frame.timings_ms, frame.hands_searched)
+            name: self._run(name, graph, rgb, frame.timings_ms, frame.hands_searched, frame.face_searched)
             for name, graph in self._graphs.items()
         }
         if "holistic" in results:
@@ -413,11 +424,19 @@ class MediaPipeRunner:
             return True
         return False
 
+    def _search_face(self) -> bool:
+        """Whether Holistic's face models run on this frame (:attr:`face_interval`)."""
+        self._since_face += 1
+        if not self.video or self._since_face >= self.face_interval:
+            self._since_face = 0
+            return True
+        return False
+
     @staticmethod
-    def _run(name: str, graph: Any, rgb: np.ndarray, timings: dict[str, float], hands: bool) -> Any:
+    def _run(name: str, graph: Any, rgb: np.ndarray, timings: dict[str, float], hands: bool, face: bool) -> Any:
         t = time.perf_counter()
         try:
-            result = graph.process(rgb, hands=hands) if name == "holistic" else graph.process(rgb)
+            result = graph.process(rgb, hands=hands, face=face) if name == "holistic" else graph.process(rgb)
         except (RuntimeError, ValueError) as exc:
             raise TrackingError(
                 f"MediaPipe {name} failed on a {rgb.shape[1]}x{rgb.shape[0]} frame: {exc}"
@@ -467,6 +486,7 @@ class MediaPipeRunner:
         for graph in self._graphs.values():
             graph.reset()
         self._since_hand_search, self._since_hand = self.hand_search_interval, HAND_LINGER_FRAMES + 1
+        self._since_face = self.face_interval
 
     def close(self) -> None:
         """Release the MediaPipe graphs (idempotent)."""
