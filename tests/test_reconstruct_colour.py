@@ -52,6 +52,29 @@ def test_a_part_never_seen_fills_from_the_body_not_the_head() -> None:
     np.testing.assert_allclose(filled[16], [0.2, 0.3, 0.9], atol=1e-6)
 
 
+def test_the_back_of_the_head_takes_the_commoner_colour_of_its_top_not_a_blend() -> None:
+    """The seen top of a head: dark hair (55%) and a lit forehead (45%). The unseen back takes the
+    hair's colour; the per-channel median (a tan between the two) would read as bald skin."""
+    from streamer.reconstruct.colour import dominant_colour, fill_unseen
+
+    rng = np.random.default_rng(0)
+    hair = rng.uniform(0.1, 0.5, (55, 1)) * [1.0, 0.9, 0.8]
+    forehead = rng.uniform(0.7, 0.9, (45, 1)) * [1.0, 0.85, 0.75]
+    top = np.concatenate([hair, forehead])
+    assert float(np.median(top, axis=0)[0]) > 0.45  # the blend the median gives
+    np.testing.assert_allclose(dominant_colour(top), np.median(hair, axis=0), atol=1e-9)
+    np.testing.assert_allclose(dominant_colour(top[::-1]), np.median(hair, axis=0), atol=1e-9)  # order-free
+    np.testing.assert_allclose(dominant_colour(np.tile([[0.3, 0.2, 0.1]], (7, 1))), [0.3, 0.2, 0.1])
+    # in the fill: 100 seen top Gaussians, 20 unseen ones on the back of the head
+    n = len(top)
+    positions = np.concatenate([rng.normal(0, 0.05, (n, 3)), rng.normal(0, 0.05, (20, 3)) + [0, 0, -0.1]])
+    colors = np.concatenate([top, np.zeros((20, 3))])
+    seen = np.arange(n + 20) < n
+    parts = np.ones(n + 20, int)
+    filled = fill_unseen(positions, colors, seen, parts, ~seen, seen)
+    np.testing.assert_allclose(filled[n:], np.tile(np.median(hair, axis=0), (20, 1)), atol=1e-9)
+
+
 def test_fill_sources_leave_out_the_hip_behind_a_hand() -> None:
     """A hand resting on the hip: the hip Gaussians at the hand's pixels pass the visibility test
     (they are only just behind it) but must not colour the unseen back; hip Gaussians beside the

@@ -93,6 +93,31 @@ def test_back_of_head_is_hair_not_face(half_body, body) -> None:  # type: ignore
     assert float(back_c.mean()) < float(face_c.mean()) - 0.1, (back_c, face_c)
 
 
+VIDEO = SHARED_DATA / "video" / "full_body_taichi.mp4"
+
+
+@pytest.mark.skipif(not VIDEO.exists(), reason="shared video not found beside the repository")
+def test_back_of_head_is_his_hair_where_the_seen_top_mixes_hair_and_a_lit_forehead(body) -> None:  # type: ignore[no-untyped-def]
+    """The video's first frame: short dark hair over a high, brightly lit forehead. The per-channel
+    median of the seen top of the head blended them into a light tan, and from behind the man looked
+    bald; the commoner of the two colours (his hair) is what the back of the head takes."""
+    from streamer.body.joints import JOINT_INDEX
+    from streamer.reconstruct.fit import reconstruct_photo
+    from streamer.tracking.sources import VideoFileSource
+
+    with VideoFileSource(VIDEO) as source:
+        _, rgb = next(iter(source))
+    a = reconstruct_photo(rgb, body).avatar
+    m, c = a.gaussians.means, a.gaussians.colors
+    eye = body.rest_joints(a.betas)[JOINT_INDEX["left_eye"]]
+    on_head = a.skin_weights[:, JOINT_INDEX["head"]] > 0.8
+    back = on_head & (m[:, 1] > eye[1] + 0.025) & (m[:, 1] < eye[1] + 0.085) & (m[:, 2] < eye[2] - 0.12)
+    assert back.sum() > 50
+    back_c = c[back].mean(0)
+    # his hair is dark grey, about 0.2-0.25 in each channel; the blend was about 0.6, 0.5, 0.45
+    assert float(back_c.max()) < 0.35, back_c
+
+
 @needs_photos
 def test_no_disc_floats_off_the_body_in_another_pose(half_body, body) -> None:  # type: ignore[no-untyped-def]
     """The gap and outline discs (after the sampled surface) keep their distance to the body surface

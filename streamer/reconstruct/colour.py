@@ -5,8 +5,8 @@ Unseen Gaussians take the inverse-distance mean of their nearest seen neighbours
 part*, so a sleeve does not borrow the torso's colour. Nearness is measured in the photo's image
 plane (:func:`fill_positions`): the back of a shirt or skirt takes the colour of its front at the
 same place, averaged over a few neighbours, rather than whatever seen edge is closest in 3D. On the
-head it is measured in canonical 3D, and the unseen back and top take the hair colour (the seen top
-of the head), never the face.
+head it is measured in canonical 3D, and the unseen back and top take the hair colour (the commoner
+of the two colours of the seen top of the head, :func:`dominant_colour`), never the face.
 """
 
 from __future__ import annotations
@@ -218,7 +218,9 @@ def fill_unseen(
         seen: [N] bool.
         parts: body part ids (:func:`body_parts`). [N]
         hair_region: head Gaussians that take the hair colour when unseen (back and top of the head). [N] bool
-        hair_source: seen Gaussians whose median colour is the hair colour (top of the head). [N] bool
+        hair_source: Gaussians whose :func:`dominant_colour` is the hair colour (the seen top of the
+            head; taken as given, not narrowed to ``seen``: thin hair on top lies mostly in the
+            outline, which the fill's sources leave out). [N] bool
 
     Returns:
         [N, 3] colours in [0, 1]: seen ones unchanged.
@@ -245,7 +247,33 @@ def fill_unseen(
         wts = 1.0 / np.maximum(dist, 1e-3)
         out[want] = (colors[have][idx] * wts[..., None]).sum(1) / wts.sum(1, keepdims=True)
     hair = hair_region & ~seen
-    src = hair_source & seen
+    src = hair_source
     if hair.any() and src.sum() >= 5:
-        out[hair] = np.median(colors[src], axis=0)
+        out[hair] = dominant_colour(colors[src])
     return out
+
+
+def dominant_colour(colors: np.ndarray, iterations: int = 10) -> np.ndarray:
+    """The median of the larger of two colour clusters (2-means, seeded at the darkest and the
+    brightest fifth). [3]
+
+    The seen top of the head mixes hair with the lit forehead below the hairline (or hair with a
+    hat): the per-channel median of such a mixture is a colour that is in neither, such as a tan
+    between black hair and a bright forehead, and on the back of the head it reads as bald skin.
+    One colour that is really there, the commoner one, is the better guess for what the photo
+    does not show.
+
+    Args:
+        colors: [M, 3], M >= 1.
+    """
+    colors = np.asarray(colors, np.float64)
+    luma = colors.mean(1)
+    low, high = np.percentile(luma, [20, 80])
+    if high - low < 1e-6:
+        return np.median(colors, axis=0)
+    centres = np.stack([colors[luma <= low].mean(0), colors[luma >= high].mean(0)])
+    for _ in range(iterations):
+        label = np.argmin(((colors[:, None, :] - centres[None]) ** 2).sum(-1), axis=1)
+        centres = np.stack([colors[label == k].mean(0) if (label == k).any() else centres[k] for k in (0, 1)])
+    larger = np.argmax(np.bincount(label, minlength=2))
+    return np.median(colors[label == larger], axis=0)

@@ -85,6 +85,8 @@ CROSS_SECTION_FRACTION = 1.0  # unseen sides reach this share of the outline's o
 CROSS_SECTION_MIN_FACING = 0.5  # only vertices facing away from the camera this much (cos) take it
 OUTLINE_PX = 6  # camera-facing discs line the mask's outermost pixels and take its blended colours (.gaps)
 EDGE_ON_COS = 0.2  # ... and surface Gaussians this edge-on (|cos| to the camera) there stay out of the colour fit
+HAIR_SOURCE_M = 0.06  # the hair colour comes from seen head Gaussians this far above the eyes (canonical;
+# most foreheads end 6-8 cm above the eyes), outline included: thin hair on top is mostly outline
 STEPS = ("detect", "fit", "silhouette", "sample", "colour", "unpose")
 
 
@@ -346,7 +348,7 @@ def reconstruct_photo(
     is_head = parts == 1
     top = canon_np[:, 1] > eye_y + 0.05
     hair_region = is_head & (top | (canon_np[:, 2] < head_j[2] - 0.01))
-    hair_source = is_head & top
+    hair_source = is_head & seen & (canon_np[:, 1] > eye_y + HAIR_SOURCE_M)
     where = fill_positions(canon_np, pix, cam_pts[:, 2], float(K[0, 0]), parts)
     outline = outline_band(mask & person.valid, OUTLINE_PX if COVER_GAPS else 0, person.valid)
     # not the hip behind a hand, nor the outline's blend of person and background
