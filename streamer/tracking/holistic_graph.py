@@ -3,8 +3,8 @@
 Holistic's hand branch (a re-crop model and the full hand landmark model, per wrist) costs about
 as much CPU as the pose and face models together, and it runs on every frame whether or not it
 finds a hand: on a dancer 3 m from a 640-pixel webcam it finds one in a sixth of the frames. Its
-face branch (a face detector in the pose's face box and the face landmark model) costs about a
-quarter of a frame without hands. This is MediaPipe's own Holistic graph (loaded from the installed
+face branch (a face detector in the pose's face box and the face landmark model) costs a fifth to
+a quarter of a frame without hands. This is MediaPipe's own Holistic graph (loaded from the installed
 wheel, with the settings its Python ``Holistic`` solution gives it) with one change: a
 ``GateCalculator`` in front of each of those two branches, opened per frame by a boolean input, so
 the caller decides when they are worth running
