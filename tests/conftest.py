@@ -10,6 +10,8 @@ import torch
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
+#: The shared test video: one person, full body, 720x1280 (portrait), 30 fps, 301 frames.
+SHARED_VIDEO = SHARED_DATA / "video" / "full_body_taichi.mp4"
 
 
 @pytest.fixture(scope="session", autouse=True)

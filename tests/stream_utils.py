@@ -16,9 +16,9 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import numpy as np
+from conftest import SHARED_VIDEO
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED_VIDEO = REPO.parent / "shared" / "data" / "video" / "full_body_taichi.mp4"
 #: The person in the shared video stands at rest until about 4.5 s, then moves widely until about 9 s.
 REST_S = (0.0, 4.4)
 MOTION_S = (5.0, 9.0)

@@ -8,6 +8,7 @@ import json
 import numpy as np
 import pytest
 import torch
+from conftest import SHARED_VIDEO as VIDEO
 
 from calibration.performer import (
     FORMAT,
@@ -19,7 +20,6 @@ from calibration.performer import (
     profiles_dir,
     save_profile,
 )
-from conftest import SHARED_DATA
 from streamer.body import SmplxPose
 from streamer.commands.eval_fit import place_in_view
 from streamer.errors import StreamerError, TrackingError
@@ -137,9 +137,6 @@ def test_missing_or_corrupt_profile_in_the_fitter(body, config_home):
         PoseFitter(body, profile="eve")
     save_profile(PerformerProfile(name="eve", betas=[0.3]))
     assert float(PoseFitter(body, profile="eve").betas[0]) == pytest.approx(0.3)
-
-
-VIDEO = SHARED_DATA / "video" / "full_body_taichi.mp4"
 
 
 @pytest.mark.slow

@@ -10,13 +10,13 @@ import cv2
 import numpy as np
 import pytest
 from conftest import SHARED_DATA
+from conftest import SHARED_VIDEO as VIDEO
 from scipy.ndimage import gaussian_filter
 
 from streamer.cli import main
 from streamer.reconstruct.metrics import SSIM_K1, SSIM_K2, mask_iou, masked_scores, psnr, ssim, ssim_map
 
 PHOTO = SHARED_DATA / "photos" / "studio_woman_skirt.png"
-VIDEO = SHARED_DATA / "video" / "full_body_taichi.mp4"
 
 
 # -- metrics ------------------------------------------------------------------------------

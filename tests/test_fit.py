@@ -8,8 +8,8 @@ import math
 import numpy as np
 import pytest
 import torch
+from conftest import SHARED_VIDEO as VIDEO
 
-from conftest import SHARED_DATA
 from streamer.body import SmplxPose
 from streamer.commands.eval_fit import place_in_view
 from streamer.tracking.fit import MIRROR_JOINTS, PoseFitter, default_intrinsics
@@ -352,8 +352,6 @@ def test_profile_betas_and_neutral_face_are_applied(body):
 
 
 # -- real MediaPipe on the shared video --------------------------------------------------------
-
-VIDEO = SHARED_DATA / "video" / "full_body_taichi.mp4"
 
 
 @pytest.mark.slow

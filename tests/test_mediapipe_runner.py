@@ -8,6 +8,7 @@ import cv2
 import numpy as np
 import pytest
 from conftest import SHARED_DATA
+from conftest import SHARED_VIDEO as VIDEO
 
 from streamer.errors import InputError, ModelUnavailableError, TrackingError
 from streamer.tracking.landmarks import FrameLandmarks, HandLandmarks, PoseLandmarks
@@ -23,7 +24,6 @@ from streamer.tracking.mediapipe_runner import (
 from streamer.tracking.sources import VideoFileSource
 
 PHOTOS = sorted((SHARED_DATA / "photos").glob("*")) if (SHARED_DATA / "photos").is_dir() else []
-VIDEO = SHARED_DATA / "video" / "full_body_taichi.mp4"
 needs_photos = pytest.mark.skipif(not PHOTOS, reason="shared photos not found beside the repository")
 needs_video = pytest.mark.skipif(not VIDEO.exists(), reason="shared video not found beside the repository")
 

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 from conftest import SHARED_DATA, random_pose
+from conftest import SHARED_VIDEO as VIDEO
 
 from streamer.cli import main
 
@@ -91,9 +92,6 @@ def test_back_of_head_is_hair_not_face(half_body, body) -> None:  # type: ignore
     back_c, face_c = c[back].mean(0), c[face].mean(0)
     # The man has dark hair and a light face: the back of his head must be dark.
     assert float(back_c.mean()) < float(face_c.mean()) - 0.1, (back_c, face_c)
-
-
-VIDEO = SHARED_DATA / "video" / "full_body_taichi.mp4"
 
 
 @pytest.mark.skipif(not VIDEO.exists(), reason="shared video not found beside the repository")

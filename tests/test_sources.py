@@ -6,13 +6,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import SHARED_DATA
+from conftest import SHARED_VIDEO as VIDEO
 
 from streamer.errors import InputError, SourceError
 from streamer.render.video import VideoWriter
 from streamer.tracking.sources import VideoFileSource, frames_at, open_source, parse_camera
-
-VIDEO = SHARED_DATA / "video" / "full_body_taichi.mp4"
 
 
 def write_ramp_video(

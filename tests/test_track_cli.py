@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import SHARED_DATA
+from conftest import SHARED_VIDEO as VIDEO
 
 from calibration.camera import CameraIntrinsics, intrinsics_from_fov
 from streamer.body import SmplxPose
@@ -20,7 +20,6 @@ from streamer.tracking.mediapipe_runner import MediaPipeRunner
 from streamer.tracking.motion import Motion, load_motion
 from streamer.tracking.sources import FrameSource, VideoFileSource
 
-VIDEO = SHARED_DATA / "video" / "full_body_taichi.mp4"
 needs_video = pytest.mark.skipif(not VIDEO.exists(), reason="shared video not found beside the repository")
 
 

@@ -247,9 +247,8 @@ def fill_unseen(
         wts = 1.0 / np.maximum(dist, 1e-3)
         out[want] = (colors[have][idx] * wts[..., None]).sum(1) / wts.sum(1, keepdims=True)
     hair = hair_region & ~seen
-    src = hair_source
-    if hair.any() and src.sum() >= 5:
-        out[hair] = dominant_colour(colors[src])
+    if hair.any() and hair_source.sum() >= 5:
+        out[hair] = dominant_colour(colors[hair_source])
     return out
 
 
