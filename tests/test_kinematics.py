@@ -46,3 +46,28 @@ def test_gradients_flow_after_a_first_call_in_inference_mode():
     with torch.inference_mode():
         forward_kinematics(torch.eye(3).repeat(55, 1, 1), torch.randn(55, 3), PARENTS)
     test_gradients_flow()
+
+
+def test_batch_shapes_of_rotations_and_rest_joints_broadcast():
+    g = torch.Generator().manual_seed(1)
+    rot = batch_rodrigues(torch.randn(2 * 55, 3, generator=g)).reshape(2, 1, 55, 3, 3)
+    rest = torch.randn(3, 55, 3, generator=g)
+    A, joints = forward_kinematics(rot, rest, PARENTS)
+    assert A.shape == (2, 3, 55, 4, 4) and joints.shape == (2, 3, 55, 3)
+    A_one, _ = forward_kinematics(rot[1, 0], rest[2], PARENTS)
+    torch.testing.assert_close(A[1, 2], A_one)
+
+
+def test_does_not_import_sympy():
+    """torch.broadcast_shapes imported sympy on its first call: 0.3-0.6 s of every command's start."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, torch\n"
+        "from streamer.body.kinematics import forward_kinematics\n"
+        "forward_kinematics(torch.eye(3).repeat(2, 55, 1, 1), torch.zeros(55, 3), [-1] + list(range(54)))\n"
+        "print('sympy' in sys.modules)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"

@@ -56,7 +56,8 @@ def forward_kinematics(rot: Tensor, rest_joints: Tensor, parents: Sequence[int])
         Same maths as ``smplx.lbs.batch_rigid_transform``; differentiable.
     """
     key = tuple(int(p) for p in parents)
-    lead = torch.broadcast_shapes(rot.shape[:-3], rest_joints.shape[:-2])
+    # Not torch.broadcast_shapes: its first call imports sympy (0.3-0.6 s of every command's start).
+    lead = torch.broadcast_tensors(rot[..., 0, 0, 0], rest_joints[..., 0, 0])[0].shape
     rot = rot.expand(lead + rot.shape[-3:])
     rest = rest_joints.expand(lead + rest_joints.shape[-2:])
     parent_idx, has_parent = _parent_index(key, rot.device)
