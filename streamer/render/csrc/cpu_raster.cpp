@@ -470,6 +470,28 @@ inline vf exp2_clamped(vf x) {
     return p * (vf)bits;
 }
 
+// One Gaussian (entry k of the scratch, its row terms prepared) over a group of GW pixels at x
+// offsets px, in front of transmittance T: its blending weight where it is composited (0
+// elsewhere), the pixels it stops (their next transmittance would fall to t_min: they take no more
+// fragments) and the transmittance behind it (0 where stopped).
+struct FragmentStep {
+    vf w;
+    vi stop;
+    vf T;
+};
+
+inline FragmentStep fragment_step(const Scratch& sc, uint32_t k, vf px, vf T, float alpha_min, float alpha_max,
+                                  float t_min) {
+    const vf dx = splat(sc.X[k]) - px;
+    const vf e = (splat(sc.qa[k]) * dx + splat(sc.k1[k])) * dx + splat(sc.k0[k]);
+    const vf u = exp2_clamped(e);
+    const vi live = (e <= splat(sc.lo2[k])) & (u >= splat(alpha_min));
+    const vf a = vmin(u, splat(alpha_max));
+    const vf next_T = T * (splat(1.f) - keep(live, a));  // 1 - a is exact for a >= 1/2: no cancellation
+    const vi stop = next_T <= splat(t_min);
+    return {keep(live & ~stop, a * T), stop, keep(~stop, next_T)};
+}
+
 #ifdef STREAMER_AVX512_KERNEL
 // AVX-512: a whole tile row per register, masks in k registers, 2^x as vscalefps(p(x - floor x), x).
 inline void composite_group(const Scratch& sc, size_t m, int x_off, const TileJob& job, GroupOut& out) {
@@ -519,30 +541,21 @@ inline void composite_group(const Scratch& sc, size_t m, int x_off, const TileJo
 #else
 // Portable version (GCC/Clang vector extensions: AVX2 where compiled for). Same arithmetic.
 inline void composite_group(const Scratch& sc, size_t m, int x_off, const TileJob& job, GroupOut& out) {
-    const vf amin = splat(job.alpha_min), amax = splat(job.alpha_max), tmin = splat(job.t_min);
-    const vf one = splat(1.f), zero = splat(0.f);
+    const vf zero = splat(0.f);
     vf px;
     for (int i = 0; i < GW; ++i) px[i] = (float)(x_off + i);
     const uint32_t* __restrict__ list = sc.list.data();
-    const float *__restrict__ X = sc.X, *__restrict__ qa = sc.qa, *__restrict__ k1 = sc.k1, *__restrict__ k0 = sc.k0;
-    const float *__restrict__ lo2 = sc.lo2, *__restrict__ Cr = sc.cr, *__restrict__ Cg = sc.cg, *__restrict__ Cb = sc.cb;
-    vf T = one, T_end = zero, cr = zero, cg = zero, cb = zero;
+    const float *__restrict__ Cr = sc.cr, *__restrict__ Cg = sc.cg, *__restrict__ Cb = sc.cb;
+    vf T = splat(1.f), T_end = zero, cr = zero, cg = zero, cb = zero;
     for (size_t j = 0; j < m; ++j) {
         const uint32_t k = list[j];
-        const vf dx = splat(X[k]) - px;
-        const vf e = (splat(qa[k]) * dx + splat(k1[k])) * dx + splat(k0[k]);
-        const vf u = exp2_clamped(e);
-        const vi live = (e <= splat(lo2[k])) & (u >= amin);
-        const vf a = vmin(u, amax);
-        const vf next_T = T * (one - keep(live, a));  // 1 - a is exact for a >= 1/2: no cancellation
-        const vi stop = next_T <= tmin;
-        const vf w = keep(live & ~stop, a * T);
-        cr += w * Cr[k];
-        cg += w * Cg[k];
-        cb += w * Cb[k];
-        T_end = vmax(T_end, keep(stop, T));  // later stops have T = 0
-        T = keep(~stop, next_T);
-        if (!none_set(stop) && none_set(T != zero)) break;  // every pixel finished
+        const FragmentStep f = fragment_step(sc, k, px, T, job.alpha_min, job.alpha_max, job.t_min);
+        cr += f.w * Cr[k];
+        cg += f.w * Cg[k];
+        cb += f.w * Cb[k];
+        T_end = vmax(T_end, keep(f.stop, T));  // later stops have T = 0
+        T = f.T;
+        if (!none_set(f.stop) && none_set(T != zero)) break;  // every pixel finished
     }
     const vf T_out = vmax(T, T_end);
     for (int i = 0; i < GW; ++i) {
@@ -834,8 +847,7 @@ void backproject_tile(const AdjointJob& job, int tile, Scratch& sc, float* sums,
     if (m == 0) return;
     const uint32_t* ids = b.bins.get() + begin;
     const size_t m16 = load_tile(sc, b.sorted.get(), ids, m, x0, y0);
-    const vf amin = splat(job.alpha_min), amax = splat(job.alpha_max), tmin = splat(job.t_min);
-    const vf one = splat(1.f), zero = splat(0.f);
+    const vf zero = splat(0.f);
     for (int py = y0; py < y1; ++py) {
         const float* wrow = job.weight + (size_t)py * job.width;
         bool any = false;
@@ -858,26 +870,18 @@ void backproject_tile(const AdjointJob& job, int tile, Scratch& sc, float* sums,
             }
             const vi counted = wp != zero;
             if (none_set(counted)) continue;
-            vf T = keep(counted, one);  // pixels that do not count are finished from the start
+            vf T = keep(counted, splat(1.f));  // pixels that do not count are finished from the start
             for (size_t l = 0; l < mr; ++l) {
                 const uint32_t k = list[l];
-                const vf dx = splat(sc.X[k]) - px;
-                const vf e = (splat(sc.qa[k]) * dx + splat(sc.k1[k])) * dx + splat(sc.k0[k]);
-                const vf u = exp2_clamped(e);
-                const vi live = (e <= splat(sc.lo2[k])) & (u >= amin);
-                const vf a = vmin(u, amax);
-                const vf next_T = T * (one - keep(live, a));
-                const vi stop = next_T <= tmin;
-                const vi take = live & ~stop;
-                if (!none_set(take)) {
-                    const vf w = keep(take, a * T);
+                const FragmentStep f = fragment_step(sc, k, px, T, job.alpha_min, job.alpha_max, job.t_min);
+                if (!none_set(f.w != zero)) {
                     const size_t j = ids[k];
-                    sums[3 * j] += lane_sum(w * ir);
-                    sums[3 * j + 1] += lane_sum(w * ig);
-                    sums[3 * j + 2] += lane_sum(w * ib);
-                    mass[j] += lane_sum(w * wp);
+                    sums[3 * j] += lane_sum(f.w * ir);
+                    sums[3 * j + 1] += lane_sum(f.w * ig);
+                    sums[3 * j + 2] += lane_sum(f.w * ib);
+                    mass[j] += lane_sum(f.w * wp);
                 }
-                T = keep(~stop, next_T);
+                T = f.T;
                 if (none_set(T != zero)) break;  // every pixel finished
             }
         }
