@@ -4,6 +4,7 @@ projection, and its input handling."""
 from __future__ import annotations
 
 import math
+import os
 import sys
 from concurrent.futures import ThreadPoolExecutor
 
@@ -272,6 +273,36 @@ def test_extension_constants() -> None:
     assert ext.TILE_SIZE == TILE_SIZE
     assert ext.max_threads() >= 1
     assert math.isclose(ALPHA_MIN, 1 / 255)
+
+
+def test_default_team_is_one_per_core_whatever_torch_set_in_the_thread(monkeypatch: pytest.MonkeyPatch) -> None:
+    """torch lowers a thread's OpenMP default to its own thread count once it runs an op there; the
+    renderer's default (0) must not follow (the stream server's renders ran on one thread by accident)."""
+    import threading
+
+    from streamer.render.cpu import default_threads
+
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    cores = default_threads()
+    seen: dict[str, int] = {}
+
+    def worker() -> None:
+        torch.ones(1 << 20).add_(1)  # a parallel op: torch initialises this thread's OpenMP setting
+        renderer = CpuRenderer()
+        seen["thread_openmp"], seen["renderer"] = renderer._ext.max_threads(), renderer.max_threads()
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        t = threading.Thread(target=worker)
+        t.start()
+        t.join()
+    finally:
+        torch.set_num_threads(before)
+    assert seen["thread_openmp"] == 1  # the situation: OpenMP's per-thread default is torch's 1
+    assert seen["renderer"] == cores == len(os.sched_getaffinity(0))
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")
+    assert default_threads() == 3 and CpuRenderer().max_threads() == 3 and CpuRenderer(2).max_threads() == 2
 
 
 # ---------------------------------------------------------------------------------------------

@@ -380,10 +380,13 @@ def test_avatar_frames_are_512_when_asked(body, demo_avatar) -> None:
 
 
 def test_render_threads_reach_the_stage_renderer(body, demo_avatar) -> None:
-    """``--render-threads N`` gives each stage a CPU renderer with N OpenMP threads (0: the default)."""
+    """``--render-threads N`` gives each stage a CPU renderer with N OpenMP threads (0: one per core);
+    1 by default (a second thread slows live tracking on a small machine)."""
     from streamer.render import get_renderer
+    from streamer.render.cpu import default_threads
 
-    for threads in (1, 0):
+    assert ServerConfig().render_threads == 1
+    for threads in (2, 1, 0):
         config = ServerConfig(host="127.0.0.1", port=0, size=64, backend="cpu", motion="demo", render_threads=threads)
         with ServerThread(config, avatar=demo_avatar, body=body) as st:
             assert st.server is not None and st.loop is not None
@@ -392,4 +395,4 @@ def test_render_threads_reach_the_stage_renderer(body, demo_avatar) -> None:
             if threads:
                 assert renderer.num_threads == threads and renderer.max_threads() == threads
             else:
-                assert renderer is get_renderer("cpu")
+                assert renderer is get_renderer("cpu") and renderer.max_threads() == default_threads()

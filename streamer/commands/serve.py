@@ -57,7 +57,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         help="MediaPipe models: holistic, or a comma list of pose, hands, face (default: %(default)s)",
     )
     p.add_argument(
-        "--render-threads", type=int, default=0, help="OpenMP threads per CPU render (default: 0 = one per core)"
+        "--render-threads",
+        type=int,
+        default=1,
+        help="OpenMP threads per CPU render (default: %(default)s; a second one slows live tracking on small "
+        "machines; 0 = one per core)",
     )
     p.add_argument("--smplx-dir", help="folder with real SMPL-X files (default: built-in body model)")
     p.add_argument(

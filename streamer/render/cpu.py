@@ -3,12 +3,13 @@
 Semantics are gsplat 1.5.3 classic 3DGS rasterization (see ``base.py`` for the constants):
 EWA projection, opacity-aware radii, 16x16 tiles, per-tile depth order, front-to-back
 compositing with early stop. The extension releases the GIL, so renders can run in worker
-threads; each call uses the OpenMP thread team (``max_threads()``, normally one per core).
+threads; each call uses ``max_threads()`` OpenMP threads (one per core unless told otherwise).
 """
 
 from __future__ import annotations
 
 import importlib
+import os
 from collections.abc import Sequence
 from types import ModuleType
 
@@ -73,11 +74,26 @@ def _check_cpu(gaussians: Gaussians) -> None:
         )
 
 
+def default_threads() -> int:
+    """OpenMP's own default team size: ``OMP_NUM_THREADS`` if set, else the cores this process may use.
+
+    Not the calling thread's ``omp_get_max_threads()``: torch sets that to its intra-op thread count
+    in every thread where it runs an op, so after ``torch.set_num_threads(1)`` (the stream server's
+    setting) a renderer in such a thread silently ran on one thread.
+    """
+    first = os.environ.get("OMP_NUM_THREADS", "").split(",")[0].strip()
+    if first.isdigit() and int(first) > 0:
+        return int(first)
+    if hasattr(os, "sched_getaffinity"):
+        return max(1, len(os.sched_getaffinity(0)))
+    return os.cpu_count() or 1
+
+
 class CpuRenderer(Renderer):
     """Renders on the CPU with the compiled tile rasterizer (thread-safe, stateless).
 
     Args:
-        num_threads: OpenMP threads per render; 0 = the OpenMP default (one per core).
+        num_threads: OpenMP threads per render; 0 = :func:`default_threads` (one per core).
     """
 
     name = "cpu"
@@ -87,6 +103,7 @@ class CpuRenderer(Renderer):
         if num_threads < 0:
             raise InputError(f"num_threads must be >= 0, got {num_threads}")
         self.num_threads = int(num_threads)
+        self._threads = self.num_threads or default_threads()
 
     def render(
         self, gaussians: Gaussians, camera: Camera, background: Sequence[float] = (1.0, 1.0, 1.0)
@@ -116,7 +133,7 @@ class CpuRenderer(Renderer):
             camera.height,
             list(bg),
             *_RASTER_SETTINGS,
-            self.num_threads,
+            self._threads,
         )
         return torch.from_numpy(rgb), torch.from_numpy(alpha)
 
@@ -151,7 +168,7 @@ class CpuRenderer(Renderer):
             FAR_PLANE,
             RADIUS_CLIP,
             ALPHA_MIN,
-            self.num_threads,
+            self._threads,
         )
         means2d, conics, depths, radii = (torch.from_numpy(a) for a in out)
         return means2d, conics, depths, radii
@@ -185,10 +202,10 @@ class CpuRenderer(Renderer):
             raise InputError(f"backproject: weight must be [{H}, {W}], got {list(weight.shape)}")
         viewmat, K = _camera_arrays(camera)
         sums, mass = self._ext.backproject(
-            *_geometry(gaussians), image, weight, viewmat, K, *_RASTER_SETTINGS, self.num_threads
+            *_geometry(gaussians), image, weight, viewmat, K, *_RASTER_SETTINGS, self._threads
         )
         return sums, mass
 
     def max_threads(self) -> int:
         """The number of OpenMP threads one render uses."""
-        return int(self.num_threads or self._ext.max_threads())
+        return self._threads
