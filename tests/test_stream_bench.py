@@ -53,6 +53,9 @@ def test_bench_stream_reports_json(capsys: pytest.CaptureFixture[str]) -> None:
     assert report["dropped_frames"] >= 0
     for stage in ("tracking", "fit", "lbs", "render", "encode"):  # every stage was actually timed
         assert report[f"{stage}_ms_p50"] is not None and report[f"{stage}_ms_p50"] > 0, stage
+    by_thread = report["cpu_percent_by_thread"]  # the workers are charged under their names
+    for thread in ("mediapipe", "render-main", "pose-fit"):
+        assert by_thread.get(thread, 0.0) > 0.0, (thread, by_thread)
 
 
 def test_bench_stream_refuses_a_missing_video(capsys: pytest.CaptureFixture[str]) -> None:

@@ -68,7 +68,10 @@ def add_bench_parser(sub: argparse._SubParsersAction) -> None:
     )
     q.add_argument("--models", default="holistic", help="MediaPipe models (default: %(default)s)")
     q.add_argument(
-        "--render-threads", type=int, default=0, help="OpenMP threads per CPU render (default: 0 = one per core)"
+        "--render-threads",
+        type=int,
+        default=1,
+        help="OpenMP threads per CPU render (default: %(default)s, as serve; 0 = one per core)",
     )
     q.add_argument(
         "--motion",
@@ -92,6 +95,7 @@ class Measured:
     received_fps: list[float]  # avatar frames per second per client (performer first)
     webcam_sent_fps: float
     cpu_cores: float  # this process's CPU time over wall time (server and clients)
+    cpu_by_thread: dict[str, float]  # percent of one core per thread group (ThreadCpu)
     elapsed: float
     counts: dict[str, int]
 
@@ -104,6 +108,7 @@ async def _measure(st: ServerThread, args: argparse.Namespace, video: Path | Non
     """
     from ..stream.client import StreamClient, VideoFileTrack
     from ..stream.encoded_clip import EncodedClipTrack, encode_clip
+    from .thread_cpu import ThreadCpu
 
     source: VideoFileTrack | EncodedClipTrack | None = None
     if video is not None and args.client_encode:
@@ -129,15 +134,19 @@ async def _measure(st: ServerThread, args: argparse.Namespace, video: Path | Non
         await asyncio.to_thread(st.call, stats.reset)
         counts0 = [c.received.count for c in clients]
         sent0 = source.frames_sent if source is not None else 0
+        threads = ThreadCpu()
+        threads.start()
         cpu0, t0 = time.process_time(), time.monotonic()
         await asyncio.sleep(args.seconds)
         elapsed = time.monotonic() - t0
+        by_thread = threads.shares(elapsed)
         snapshot = await asyncio.to_thread(st.call, lambda: entry.stage.snapshot(peers=entry.peer_count))
         return Measured(
             snapshot=snapshot,
             received_fps=[(c.received.count - n0) / elapsed for c, n0 in zip(clients, counts0)],
             webcam_sent_fps=((source.frames_sent - sent0) / elapsed) if source is not None else 0.0,
             cpu_cores=(time.process_time() - cpu0) / elapsed,
+            cpu_by_thread=by_thread,
             elapsed=elapsed,
             counts={
                 "sent": stats.frames_out.count,
@@ -223,6 +232,7 @@ def run_stream(args: argparse.Namespace) -> int:
         **{f"{name}_ms_p50": value for name, value in stage_ms.items()},
         **{f"{name}_ms_p50": value for name, value in wait_ms.items()},
         "process_cpu_cores": round(result.cpu_cores, 2),
+        "cpu_percent_by_thread": result.cpu_by_thread,
     }
     if args.json:
         print(json.dumps(out))
@@ -245,4 +255,7 @@ def run_stream(args: argparse.Namespace) -> int:
     print("  stage medians ms: " + "  ".join(f"{k} {v}" for k, v in stage_ms.items()))
     print("  waits medians ms: " + "  ".join(f"{k} {v}" for k, v in wait_ms.items()))
     print(f"  process CPU {out['process_cpu_cores']} cores (server and clients)")
+    if result.cpu_by_thread:
+        shares = "  ".join(f"{k} {v}" for k, v in result.cpu_by_thread.items())
+        print(f"  CPU by thread, % of one core: {shares}")
     return 0
