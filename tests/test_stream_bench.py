@@ -53,6 +53,7 @@ def test_bench_stream_reports_json(capsys: pytest.CaptureFixture[str]) -> None:
     assert report["dropped_frames"] >= 0
     for stage in ("tracking", "fit", "lbs", "render", "encode"):  # every stage was actually timed
         assert report[f"{stage}_ms_p50"] is not None and report[f"{stage}_ms_p50"] > 0, stage
+    assert report["yardstick_render_ms"] > 0  # the machine's speed on the day, for comparing runs
     by_thread = report["cpu_percent_by_thread"]  # the workers are charged under their names
     for thread in ("mediapipe", "render-main", "pose-fit"):
         assert by_thread.get(thread, 0.0) > 0.0, (thread, by_thread)

@@ -13,8 +13,10 @@ from typing import Callable
 import torch
 
 from ..assets import load_body
+from ..avatar import Gaussians
 from ..avatar.demo import build_demo_avatar
-from ..render import Camera, get_renderer, resolve_backend
+from ..body import BodyModel
+from ..render import Camera, Renderer, get_renderer, resolve_backend
 from ..tracking.demo_motion import demo_motion
 
 BENCH_POSE_FRAME = 75  # a frame of the demo motion with the arm raised mid-wave
@@ -100,10 +102,32 @@ def _report(kind: str, rows: list[dict], args: argparse.Namespace) -> int:
     return 0
 
 
+#: The yardstick of the README's speed table: the demo avatar with this many Gaussians rendered at
+#: this size on the CPU (the machines here vary by 1.5x from day to day; figures of one day compare).
+YARDSTICK = (40000, 512)
+
+
+def _time_render(
+    renderer: Renderer, posed: Gaussians, size: int, device: str, repeats: int, warmup: int
+) -> dict[str, float]:
+    cam = Camera.framing(posed.means, size, size, margin=1.05)
+    g, c = posed.to(device), cam.to(device)
+    return time_ms(lambda: renderer.render(g, c, (1.0, 1.0, 1.0)), repeats, warmup, device == "cuda")
+
+
+def _posed_demo(body: BodyModel, count: int) -> Gaussians:
+    return build_demo_avatar(body, num_gaussians=count).pose(body, demo_motion().poses[BENCH_POSE_FRAME])
+
+
+def yardstick_ms(body: BodyModel, repeats: int = 20) -> float:
+    """Median ms of the :data:`YARDSTICK` render on the CPU (one per core), as ``bench render`` times it."""
+    count, size = YARDSTICK
+    return _time_render(get_renderer("cpu"), _posed_demo(body, count), size, "cpu", repeats, 3)["median_ms"]
+
+
 def run_render(args: argparse.Namespace) -> int:
     """Rasterize the demo avatar, posed mid-wave and framed to fill the image."""
     body = load_body(args.smplx_dir)
-    pose = demo_motion().poses[BENCH_POSE_FRAME]
     rows = []
     counts, sizes = _ints(args.counts), _ints(args.sizes)
     # Scaling with count at the middle size, and with size at the middle count (the full grid adds little).
@@ -113,12 +137,9 @@ def run_render(args: argparse.Namespace) -> int:
         device = "cuda" if backend == "cuda" else "cpu"
         renderer = get_renderer(backend)
         for count in sorted({c[0] for c in cases}):
-            avatar = build_demo_avatar(body, num_gaussians=count)
-            posed = avatar.pose(body, pose)
+            posed = _posed_demo(body, count)
             for size in sorted({c[1] for c in cases if c[0] == count}):
-                cam = Camera.framing(posed.means, size, size, margin=1.05)
-                g, c = posed.to(device), cam.to(device)
-                stats = time_ms(lambda: renderer.render(g, c, (1.0, 1.0, 1.0)), args.repeats, args.warmup, device == "cuda")
+                stats = _time_render(renderer, posed, size, device, args.repeats, args.warmup)
                 rows.append({"backend": backend, "gaussians": count, "size": size, **stats})
                 if not args.json:
                     print(f"  {backend} {count} @ {size}: {stats['median_ms']:.2f} ms", file=sys.stderr)

@@ -18,8 +18,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ..assets import load_body
 from ..errors import InputError, StreamError
-from .bench import _machine
+from .bench import YARDSTICK, _machine, yardstick_ms
 from .bench_track import SHARED_VIDEO
 
 if TYPE_CHECKING:
@@ -194,7 +195,8 @@ def run_stream(args: argparse.Namespace) -> int:
         avatar=args.avatar,
     )
     if not args.json:
-        print("bench stream: starting the server and the clients ...", file=sys.stderr)
+        print("bench stream: timing the yardstick, then starting the server and the clients ...", file=sys.stderr)
+    yardstick = yardstick_ms(load_body(None))  # before the server: this machine's speed today, undisturbed
     with ServerThread(config) as st:
         assert st.server is not None
         result = asyncio.run(_measure(st, args, video))
@@ -207,8 +209,9 @@ def run_stream(args: argparse.Namespace) -> int:
     peers = 1 + args.viewers
     out = {
         "bench": "stream",
-        "machine": _machine(),
+        "machine": {**_machine(), "torch_threads": config.torch_threads},  # the server's, not this thread's
         "load_average_1min": round(os.getloadavg()[0], 2),
+        "yardstick_render_ms": round(yardstick, 2),
         "backend": backend,
         "source": "motion" if args.motion else Path(video).name,  # type: ignore[arg-type]
         "webcam": None if args.motion else ("encoded in this process" if args.client_encode else "pre-encoded VP8"),
@@ -237,7 +240,11 @@ def run_stream(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(out))
         return 0
-    print(f"bench stream  ({out['machine']}, load {out['load_average_1min']})")
+    count, size = YARDSTICK
+    print(
+        f"bench stream  ({out['machine']}, load {out['load_average_1min']}; yardstick: {count // 1000}k "
+        f"Gaussians rendered at {size}x{size} in {out['yardstick_render_ms']} ms)"
+    )
     print(
         f"  {out['source']} -> {args.size}x{args.size} avatar, backend {backend}, 1 performer + {args.viewers} viewer(s), "
         f"{out['seconds']} s"
