@@ -91,6 +91,13 @@ def test_bad_inputs_fail_before_tracking(tmp_path, capsys):
     assert not out.exists()
 
 
+def test_a_missing_camera_is_one_line_of_ours(tmp_path, capfd):
+    """OpenCV's own warnings about the device (written by its C++ side) stay out of the way."""
+    assert main(["track", "camera:95", "-o", str(tmp_path / "m.npz")]) == 2
+    err = capfd.readouterr().err
+    assert err.strip().splitlines() == ["streamer track: error: camera 95 is not available (no such device, or it is in use)"]
+
+
 class _LiveSource(FrameSource):
     """A 'camera' that delivers a few black frames, then the user presses Ctrl+C."""
 

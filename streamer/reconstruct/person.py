@@ -62,7 +62,9 @@ def find_people(rgb: np.ndarray) -> tuple[int, np.ndarray | None]:
     import cv2
     from mediapipe.python.solutions import selfie_segmentation
 
-    with selfie_segmentation.SelfieSegmentation(model_selection=0) as seg:
+    from ..tracking.native_log import quiet_native_stderr
+
+    with quiet_native_stderr(), selfie_segmentation.SelfieSegmentation(model_selection=0) as seg:
         res = seg.process(rgb)
     if res.segmentation_mask is None:
         return 1, None

@@ -34,6 +34,7 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Iterable
 from pathlib import Path
@@ -51,6 +52,7 @@ from .landmarks import (
     HandLandmarks,
     PoseLandmarks,
 )
+from .native_log import quiet_native_stderr
 
 MODELS = ("holistic", "pose", "hands", "face")
 #: :attr:`MediaPipeRunner.hand_search_interval` of the live tracker (the streaming server and
@@ -297,15 +299,17 @@ class MediaPipeRunner:
         self.video = video
         self._graphs: dict[str, Any] = {}
         self._t0 = time.monotonic()
+        self._started = False  # the first frame ran (MediaPipe's start-up chatter is over)
         try:
-            self._build(
-                model_complexity,
-                hand_complexity,
-                refine_face,
-                smooth,
-                min_detection_confidence,
-                min_tracking_confidence,
-            )
+            with quiet_native_stderr():
+                self._build(
+                    model_complexity,
+                    hand_complexity,
+                    refine_face,
+                    smooth,
+                    min_detection_confidence,
+                    min_tracking_confidence,
+                )
         except BaseException:
             self.close()
             raise
@@ -359,6 +363,10 @@ class MediaPipeRunner:
                 min_detection_confidence=det,
                 min_tracking_confidence=trk,
             )
+        for solution in self._graphs.values():  # the models load on MediaPipe's threads: wait for them
+            graph = getattr(getattr(solution, "_solution", solution), "_graph", None)
+            if graph is not None:
+                graph.wait_until_idle()
 
     def process(self, rgb: np.ndarray, timestamp_ms: float | None = None) -> FrameLandmarks:
         """Run the models on one frame.
@@ -389,10 +397,12 @@ class MediaPipeRunner:
         holistic = "holistic" in self._graphs
         frame.hands_searched = self._search_hands() if holistic else "hands" in self._graphs
         frame.face_searched = self._search_face() if holistic else "face" in self._graphs
-        results = {
-            name: self._run(name, graph, rgb, frame.timings_ms, frame.hands_searched, frame.face_searched)
-            for name, graph in self._graphs.items()
-        }
+        with quiet_native_stderr() if not self._started else contextlib.nullcontext():
+            results = {
+                name: self._run(name, graph, rgb, frame.timings_ms, frame.hands_searched, frame.face_searched)
+                for name, graph in self._graphs.items()
+            }
+        self._started = True
         if "holistic" in results:
             self._read_holistic(results["holistic"], frame)
             found = frame.left_hand is not None or frame.right_hand is not None

@@ -193,7 +193,12 @@ class CameraSource(FrameSource):
 
         self.name = f"camera:{index}"
         self.frame_count = None
-        self._cap = cv2.VideoCapture(index)
+        level = cv2.getLogLevel()
+        cv2.setLogLevel(0)  # silent: OpenCV's own warnings about the device; our error says it in words
+        try:
+            self._cap = cv2.VideoCapture(index)
+        finally:
+            cv2.setLogLevel(level)
         if not self._cap.isOpened():
             self._cap.release()
             raise SourceError(f"camera {index} is not available (no such device, or it is in use)")
