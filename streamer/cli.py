@@ -58,7 +58,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except StreamerError as exc:
-        print(f"streamer {args.verb}: error: {exc}", file=sys.stderr)
+        command = " ".join(filter(None, (args.verb, getattr(args, f"{args.verb}_verb", None))))
+        print(f"streamer {command}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

@@ -1,12 +1,62 @@
-"""Atomic file writing: readers see the old file or the complete new one, never a part."""
+"""Writing output files: checked before the work starts, written atomically, with ordinary permissions.
+
+* :func:`check_output`: refuse an output path that cannot be written (a folder, a parent that is a
+  file, a read-only folder, an extension the writer does not make) before minutes of work, not after.
+* :func:`atomic_path` / :func:`atomic_write_bytes`: readers see the old file or the complete new
+  one, never a part; the new file gets the mode an ordinary ``open()`` would give it (the umask's),
+  or keeps the mode of the file it replaces.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import os
+import stat
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
+
+from .errors import InputError
+
+
+def check_output(path: str | Path, suffixes: tuple[str, ...] | None = None) -> Path:
+    """``path`` as a Path, or an :class:`InputError` saying why it cannot be written.
+
+    Args:
+        path: the file to write (its folder may not exist yet: it is made when writing).
+        suffixes: the extensions the writer makes, lower case with the dot (None: any).
+    """
+    path = Path(path)
+    if path.is_dir():
+        raise InputError(f"{path} is a folder; give a file name")
+    if suffixes is not None and path.suffix.lower() not in suffixes:
+        names = ", ".join(suffixes[:-1]) + " or " + suffixes[-1] if len(suffixes) > 1 else suffixes[0]
+        raise InputError(f"{path}: the output must end in {names}")
+    folder = path.parent
+    while not folder.exists() and folder != folder.parent:  # the nearest folder that exists
+        folder = folder.parent
+    if not folder.is_dir():
+        raise InputError(f"cannot write {path}: {folder} is not a folder")
+    if folder == path.parent:  # try it: permissions alone miss read-only file systems (and root)
+        try:
+            with tempfile.TemporaryFile(dir=folder):
+                pass
+        except OSError as exc:
+            raise InputError(f"cannot write {path}: {exc.strerror or exc}") from None
+    elif not os.access(folder, os.W_OK | os.X_OK):
+        raise InputError(f"cannot write {path}: no permission to make a folder in {folder}")
+    return path
+
+
+def _new_file_mode() -> int:
+    """The mode ``open(path, "w")`` gives a new file: 0o666 less the process umask."""
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return 0o666 & ~int(line.split()[1], 8)
+    mask = os.umask(0o022)  # elsewhere: read it by setting it (and put it back at once)
+    os.umask(mask)
+    return 0o666 & ~mask
 
 
 @contextlib.contextmanager
@@ -15,14 +65,28 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
 
     For writers that want a file name (``np.savez``, PyAV). The suffix is kept so that
     format detection by extension still works.
+
+    Raises:
+        InputError: the folder cannot be made or written to.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}", dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}", dir=path.parent)
+    except OSError as exc:
+        raise InputError(f"cannot write {path}: {exc.strerror or exc}") from None
     os.close(fd)
     try:
         yield Path(tmp)
+        try:
+            mode = stat.S_IMODE(os.stat(path).st_mode)  # replacing a file keeps its mode
+        except OSError:
+            mode = _new_file_mode()
+        os.chmod(tmp, mode)  # mkstemp makes it private (0o600)
         os.replace(tmp, path)
+    except IsADirectoryError:
+        Path(tmp).unlink(missing_ok=True)
+        raise InputError(f"{path} is a folder; give a file name") from None
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
@@ -30,8 +94,7 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     """Write ``data`` to ``path`` atomically (fsynced temp file + rename)."""
-    with atomic_path(path) as tmp:
-        with open(tmp, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())

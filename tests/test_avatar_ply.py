@@ -77,6 +77,10 @@ def test_non_3dgs_ply(tmp_path):
     path.write_bytes(b"\x89PNG\r\n garbage")
     with pytest.raises(AvatarFormatError, match="not a PLY file"):
         Avatar.load(path)
+    good = _random_avatar(n=10).save(tmp_path / "good.ply").read_bytes()
+    path.write_bytes(good[:60])  # cut inside the header
+    with pytest.raises(AvatarFormatError, match="truncated or corrupt PLY header"):
+        Avatar.load(path)
     with pytest.raises(AvatarFormatError, match="cannot read"):
         Avatar.load(tmp_path / "missing.ply")
 

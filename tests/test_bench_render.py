@@ -34,3 +34,19 @@ def test_yardstick_is_the_speed_tables_case(body, monkeypatch: pytest.MonkeyPatc
     monkeypatch.setattr(bench, "_time_render", spy)
     assert yardstick_ms(body, repeats=2) > 0.0
     assert seen == {"renderer": "cpu", "gaussians": 40000, "size": 512, "device": "cpu"}
+
+
+@pytest.mark.parametrize(
+    "argv, words",
+    [
+        (["bench", "render", "--counts", "abc"], "--counts must be a comma-separated list of integers"),
+        (["bench", "render", "--counts", "100000000"], "--counts must be integers in [1, 5000000]"),
+        (["bench", "render", "--sizes", "15"], "--sizes must be even integers in [16, 4096]"),
+        (["bench", "render", "--sizes", "100000"], "--sizes must be even integers in [16, 4096]"),
+        (["bench", "lbs", "--repeats", "0"], "--repeats must be >= 1"),
+    ],
+)
+def test_bad_bench_options_are_clean_errors(capsys: pytest.CaptureFixture[str], argv: list[str], words: str) -> None:
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert f"streamer bench {argv[1]}: error: {words}" in err, err

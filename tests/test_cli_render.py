@@ -5,6 +5,7 @@ import sys
 
 import av
 import numpy as np
+import pytest
 import torch
 
 from streamer.body import SmplxPose
@@ -49,3 +50,21 @@ def test_bad_background_is_a_clean_error(tmp_path, capsys):
     assert main(["render", "--background", "1,x,1", "--out", str(out), "--size", "32"]) == 2
     assert "background must be 3 numbers in [0, 1]" in capsys.readouterr().err
     assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    "args, words",
+    [
+        (["--out", "clip.webm"], "clip.webm: the output must end in .mp4, .mkv or .mov"),
+        (["--out", "afile/clip.mp4"], "cannot write afile/clip.mp4: afile is not a folder"),
+        (["--fps", "0"], "--fps must be in (0, 240], got 0"),
+        (["--fps", "-5"], "--fps must be in (0, 240], got -5"),
+        (["--size", "0"], "--size must be an even number in [16, 4096], got 0"),
+    ],
+)
+def test_bad_render_options_are_clean_errors_before_any_work(tmp_path, monkeypatch, capsys, args, words):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "afile").write_text("a file, not a folder")
+    assert main(["render", *args]) == 2
+    assert f"streamer render: error: {words}" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["afile"]

@@ -121,6 +121,27 @@ def test_eval_recon_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> N
         assert (tile.min(axis=2) < 200).mean() > 0.03
 
 
+@pytest.mark.parametrize(
+    "args, words",
+    [
+        (["--sheet", "sheet.jpg"], "sheet.jpg: the output must end in .png"),
+        (["--backend", "foo"], "unknown render backend 'foo'"),
+        (["--gaussians", "5"], "--gaussians must be between 100 and 1,000,000, got 5"),
+    ],
+)
+def test_eval_recon_refuses_bad_options_before_the_work(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], args, words
+) -> None:
+    def no_read(*a: object, **k: object) -> None:
+        raise AssertionError("the photo was read")
+
+    monkeypatch.setattr("streamer.reconstruct.image.read_photo", no_read)
+    monkeypatch.chdir(tmp_path)
+    assert main(["eval", "recon", "photo.png", *args]) == 2
+    assert f"streamer eval recon: error: {words}" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
+
+
 @pytest.mark.skipif(not VIDEO.exists(), reason="shared video not found beside the repository")
 def test_eval_animate_cli(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["eval", "animate", str(VIDEO), "--max-frames", "3", "--per-frame", "--json"]) == 0

@@ -106,6 +106,30 @@ def test_missing_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Non
     assert_refused(tmp_path / "nowhere.png", tmp_path, capsys, "no such file")
 
 
+def test_empty_file_and_folder(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    empty = tmp_path / "empty.jpg"
+    empty.write_bytes(b"")
+    assert_refused(empty, tmp_path, capsys, "empty.jpg: empty file")
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    assert_refused(folder, tmp_path, capsys, "is a folder, not a photo")
+
+
+def test_unwritable_output_is_refused_before_the_photo_is_read(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    def no_read(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the photo was read")
+
+    monkeypatch.setattr("streamer.reconstruct.image.read_photo", no_read)
+    (tmp_path / "afile").write_text("a file, not a folder")
+    for out, words in (("avatar.txt", "must end in .ply"), ("afile/avatar.ply", "afile is not a folder")):
+        assert main(["reconstruct", "photo.png", "-o", str(tmp_path / out)]) == 2
+        err = capsys.readouterr().err
+        assert "streamer reconstruct: error:" in err and words in err, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["afile"]
+
+
 @needs_photo
 def test_truncated_png_and_jpeg(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     data = PHOTO.read_bytes()
@@ -132,7 +156,7 @@ def test_no_person(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     img = np.clip(rng.normal(150, 10, (480, 640, 3)), 0, 255).astype(np.uint8)  # a plain wall
     path = tmp_path / "wall.png"
     cv2.imwrite(str(path), img)
-    assert_refused(path, tmp_path, capsys, "no person")
+    assert_refused(path, tmp_path, capsys, "wall.png: no person")  # which photo, too
 
 
 @needs_photo

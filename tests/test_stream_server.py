@@ -181,6 +181,14 @@ def test_stages_run_side_by_side(server: ServerThread) -> None:
             "bad_sdp",
             1008,
         ),
+        (
+            [
+                '{"type": "join", "role": "viewer"}',
+                '{"type": "offer", "sdp": "v=0\\r\\nthis is garbage\\r\\nm=video x y z\\r\\n"}',
+            ],
+            "bad_sdp",
+            1008,
+        ),
         ([json.dumps({"type": "offer", "sdp": "v=0" + "x" * 100_000})], "too_large", 1009),
     ],
     ids=[
@@ -191,6 +199,7 @@ def test_stages_run_side_by_side(server: ServerThread) -> None:
         "second-join",
         "invalid-sdp",
         "sdp-without-video",
+        "sdp-parser-assert",
         "oversize",
     ],
 )
@@ -198,6 +207,7 @@ def test_bad_messages_get_an_error_and_free_the_session(server: ServerThread, me
     replies, close_code = run(ws_exchange(server.url, messages))
     errors = [r for r in replies if r["type"] == "error"]
     assert errors and errors[-1]["code"] == code, replies
+    assert not errors[-1]["message"].rstrip().endswith(":"), errors  # it says what is wrong
     assert errors[-1]["message"]
     assert close_code == close
     _assert_freed(server)

@@ -106,8 +106,10 @@ def read_ply(path: str | Path) -> tuple[Gaussians, dict[str, np.ndarray], list[s
     except OSError as exc:
         raise AvatarFormatError(f"{path}: cannot read ({exc.strerror or exc})") from None
     end = raw.find(b"end_header\n", 0, MAX_HEADER_BYTES)
-    if not raw.startswith(b"ply\n") or end < 0:
-        raise AvatarFormatError(f"{path}: not a PLY file (no 'ply' magic / 'end_header')")
+    if not raw.startswith(b"ply\n"):
+        raise AvatarFormatError(f"{path}: not a PLY file (it does not start with 'ply')")
+    if end < 0:
+        raise AvatarFormatError(f"{path}: truncated or corrupt PLY header (no 'end_header')")
     try:
         lines = raw[:end].decode("ascii").splitlines()
     except UnicodeDecodeError:

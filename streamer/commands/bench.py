@@ -16,6 +16,7 @@ from ..assets import load_body
 from ..avatar import Gaussians
 from ..avatar.demo import build_demo_avatar
 from ..body import BodyModel
+from ..errors import InputError
 from ..render import Camera, Renderer, get_renderer, resolve_backend
 from ..tracking.demo_motion import demo_motion
 
@@ -28,7 +29,7 @@ def add_bench_parser(sub: argparse._SubParsersAction) -> None:
         ("render", run_render, "10000,40000,200000", "rasterize the posed demo avatar"),
         ("lbs", run_lbs, "10000,40000,200000", "linear blend skinning of the demo avatar"),
     ):
-        q = sub.add_parser(name, help=helptext)
+        q = sub.add_parser(name, help=helptext, description=f"{helptext[0].upper()}{helptext[1:]}: medians in ms.")
         q.add_argument("--backends", default="all", help="comma list (cpu,cuda) or 'all' available (default: %(default)s)")
         q.add_argument("--counts", default=default_counts, help="Gaussian counts (default: %(default)s)")
         q.add_argument("--repeats", type=int, default=30, help="timed runs per case (default: %(default)s)")
@@ -40,14 +41,25 @@ def add_bench_parser(sub: argparse._SubParsersAction) -> None:
         q.set_defaults(func=func)
 
 
-def _ints(text: str) -> list[int]:
+#: The most Gaussians a case may ask for (200k is the largest default; 100M would need ~100 GiB).
+MAX_COUNT = 5_000_000
+
+
+def _ints(text: str, option: str, low: int, high: int, even: bool = False) -> list[int]:
+    """A comma list of integers in [low, high] (even ones when ``even``), or an InputError naming ``option``."""
+    kind = "even integers" if even else "integers"
     try:
         values = [int(v) for v in text.split(",") if v.strip()]
     except ValueError:
-        raise SystemExit(f"expected a comma-separated list of integers, got {text!r}") from None
-    if not values or min(values) <= 0:
-        raise SystemExit(f"expected positive integers, got {text!r}")
+        raise InputError(f"{option} must be a comma-separated list of {kind}, got {text!r}") from None
+    if not values or min(values) < low or max(values) > high or (even and any(v % 2 for v in values)):
+        raise InputError(f"{option} must be {kind} in [{low}, {high}], got {text!r}")
     return values
+
+
+def _check_repeats(args: argparse.Namespace) -> None:
+    if args.repeats < 1 or args.warmup < 0:
+        raise InputError(f"--repeats must be >= 1 and --warmup >= 0, got {args.repeats} and {args.warmup}")
 
 
 def _backends(text: str) -> list[str]:
@@ -95,7 +107,9 @@ def _report(kind: str, rows: list[dict], args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(result))
         return 0
-    print(f"bench {kind}  ({_machine()})")
+    machine = _machine()
+    gpu = f", GPU {machine['gpu']}" if machine["gpu"] else ", no GPU"
+    print(f"bench {kind}  ({machine['cpus']} CPUs, {machine['torch_threads']} torch threads{gpu})")
     for r in rows:
         case = "  ".join(f"{k}={r[k]}" for k in r if not k.endswith("_ms"))
         print(f"  {case:48s} median {r['median_ms']:8.2f} ms   p10 {r['p10_ms']:8.2f}   p90 {r['p90_ms']:8.2f}")
@@ -129,7 +143,9 @@ def run_render(args: argparse.Namespace) -> int:
     """Rasterize the demo avatar, posed mid-wave and framed to fill the image."""
     body = load_body(args.smplx_dir)
     rows = []
-    counts, sizes = _ints(args.counts), _ints(args.sizes)
+    counts = _ints(args.counts, "--counts", 1, MAX_COUNT)
+    sizes = _ints(args.sizes, "--sizes", 16, 4096, even=True)
+    _check_repeats(args)
     # Scaling with count at the middle size, and with size at the middle count (the full grid adds little).
     mid_count, mid_size = (40000 if 40000 in counts else counts[0]), (512 if 512 in sizes else sizes[0])
     cases = sorted({(n, mid_size) for n in counts} | {(mid_count, s) for s in sizes})
@@ -149,13 +165,15 @@ def run_render(args: argparse.Namespace) -> int:
 def run_lbs(args: argparse.Namespace) -> int:
     """Skin the demo avatar into one pose (positions and orientations)."""
     body = load_body(args.smplx_dir)
+    counts = _ints(args.counts, "--counts", 1, MAX_COUNT)
+    _check_repeats(args)
     pose = demo_motion().poses[BENCH_POSE_FRAME]
     rows = []
     for backend in _backends(args.backends):
         device = "cuda" if backend == "cuda" else "cpu"
         b = body.to(device)
         p = pose.to(device)
-        for count in _ints(args.counts):
+        for count in counts:
             avatar = build_demo_avatar(body, num_gaussians=count).to(device)
             with torch.inference_mode():
                 stats = time_ms(lambda: avatar.pose_tensors(b, p), args.repeats, args.warmup, device == "cuda")

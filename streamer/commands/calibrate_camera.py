@@ -15,6 +15,7 @@ from calibration.camera import (
 )
 
 from ..errors import InputError
+from ..fileio import check_output
 
 
 def add_calibrate_parser(sub: argparse._SubParsersAction) -> None:
@@ -70,6 +71,7 @@ def parse_size(text: str) -> tuple[int, int]:
 
 def run(args: argparse.Namespace) -> int:
     intr: CameraIntrinsics
+    check_output(args.out, (".json",))
     if args.fov is not None:
         if not args.size:
             raise InputError("--fov needs --size WxH (the image size the field of view belongs to)")

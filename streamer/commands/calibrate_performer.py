@@ -9,6 +9,7 @@ import time
 import numpy as np
 
 from ..errors import InputError, TrackingError
+from ..fileio import check_output
 
 
 def add_calibrate_parser(sub: argparse._SubParsersAction) -> None:
@@ -39,7 +40,9 @@ def run(args: argparse.Namespace) -> int:
     from ..tracking.mediapipe_runner import MediaPipeRunner
     from ..tracking.sources import open_source
 
-    check_name(args.name)  # a bad name fails before the camera opens
+    check_name(args.name)  # a bad name or output fails before the camera opens
+    if args.out is not None:
+        check_output(args.out, (".json",))
     if not (args.seconds > 0 and args.start >= 0):
         raise InputError(f"--seconds must be positive and --start non-negative, got {args.seconds}, {args.start}")
     t0 = time.perf_counter()

@@ -14,7 +14,6 @@ import argparse
 import json
 import sys
 import time
-from pathlib import Path
 
 from ..errors import InputError
 
@@ -28,7 +27,7 @@ def add_eval_parser(sub: argparse._SubParsersAction) -> None:
         "photo's camera and compare with the photo inside the person mask.",
     )
     p.add_argument("photo", help="the photo (PNG, JPEG, WebP, BMP)")
-    p.add_argument("--sheet", help="save a contact sheet PNG: photo, re-render, front, side, back")
+    p.add_argument("--sheet", help="save a contact sheet (.png): photo, re-render, front, side, back")
     p.add_argument("--gaussians", type=int, default=40_000, help="number of Gaussians (default: %(default)s)")
     p.add_argument("--backend", default="cpu", help="render backend: cpu, cuda, auto (default: %(default)s)")
     p.add_argument("--smplx-dir", help="folder with real SMPL-X files (default: built-in body model)")
@@ -64,24 +63,30 @@ def add_eval_parser(sub: argparse._SubParsersAction) -> None:
 
 def run_recon(args: argparse.Namespace) -> int:
     from ..assets import load_body
-    from ..fileio import atomic_path
+    from ..fileio import atomic_path, check_output
     from ..reconstruct.evaluate import as_float, contact_sheet, evaluate_photo
     from ..reconstruct.image import read_photo
+    from ..render import resolve_backend
 
+    if not 100 <= args.gaussians <= 1_000_000:
+        raise InputError(f"--gaussians must be between 100 and 1,000,000, got {args.gaussians}")
+    backend = resolve_backend(args.backend)  # a bad or unavailable backend fails before the work
+    if args.sheet:
+        check_output(args.sheet, (".png",))
     t0 = time.perf_counter()
     rgb = read_photo(args.photo)
     body = load_body(args.smplx_dir)
-    ev = evaluate_photo(rgb, body, num_gaussians=args.gaussians, backend=args.backend)
+    ev = evaluate_photo(rgb, body, num_gaussians=args.gaussians, backend=backend)
     result = {k: as_float(v) for k, v in ev.scores.items()}
     result["reconstruct_s"] = {k: round(v, 3) for k, v in ev.recon.timings_s.items()}
     if args.sheet:
         import cv2
 
-        sheet = contact_sheet(ev, body, backend=args.backend)
-        with atomic_path(Path(args.sheet).with_suffix(".png")) as tmp:
+        sheet = contact_sheet(ev, body, backend=backend)
+        with atomic_path(args.sheet) as tmp:
             if not cv2.imwrite(str(tmp), sheet[:, :, ::-1]):
                 raise InputError(f"cannot write the contact sheet {args.sheet}")
-        result["sheet"] = str(Path(args.sheet).with_suffix(".png"))
+        result["sheet"] = str(args.sheet)
     result["seconds"] = round(time.perf_counter() - t0, 3)
     if args.json:
         print(json.dumps(result))
@@ -90,6 +95,8 @@ def run_recon(args: argparse.Namespace) -> int:
             f"{args.photo}: PSNR {result['psnr_db']} dB, SSIM {result['ssim']}, mask IoU {result['mask_iou']} "
             f"(inside the person mask; {result['gaussians']} Gaussians, {result['seconds']} s)"
         )
+        if args.sheet:
+            print(f"wrote the contact sheet {args.sheet}")
     return 0
 
 
@@ -98,11 +105,15 @@ def run_animate(args: argparse.Namespace) -> int:
 
     from ..assets import load_body
     from ..reconstruct.evaluate import as_float, evaluate_video
+    from ..render import resolve_backend
 
     if args.max_frames is not None and args.max_frames < 1:
         raise InputError(f"--max-frames must be >= 1, got {args.max_frames}")
     if args.stride < 1:
         raise InputError(f"--stride must be >= 1, got {args.stride}")
+    if not 100 <= args.gaussians <= 1_000_000:
+        raise InputError(f"--gaussians must be between 100 and 1,000,000, got {args.gaussians}")
+    backend = resolve_backend(args.backend)
     t0 = time.perf_counter()
     body = load_body(args.smplx_dir)
     bar = tqdm(desc="eval animate", unit="frame", file=sys.stderr, disable=args.json or None)
@@ -113,7 +124,7 @@ def run_animate(args: argparse.Namespace) -> int:
             max_frames=args.max_frames,
             stride=args.stride,
             num_gaussians=args.gaussians,
-            backend=args.backend,
+            backend=backend,
             smoothing=not args.no_smoothing,
             refine=not args.no_refine,
             progress=lambda n: bar.update(1),

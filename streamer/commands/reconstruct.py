@@ -8,12 +8,12 @@ import sys
 import time
 import warnings
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from ..errors import InputError
+from ..errors import InputError, ReconstructionError
+from ..fileio import check_output
 
 METHODS = ("fit", "lhm")
 
@@ -75,9 +75,7 @@ def run(args: argparse.Namespace) -> int:
         )
     if not 100 <= args.gaussians <= 1_000_000:
         raise InputError(f"--gaussians must be between 100 and 1,000,000, got {args.gaussians}")
-    output = Path(args.output)
-    if output.is_dir():
-        raise InputError(f"{output} is a folder; give the avatar file name (e.g. avatar.ply)")
+    output = check_output(args.output, (".ply",))
     t0 = time.perf_counter()
     reconstruct, steps = _method(args)
     rgb = read_photo(args.photo)
@@ -92,6 +90,8 @@ def run(args: argparse.Namespace) -> int:
         warnings.simplefilter("always")
         try:
             result = reconstruct(rgb, step)
+        except ReconstructionError as exc:  # say which photo (the steps do not know its name)
+            raise ReconstructionError(f"{args.photo}: {exc}") from None
         finally:
             bar.close()
     notes = [str(w.message) for w in caught if issubclass(w.category, UserWarning)]

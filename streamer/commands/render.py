@@ -15,11 +15,17 @@ from tqdm import tqdm
 from ..assets import load_avatar_or_demo, load_body, load_motion_or_demo
 from ..avatar import Avatar
 from ..body import BodyModel
+from ..errors import InputError
+from ..fileio import check_output
 from ..render import Camera, get_renderer, resolve_backend
 from ..render.base import check_background
 from ..render.video import VideoWriter
 from ..tracking.motion import Motion
 from ..tracking.sources import VideoFileSource, frames_at
+
+#: Containers that take H.264 (what :class:`~streamer.render.video.VideoWriter` encodes).
+VIDEO_SUFFIXES = (".mp4", ".mkv", ".mov")
+MAX_FPS = 240.0
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -31,7 +37,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--avatar", help="avatar .ply (default: built-in demo avatar)")
     p.add_argument("--motion", help="motion .npz (default: built-in demo motion)")
-    p.add_argument("--out", "-o", default="demo.mp4", help="output video (default: %(default)s)")
+    p.add_argument("--out", "-o", default="demo.mp4", help="output video, .mp4, .mkv or .mov (default: %(default)s)")
     p.add_argument("--size", type=int, default=512, help="square frame size in pixels (default: %(default)s)")
     p.add_argument("--fps", type=float, help="output frame rate (default: the motion's)")
     p.add_argument("--backend", default="auto", choices=["auto", "cpu", "cuda"], help="renderer (default: %(default)s)")
@@ -68,7 +74,10 @@ def overlay_frames(video: str, times_ms: list[float], height: int) -> tuple[int,
 
 def run(args: argparse.Namespace) -> int:
     if args.size < 16 or args.size > 4096 or args.size % 2:
-        raise SystemExit(f"streamer render: --size must be an even number in [16, 4096], got {args.size}")
+        raise InputError(f"--size must be an even number in [16, 4096], got {args.size}")
+    if args.fps is not None and not 0 < args.fps <= MAX_FPS:
+        raise InputError(f"--fps must be in (0, {MAX_FPS:g}], got {args.fps:g}")
+    check_output(args.out, VIDEO_SUFFIXES)
     background = check_background(args.background.split(","))
     backend = resolve_backend(args.backend)
     device = "cuda" if backend == "cuda" else "cpu"
@@ -79,7 +88,7 @@ def run(args: argparse.Namespace) -> int:
     poses = motion.poses.to(device)
     camera = framing_camera(avatar, body, motion, args.size).to(device)
     renderer = get_renderer(backend)
-    fps = args.fps or motion.fps
+    fps = args.fps if args.fps is not None else motion.fps
     # Resample the motion to the output rate (nearest frame).
     count = max(1, round(len(motion) * fps / motion.fps))
     index = torch.clamp((torch.arange(count) * motion.fps / fps).round().long(), max=len(motion) - 1)
@@ -104,7 +113,7 @@ def run(args: argparse.Namespace) -> int:
         "overlay": args.overlay,
         "backend": backend,
         "gaussians": len(avatar),
-        "render_ms_median": sorted(render_ms)[len(render_ms) // 2],
+        "render_ms_median": round(sorted(render_ms)[len(render_ms) // 2], 3),
         "seconds": round(time.perf_counter() - t0, 3),
     }
     if args.json:

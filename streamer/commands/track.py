@@ -14,6 +14,7 @@ import numpy as np
 from tqdm import tqdm
 
 from ..errors import InputError, TrackingError
+from ..fileio import check_output
 from ..tracking.landmarks import FrameLandmarks
 from ..tracking.mediapipe_runner import MediaPipeRunner
 from ..tracking.motion import Motion
@@ -158,8 +159,7 @@ def run(args: argparse.Namespace) -> int:
 
     if args.max_frames is not None and args.max_frames < 1:
         raise InputError(f"--max-frames must be at least 1, got {args.max_frames}")
-    if not str(args.out).endswith(".npz"):
-        raise InputError(f"--out must be a .npz motion file, got {args.out}")
+    check_output(args.out, (".npz",))
     t0 = time.perf_counter()
     with open_source(args.source) as source:  # bad sources and camera files fail before the slow set-up
         intrinsics = None

@@ -93,9 +93,16 @@ def read_photo(path: str | Path, max_pixels: int = MAX_PIXELS) -> np.ndarray:
     import cv2
 
     path = Path(path)
+    if path.is_dir():
+        raise ReconstructionError(f"{path} is a folder, not a photo")
     if not path.is_file():
         raise ReconstructionError(f"{path}: no such file")
-    data = path.read_bytes()
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise ReconstructionError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    if not data:
+        raise ReconstructionError(f"{path}: empty file")
     fmt = sniff_format(data[:16])
     if fmt is None:
         raise ReconstructionError(f"{path}: unsupported image format (expected one of {', '.join(FORMATS)})")

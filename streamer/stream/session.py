@@ -153,8 +153,10 @@ class Session:
                 raise SignallingError(
                     "bad_sdp", "the offer's video section has no VP8; the avatar is sent as VP8"
                 ) from None
+            # (an assert in aiortc's parser carries no message)
+            detail = f"{type(exc).__name__}: {exc}" if str(exc) else "aiortc's SDP parser rejected it"
             raise SignallingError(
-                "bad_sdp", f"invalid SDP offer: {type(exc).__name__}: {exc}"[:500]
+                "bad_sdp", f"invalid SDP offer: {detail}"[:500]
             ) from None
         if video.mid is None:
             raise SignallingError("bad_sdp", "the offer has no video section; offer to receive video")

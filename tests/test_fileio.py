@@ -1,0 +1,67 @@
+"""Output files: refused early when they cannot be written, written atomically with ordinary modes."""
+
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+
+import pytest
+
+from streamer.errors import InputError
+from streamer.fileio import atomic_path, atomic_write_bytes, check_output
+
+
+def mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+def test_check_output_accepts_a_file_in_a_folder_yet_to_be_made(tmp_path: Path) -> None:
+    target = tmp_path / "new" / "deeper" / "avatar.ply"
+    assert check_output(target, (".ply",)) == target
+    assert check_output(tmp_path / "AVATAR.PLY", (".ply",)).name == "AVATAR.PLY"  # case of the extension
+    assert not (tmp_path / "new").exists()  # checking makes nothing
+
+
+@pytest.mark.parametrize(
+    "name, suffixes, words",
+    [
+        ("folder", None, "is a folder; give a file name"),
+        ("a.txt", (".ply",), "the output must end in .ply"),
+        ("clip.webm", (".mp4", ".mkv", ".mov"), "must end in .mp4, .mkv or .mov"),
+        ("afile/a.ply", (".ply",), "afile is not a folder"),
+        ("afile/deeper/a.ply", (".ply",), "afile is not a folder"),
+    ],
+)
+def test_check_output_refuses_what_cannot_be_written(tmp_path: Path, monkeypatch, name, suffixes, words) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "folder").mkdir()
+    (tmp_path / "afile").write_text("a file, not a folder")
+    with pytest.raises(InputError, match=words):
+        check_output(name, suffixes)
+
+
+def test_writing_under_a_file_is_an_input_error_and_leaves_nothing(tmp_path: Path) -> None:
+    (tmp_path / "afile").write_text("x")
+    with pytest.raises(InputError, match="cannot write"):
+        atomic_write_bytes(tmp_path / "afile" / "a.json", b"{}")
+    with pytest.raises(InputError, match="is a folder"):
+        with atomic_path(tmp_path) as tmp:  # the folder itself as the target
+            tmp.write_bytes(b"x")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["afile"]
+
+
+def test_new_files_get_the_umask_mode_and_replaced_files_keep_theirs(tmp_path: Path) -> None:
+    old = os.umask(0o027)
+    try:
+        atomic_write_bytes(tmp_path / "a.json", b"{}")
+        assert mode(tmp_path / "a.json") == 0o640  # not mkstemp's private 0o600
+        os.umask(0o022)
+        with atomic_path(tmp_path / "clip.mp4") as tmp:
+            tmp.write_bytes(b"data")
+        assert mode(tmp_path / "clip.mp4") == 0o644
+        os.chmod(tmp_path / "a.json", 0o600)
+        atomic_write_bytes(tmp_path / "a.json", b"{ }")
+        assert mode(tmp_path / "a.json") == 0o600 and (tmp_path / "a.json").read_bytes() == b"{ }"
+    finally:
+        os.umask(old)
