@@ -33,7 +33,11 @@ FIRST_POSE_TIMEOUT_S = 120.0
 def add_bench_parser(sub: argparse._SubParsersAction) -> None:
     """``streamer bench stream``."""
     q = sub.add_parser(
-        "stream", help="performer + viewer over loopback WebRTC: fps, latency, drops, stage times"
+        "stream",
+        help="performer + viewer over loopback WebRTC: fps, latency, drops, stage times",
+        description="Run the avatar server and a real aiortc performer and viewer in this process over "
+        "loopback; the performer sends a video's frames as its webcam. Reports fps, server-added latency, "
+        "dropped frames and per-stage medians.",
     )
     q.add_argument(
         "--video", help=f"video sent as the performer's webcam (default: the shared {SHARED_VIDEO.name})"

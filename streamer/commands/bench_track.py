@@ -26,7 +26,11 @@ WARMUP_FRAMES = 5  # graph start-up and the first detections are slower than ste
 
 def add_bench_parser(sub: argparse._SubParsersAction) -> None:
     """``streamer bench track``."""
-    q = sub.add_parser("track", help="MediaPipe and landmark->SMPL-X fit per frame on a video")
+    q = sub.add_parser(
+        "track",
+        help="MediaPipe and landmark->SMPL-X fit per frame on a video",
+        description="Time MediaPipe and the landmark->SMPL-X fit on each frame of a video, as the live tracker runs them.",
+    )
     q.add_argument("--video", help=f"video file (default: the shared test video, {SHARED_VIDEO.name})")
     q.add_argument(
         "--frames", type=int, default=150, help="frames to track, from the start (default: %(default)s)"

@@ -52,14 +52,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     p.add_argument("--target-size", type=int, default=64, help="longer side of target renders, pixels (default: %(default)s)")
     p.add_argument("--checkpoint-every", type=int, default=100, help="steps between checkpoints (default: %(default)s)")
     p.add_argument("--lpips-weight", type=float, default=0.0, help="perceptual term (needs the lpips package; default off)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="random seed: synthetic data, weight initialisation, batch order (default: %(default)s)")
     p.add_argument("--workers", type=int, default=0, help="data loader worker processes (default: %(default)s)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out up to --steps")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda (default: %(default)s)")
     p.add_argument("--sapiens", metavar="FILE", help="Sapiens-1B TorchScript (required for MINI / 500M / 1B)")
     p.add_argument("--dinov2", metavar="FILE", help="DINOv2 ViT-L/14-reg weights to initialise the head encoder")
     p.add_argument("--smplx-dir", help="SMPL-X folder of the data's parameters (default: the built-in body)")
-    p.add_argument("--json", action="store_true", help="print a json summary")
+    p.add_argument("--json", action="store_true", help="print a JSON summary")
     p.set_defaults(func=run)
 
 

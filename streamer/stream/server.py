@@ -340,7 +340,10 @@ async def run_server(config: ServerConfig, ready: asyncio.Event | None = None) -
     """Serve until cancelled (Ctrl+C); prints the URLs to open."""
     server = AvatarServer(config)
     await server.start()
-    print(f"streamer serve: open {server.url} (performer) or {server.url}view (viewer)", flush=True)
+    print(
+        f"streamer serve: open {server.url} (performer), {server.url}view (viewer) or {server.url}xr (VR viewer)",
+        flush=True,
+    )
     if ready is not None:
         ready.set()
     try:

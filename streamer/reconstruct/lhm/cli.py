@@ -41,12 +41,12 @@ def add_lhm_commands(subparsers: Any) -> None:
         subparsers: what ``argparse.ArgumentParser.add_subparsers()`` returned.
     """
     lhm = subparsers.add_parser("lhm", help="LHM network: architecture info, manifest and checkpoint checks")
-    verbs = lhm.add_subparsers(dest="lhm_command", metavar="{info,check-manifest,check-checkpoint}")
+    verbs = lhm.add_subparsers(dest="lhm_verb", metavar="WHAT")
     verbs.required = True
 
     info = verbs.add_parser("info", help="parameter counts of a configuration (built on the meta device)")
     info.add_argument("--config", required=True, help=f"one of {', '.join(CONFIGS)} (case-insensitive)")
-    info.add_argument("--json", action="store_true", help="print json")
+    info.add_argument("--json", action="store_true", help="print JSON")
     info.set_defaults(func=cmd_info)
 
     man = verbs.add_parser("check-manifest", help="compare our networks with a state-dict manifest json")
