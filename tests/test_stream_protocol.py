@@ -78,6 +78,7 @@ def test_control_messages_and_orbit_clamping() -> None:
         '{"type": "orbit", "azimuth": "left"}',
         '{"type": "orbit", "zoom": true}',
         '{"type": "orbit", "zoom": NaN}',
+        '{"type": "orbit", "azimuth": 1' + "0" * 400 + "}",  # an integer no float holds
     ):
         with pytest.raises(SignallingError) as info:
             protocol.parse_control_message(bad)

@@ -305,6 +305,111 @@ def test_new_performer_replaces_the_old_one(server: ServerThread) -> None:
     _assert_freed(server)
 
 
+def test_a_control_message_that_fails_gets_an_error_and_the_video_goes_on(
+    server: ServerThread, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A failure while handling a data-channel message must not escape into aiortc's receive loop
+    (which would end the peer connection)."""
+    from streamer.stream.stage import Stage
+
+    def broken(self, view, orbit) -> None:
+        raise RuntimeError("orbit handling broke")
+
+    async def main() -> None:
+        client = await _watch(server.url, frames=3)
+        monkeypatch.setattr(Stage, "set_orbit", broken)
+        assert client.send_control({"type": "orbit", "azimuth": 30})
+        deadline = time.monotonic() + 30
+        while not client.errors and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        assert client.errors and client.errors[-1]["code"] == "internal", client.errors
+        assert "orbit handling broke" in client.errors[-1]["message"]
+        count = client.received.count
+        assert await client.wait_frames(count + 5, FRAMES_TIMEOUT_S) >= count + 5
+        assert client.pc.connectionState == "connected"
+        await client.close()
+
+    run(main())
+    _assert_freed(server)
+
+
+def test_a_client_that_never_offers_is_timed_out(server: ServerThread, monkeypatch: pytest.MonkeyPatch) -> None:
+    from streamer.stream import session
+
+    monkeypatch.setattr(session, "OFFER_TIMEOUT_S", 1.0)
+    replies, close_code = run(ws_exchange(server.url, ['{"type": "join", "role": "viewer", "stage": "idle"}']))
+    assert [r["type"] for r in replies] == ["joined", "error"], replies
+    assert replies[-1]["code"] == "timeout" and close_code == 1008
+    _assert_freed(server)  # the stage it held is stopped
+    _still_serving(server)
+
+
+def test_performer_replaced_mid_negotiation_leaves_no_view(
+    server: ServerThread, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The old performer's offer is still being read (its candidates resolving) when a new one takes
+    the stage: the old one must not add a view to the stage afterwards."""
+    from aiortc import RTCConfiguration, RTCPeerConnection
+    from websockets.asyncio.client import connect
+
+    from streamer.stream.client import ws_url
+
+    original = RTCPeerConnection.setRemoteDescription
+
+    async def slow(self, description):  # an offer whose reading ends a second late (as when
+        # aiortc resolves a browser's mDNS candidate: it finishes even if the connection closed meanwhile)
+        done = await original(self, description)
+        if "a=x-test-slow" in description.sdp:
+            await asyncio.sleep(1.0)
+        return done
+
+    monkeypatch.setattr(RTCPeerConnection, "setRemoteDescription", slow)
+
+    async def main() -> None:
+        pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+        pc.addTransceiver("video", direction="sendrecv")
+        await pc.setLocalDescription(await pc.createOffer())
+        sdp = pc.localDescription.sdp.replace("t=0 0\r\n", "t=0 0\r\na=x-test-slow\r\n", 1)
+        async with connect(ws_url(server.url)) as old:
+            await old.send(json.dumps({"type": "join", "role": "performer", "stage": "swap"}))
+            await old.recv()
+            await old.send(json.dumps({"type": "offer", "sdp": sdp}))
+            await asyncio.sleep(0.3)
+            new = StreamClient(server.url, "performer", stage="swap")
+            await new.connect(timeout=FRAMES_TIMEOUT_S)
+            assert await new.wait_frames(3, FRAMES_TIMEOUT_S) >= 3
+            await asyncio.sleep(1.5)  # the old offer has been read by now
+            views = server.call(lambda: server.server.stages["swap"].stage.view_count)
+            assert views == 1, f"{views} views on a stage with one performer"
+            await new.close()
+        await pc.close()
+
+    run(main())
+    _assert_freed(server)
+
+
+def test_a_stuck_old_performer_does_not_hold_up_the_new_one(server: ServerThread) -> None:
+    from websockets.asyncio.client import connect
+
+    from streamer.stream.client import ws_url
+
+    async def main() -> None:
+        async with connect(ws_url(server.url), close_timeout=1) as old:
+            await old.send(json.dumps({"type": "join", "role": "performer", "stage": "stuck"}))
+            await old.recv()
+            old.transport.pause_reading()  # it stops answering, closing handshake included
+            new = StreamClient(server.url, "performer", stage="stuck")
+            t = time.monotonic()
+            await new.connect(timeout=FRAMES_TIMEOUT_S)
+            # (waiting for the stuck client took websockets' close timeout: 10 s before)
+            assert time.monotonic() - t < 5.0
+            await new.close()
+            old.transport.resume_reading()
+
+    run(main())
+    _assert_freed(server)
+
+
 def test_limits_answer_busy(body, demo_avatar) -> None:
     from streamer.tracking.demo_motion import demo_motion
 

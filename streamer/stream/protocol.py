@@ -11,9 +11,10 @@ Signalling runs over one websocket per session, JSON text messages, one object e
     {"type": "bye"}                               (the server closes the session)
                                                   {"type": "error", "code": ..., "message": ...}
 
-The order is ``join`` then one ``offer``; aiortc does not trickle ICE, so the offer and the answer
-carry all candidates. Any refused message is answered with an ``error`` and the session is closed
-(the client reconnects with a new one). Error codes are those of :class:`SignallingError`.
+The order is ``join`` then one ``offer``, within 2 minutes of connecting (else ``timeout``); aiortc does
+not trickle ICE, so the offer and the answer carry all candidates. Any refused message is answered
+with an ``error`` and the session is closed (the client reconnects with a new one). Error codes are
+those of :class:`SignallingError`.
 
 The data channel (label ``control``, created by the client) carries small JSON messages::
 
@@ -129,11 +130,15 @@ def _string(obj: dict[str, Any], name: str, default: str | None = None) -> str:
 
 def _number(obj: dict[str, Any], name: str, default: float) -> float:
     value = obj.get(name, default)
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+    try:  # JSON integers have no size limit: 1 followed by 400 zeros does not fit a float
+        number = float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else math.nan
+    except OverflowError:
+        number = math.nan
+    if not math.isfinite(number):
         raise SignallingError(
             "bad_message", f"'{obj['type']}' message: field '{name}' must be a finite number"
         )
-    return float(value)
+    return number
 
 
 def parse_client_message(data: str | bytes) -> ClientMessage:

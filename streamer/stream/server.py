@@ -45,6 +45,9 @@ logger = logging.getLogger(__name__)
 #: websockets' own limit: larger messages close the connection (1009) before we see them; up to it
 #: we answer with an error message ourselves (see protocol.MAX_MESSAGE_BYTES).
 WS_MAX_SIZE = 16 * MAX_MESSAGE_BYTES
+#: How long closing a websocket waits for the client's side of the closing handshake (websockets'
+#: default is 10 s): a client that stopped answering must not hold up the server's shutdown.
+WS_CLOSE_TIMEOUT_S = 2.0
 #: ``--motion demo``: the built-in demo motion (no file, no webcam).
 DEMO_MOTION = "demo"
 
@@ -141,6 +144,7 @@ class AvatarServer:
         self.routes = HttpRoutes(self.web_root, self.stats)
         self.stages: dict[str, StageEntry] = {}
         self.sessions: set[Session] = set()
+        self._replacing: set[asyncio.Future[None]] = set()  # replaced performers' sessions closing
         self._lock = asyncio.Lock()
         self._server: Server | None = None
         self._started = time.monotonic()
@@ -188,6 +192,7 @@ class AvatarServer:
                 self.config.port,
                 process_request=self.routes.process_request,
                 max_size=WS_MAX_SIZE,
+                close_timeout=WS_CLOSE_TIMEOUT_S,
                 ssl=context,
             )
         except OSError as exc:
@@ -214,8 +219,7 @@ class AvatarServer:
         """Close every session, stop every stage and stop listening."""
         if self._server is not None:
             self._server.close(close_connections=False)
-        for session in list(self.sessions):
-            await session.close(1001, "server shutting down")
+        await asyncio.gather(*(s.close(1001, "server shutting down") for s in list(self.sessions)))
         async with self._lock:
             entries, self.stages = list(self.stages.values()), {}
         loop = asyncio.get_running_loop()
@@ -295,7 +299,10 @@ class AvatarServer:
             if role == "performer":
                 replaced, entry.performer = entry.performer, session
         if replaced is not None and replaced is not session:
-            await replaced.replace()
+            # Off the new performer's path: a stuck old client may take WS_CLOSE_TIMEOUT_S to close.
+            task = asyncio.ensure_future(replaced.replace())
+            self._replacing.add(task)
+            task.add_done_callback(self._replacing.discard)
         return entry
 
     async def leave(self, session: Session, entry: StageEntry) -> None:

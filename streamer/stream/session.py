@@ -31,6 +31,11 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 STATS_INTERVAL_S = 1.0
+#: A client that has not sent its offer this long after connecting is refused (``timeout``): a
+#: joined stage holds threads, and the stage limit would let a few idle sockets lock everyone out.
+#: Generous: the web page asks for the camera between ``joined`` and its offer, and a person may
+#: take a while to answer the browser's permission prompt.
+OFFER_TIMEOUT_S = 120.0
 #: Close codes: policy violation (refused message), message too big, server error.
 CLOSE_REFUSED, CLOSE_TOO_BIG, CLOSE_ERROR = 1008, 1009, 1011
 
@@ -58,6 +63,7 @@ class Session:
     async def run(self) -> None:
         """Serve the websocket until it closes or a message is refused; always frees the session."""
         code, reason = 1000, ""
+        self._spawn(self._expect_offer())
         try:
             async for data in self.ws:
                 await self._dispatch(protocol.parse_client_message(data))
@@ -149,6 +155,8 @@ class Session:
         try:
             await pc.setRemoteDescription(RTCSessionDescription(sdp=msg.sdp, type="offer"))
         except Exception as exc:  # aiortc's SDP parser raises many kinds of errors on bad input
+            if self._freed:  # closed meanwhile: the peer connection went with it
+                return
             if video.mid is not None and "video description" in str(exc):
                 raise SignallingError(
                     "bad_sdp", "the offer's video section has no VP8; the avatar is sent as VP8"
@@ -158,28 +166,47 @@ class Session:
             raise SignallingError(
                 "bad_sdp", f"invalid SDP offer: {detail}"[:500]
             ) from None
+        if self._freed:  # replaced or closed meanwhile (resolving the offer's candidates takes time)
+            return
         if video.mid is None:
             raise SignallingError("bad_sdp", "the offer has no video section; offer to receive video")
         self.track = AvatarTrack(stage.add_view(), stage.stats, stage.encoder_for)
         self.track.sender = video.sender
         video.sender.replaceTrack(self.track)
-        answer = await pc.createAnswer()
-        await pc.setLocalDescription(answer)
+        try:
+            await pc.setLocalDescription(await pc.createAnswer())
+        except Exception:
+            if self._freed:  # closed meanwhile (close() removed the view: self.track was set)
+                return
+            raise
+        if self._freed:
+            return
         await self.ws.send(protocol.message("answer", sdp=pc.localDescription.sdp))
         self._spawn(self._push_stats())
+
+    async def _expect_offer(self) -> None:
+        await asyncio.sleep(OFFER_TIMEOUT_S)
+        if self.pc is None and not self._closed:
+            logger.info("session %s: refused: no offer within %g s", self.id, OFFER_TIMEOUT_S)
+            message = f"no offer within {OFFER_TIMEOUT_S:g} s of connecting; reconnect to try again"
+            await self._send_quietly(protocol.error_message("timeout", message))
+            await self.close(CLOSE_REFUSED, "timeout")
 
     # -- data channel ------------------------------------------------------------------------------
 
     def _on_control(self, data: str | bytes) -> None:
+        # Runs inside aiortc's receive loop: an exception escaping here would end the peer connection.
         try:
             msg = protocol.parse_control_message(data)
+            if isinstance(msg, Orbit) and self.entry is not None and self.track is not None:
+                self.entry.stage.set_orbit(self.track.view, msg)
+            elif isinstance(msg, StatsRequest):
+                self._send_control(self._stats_message())
         except SignallingError as exc:
             self._send_control(protocol.error_message(exc.code, str(exc)))
-            return
-        if isinstance(msg, Orbit) and self.entry is not None and self.track is not None:
-            self.entry.stage.set_orbit(self.track.view, msg)
-        elif isinstance(msg, StatsRequest):
-            self._send_control(self._stats_message())
+        except Exception as exc:
+            logger.exception("session %s: data channel message failed", self.id)
+            self._send_control(protocol.error_message("internal", f"server error: {exc}"))
 
     def _send_control(self, text: str) -> None:
         channel = self.channel

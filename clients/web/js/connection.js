@@ -19,6 +19,7 @@ const ERROR_WORDS = {
   busy: "The server is full; try again later.",
   bad_sdp: "The server could not use this browser's video offer.",
   too_large: "A message to the server was too large.",
+  timeout: "Starting the video took too long (was the camera prompt left open?); trying again.",
   internal: "The server had a problem.",
 };
 
