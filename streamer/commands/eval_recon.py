@@ -16,6 +16,7 @@ import sys
 import time
 
 from ..errors import InputError
+from .reconstruct import check_gaussians
 
 
 def add_eval_parser(sub: argparse._SubParsersAction) -> None:
@@ -68,8 +69,7 @@ def run_recon(args: argparse.Namespace) -> int:
     from ..reconstruct.image import read_photo
     from ..render import resolve_backend
 
-    if not 100 <= args.gaussians <= 1_000_000:
-        raise InputError(f"--gaussians must be between 100 and 1,000,000, got {args.gaussians}")
+    check_gaussians(args.gaussians)
     backend = resolve_backend(args.backend)  # a bad or unavailable backend fails before the work
     if args.sheet:
         check_output(args.sheet, (".png",))
@@ -111,8 +111,7 @@ def run_animate(args: argparse.Namespace) -> int:
         raise InputError(f"--max-frames must be >= 1, got {args.max_frames}")
     if args.stride < 1:
         raise InputError(f"--stride must be >= 1, got {args.stride}")
-    if not 100 <= args.gaussians <= 1_000_000:
-        raise InputError(f"--gaussians must be between 100 and 1,000,000, got {args.gaussians}")
+    check_gaussians(args.gaussians)
     backend = resolve_backend(args.backend)
     t0 = time.perf_counter()
     body = load_body(args.smplx_dir)

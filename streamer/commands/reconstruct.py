@@ -16,6 +16,16 @@ from ..errors import InputError, ReconstructionError
 from ..fileio import check_output
 
 METHODS = ("fit", "lhm")
+#: The Gaussians a --gaussians option may ask for (a few hundred show a body; a million fill the memory of a CPU render).
+GAUSSIAN_RANGE = (100, 1_000_000)
+
+
+def check_gaussians(count: int) -> int:
+    """``count`` if it is in :data:`GAUSSIAN_RANGE`, else an InputError (shared by the commands that reconstruct)."""
+    low, high = GAUSSIAN_RANGE
+    if not low <= count <= high:
+        raise InputError(f"--gaussians must be between {low:,} and {high:,}, got {count}")
+    return count
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -73,8 +83,7 @@ def run(args: argparse.Namespace) -> int:
             "--method lhm needs --weights DIR: the folder with model.safetensors, "
             "sapiens_1b_epoch_173_torchscript.pt2 and smplx/SMPLX_NEUTRAL.npz (nothing is downloaded)"
         )
-    if not 100 <= args.gaussians <= 1_000_000:
-        raise InputError(f"--gaussians must be between 100 and 1,000,000, got {args.gaussians}")
+    check_gaussians(args.gaussians)
     output = check_output(args.output, (".ply",))
     t0 = time.perf_counter()
     reconstruct, steps = _method(args)
