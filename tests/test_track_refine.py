@@ -91,6 +91,62 @@ def test_refine_follows_the_landmarks_and_keeps_a_pose_without_a_mask(body, demo
     assert float(pulled.transl[0] - pose.transl[0]) < -0.025, pulled.transl
 
 
+def test_the_body_outside_the_photo_is_left_where_it_is(body, demo_avatar) -> None:  # type: ignore[no-untyped-def]
+    """A half-body photo: its crop's lower part lies beyond the photo. The legs there have no mask
+    to fit, and must not be pulled up into the part that has one."""
+    from streamer.reconstruct.track_refine import SilhouetteRefiner
+
+    camera = _camera()
+    target = _target_pose()
+    valid = np.zeros((H, W), bool)
+    valid[: H // 2] = True  # the photo ends at the waist
+    mask = _silhouette(demo_avatar, body, target, camera) & valid
+    refiner = SilhouetteRefiner(body, demo_avatar, camera)
+    assert refiner.refine(target, mask, valid=valid) is target  # it already fits what the photo shows
+    assert refiner.last_start_px2 is not None and refiner.last_start_px2 < 6.0
+    moved = refiner.refine(target, mask)  # without ``valid`` the legs count as outside the person
+    assert refiner.last_start_px2 > 100.0 and moved is not target
+
+
+def test_refine_steps_as_torch_adam_without_importing_dynamo() -> None:
+    """The hand-written Adam steps as torch's (with the exponential decay); and refining does not
+    import torch._dynamo, which creating a torch.optim optimizer does (2 s at the start of reconstruct)."""
+    import subprocess
+    import sys
+
+    from streamer.reconstruct.track_refine import _Adam
+
+    torch.manual_seed(0)
+    a, b = torch.randn(5, requires_grad=True), torch.randn(3, requires_grad=True)
+    a2, b2 = a.detach().clone().requires_grad_(True), b.detach().clone().requires_grad_(True)
+    ours = _Adam([(a, 0.02), (b, 0.01)], 0.95)
+    theirs = torch.optim.Adam([{"params": [a2], "lr": 0.02}, {"params": [b2], "lr": 0.01}])
+    decay = torch.optim.lr_scheduler.ExponentialLR(theirs, 0.95)
+    for _ in range(40):
+        for (x, y), opt in (((a, b), ours), ((a2, b2), theirs)):
+            opt.zero_grad()
+            ((x**3).sum() + (y.sin() * x[:3]).sum()).backward()
+            opt.step()
+        decay.step()
+    assert torch.allclose(a, a2, atol=1e-6) and torch.allclose(b, b2, atol=1e-6)
+    code = (
+        "import sys, numpy as np, torch\n"
+        "from streamer.assets import load_body\n"
+        "from streamer.body.pose import SmplxPose\n"
+        "from streamer.reconstruct.track_refine import SilhouetteRefiner\n"
+        "from streamer.render import Camera\n"
+        "body = load_body(None)\n"
+        "cam = Camera.look_at((0, 0.3, 3.0), (0, 0.3, 0), 120, 200, 40.0)\n"
+        "mask = np.zeros((200, 120), bool); mask[40:160, 30:90] = True\n"
+        "ref = SilhouetteRefiner.for_body(body, torch.zeros(10), cam, iterations=3)\n"
+        "ref.refine(SmplxPose.zeros(), mask, min_start_px2=0.0)\n"
+        "print('torch._dynamo' in sys.modules)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, check=False)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "False"
+
+
 def test_cross_section_offsets_carry_the_outline_round_the_part() -> None:
     # A vertical cylinder (one body part): the outline (x = +-r) measured 4 cm, front and back not.
     angles = np.linspace(0, 2 * np.pi, 24, endpoint=False)

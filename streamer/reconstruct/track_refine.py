@@ -31,7 +31,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ..avatar import Avatar
+from ..avatar import Avatar, Gaussians
 from ..body.model import BodyModel
 from ..body.pose import SmplxPose
 from ..render import Camera
@@ -95,6 +95,25 @@ class SilhouetteRefiner:
         self.t = camera.viewmat.detach().float().cpu()[:3, 3]
         self.last_start_px2: float | None = None  # the last frame's silhouette loss before refining
 
+    @classmethod
+    def for_body(
+        cls, body: BodyModel, betas: torch.Tensor, camera: Camera, iterations: int = ITERATIONS, seed: int = 0
+    ) -> SilhouetteRefiner:
+        """A refiner whose outline is the body model's own surface (its vertices, skinned by its
+        weights): for a photo's fit, before there is an avatar."""
+        verts = body.shaped_vertices(betas.to(body.device)).detach().float().cpu().contiguous()
+        n = len(verts)
+        carrier = Gaussians(  # only the centres matter here
+            means=verts,
+            quats=torch.tensor([[1.0, 0.0, 0.0, 0.0]]).repeat(n, 1),
+            scales=torch.full((n, 3), 0.01),
+            opacities=torch.ones(n),
+            colors=torch.zeros(n, 3),
+        )
+        weights = body.lbs_weights.detach().float().cpu().contiguous()
+        avatar = Avatar(gaussians=carrier, skin_weights=weights, betas=betas.detach().float().cpu())
+        return cls(body, avatar, camera, iterations=iterations, seed=seed)
+
     def _project(self, x: torch.Tensor) -> torch.Tensor:
         c = x @ self.R.T + self.t
         z = c[:, 2:3].clamp_min(1e-3)
@@ -118,6 +137,8 @@ class SilhouetteRefiner:
         mask: np.ndarray,
         landmarks_px: np.ndarray | None = None,
         visibility: np.ndarray | None = None,
+        valid: np.ndarray | None = None,
+        min_start_px2: float = MIN_START_PX2,
     ) -> SmplxPose:
         """The pose moved to fit ``mask`` ([H, W] bool, the camera's pixels) and the landmarks.
 
@@ -126,6 +147,10 @@ class SilhouetteRefiner:
             mask: the person mask of the frame.
             landmarks_px: MediaPipe Pose image landmarks in the mask's pixels [33, >=2], or None.
             visibility: their visibility [33].
+            valid: the pixels that show the scene ([H, W] bool; None: all). Elsewhere (the padding
+                of a crop beyond the photo's edge) the body may be anywhere: legs below a half-body
+                photo are not pulled up into it.
+            min_start_px2: keep a pose whose starting loss is below this (squared pixels).
 
         Returns:
             the refined pose; ``pose`` itself when the mask is empty or the tracked pose already
@@ -136,11 +161,13 @@ class SilhouetteRefiner:
         from scipy.spatial import cKDTree
 
         mask = np.asarray(mask, bool)
+        unseen = np.zeros_like(mask) if valid is None else ~np.asarray(valid, bool)
+        mask = mask & ~unseen
         ys, xs = np.nonzero(mask)
         if len(ys) < 50:
             return pose
         H, W = mask.shape
-        dist_out = cv2.distanceTransform((~mask).astype(np.uint8), cv2.DIST_L2, 5).astype(np.float32)
+        dist_out = cv2.distanceTransform((~(mask | unseen)).astype(np.uint8), cv2.DIST_L2, 5).astype(np.float32)
         dist_t = torch.from_numpy(dist_out)[None, None]
         pick = self.gen.choice(len(ys), size=min(NUM_MASK_SAMPLES, len(ys)), replace=False)
         samples = torch.from_numpy(np.stack([xs[pick], ys[pick]], 1).astype(np.float32) + 0.5)
@@ -160,10 +187,7 @@ class SilhouetteRefiner:
         orient = orient0.clone().requires_grad_(True)
         body_pose = body0.clone().requires_grad_(True)
         transl = transl0.clone().requires_grad_(True)
-        opt = torch.optim.Adam(
-            [{"params": [orient, body_pose], "lr": LR_ROT}, {"params": [transl], "lr": LR_TRANSL}]
-        )
-        sched = torch.optim.lr_scheduler.ExponentialLR(opt, LR_DECAY)
+        opt = _Adam([(orient, LR_ROT), (body_pose, LR_ROT), (transl, LR_TRANSL)], LR_DECAY)
         scale = torch.tensor([2.0 / W, 2.0 / H])
         base = pose.replace(
             **{
@@ -199,7 +223,7 @@ class SilhouetteRefiner:
                 loss = loss + (lm_w * (r**2).sum(1)).sum() / lm_w.sum().clamp_min(1.0) * spacing**2
             if self.last_start_px2 is None:
                 self.last_start_px2 = float(loss.detach())
-                if self.last_start_px2 < MIN_START_PX2:
+                if self.last_start_px2 < min_start_px2:
                     return pose  # already on the mask: small moves would only shift the texture
             prior = ((body_pose - body0) ** 2).sum() + ROOT_PRIOR_FACTOR * ((orient - orient0) ** 2).sum()
             loss = (
@@ -214,10 +238,44 @@ class SilhouetteRefiner:
             opt.zero_grad()
             loss.backward()
             opt.step()
-            sched.step()
         o, b, t = best
         return pose.replace(
             global_orient=o.to(pose.global_orient.dtype),
             body_pose=b.to(pose.body_pose.dtype),
             transl=t.to(pose.transl.dtype),
         )
+
+
+class _Adam:
+    """Adam (torch's defaults and update) with a learning rate that decays by ``decay`` per step.
+
+    Written out because creating a ``torch.optim`` optimizer for the first time in a process
+    imports ``torch._dynamo`` (about 2 s): this runs once per photo at the start of ``reconstruct``.
+    """
+
+    BETAS = (0.9, 0.999)
+    EPS = 1e-8
+
+    def __init__(self, params: list[tuple[torch.Tensor, float]], decay: float) -> None:
+        self.params = params
+        self.decay = decay
+        self.t = 0
+        self.m = [torch.zeros_like(p) for p, _ in params]
+        self.v = [torch.zeros_like(p) for p, _ in params]
+
+    def zero_grad(self) -> None:
+        for p, _ in self.params:
+            p.grad = None
+
+    @torch.no_grad()
+    def step(self) -> None:
+        b1, b2 = self.BETAS
+        self.t += 1
+        c1, c2 = 1.0 - b1**self.t, 1.0 - b2**self.t
+        for (p, lr), m, v in zip(self.params, self.m, self.v):
+            if p.grad is None:
+                continue
+            m.mul_(b1).add_(p.grad, alpha=1.0 - b1)
+            v.mul_(b2).addcmul_(p.grad, p.grad, value=1.0 - b2)
+            rate = lr * self.decay ** (self.t - 1)
+            p.addcdiv_(m, (v.sqrt() / c2**0.5).add_(self.EPS), value=-rate / c1)
