@@ -53,10 +53,12 @@ def test_quiet_block_holds_descriptor_2_and_writes_back_all_but_the_noise() -> N
 def test_mediapipe_starts_without_chatter() -> None:
     proc = run_python(
         """
+        import time
         import numpy as np
         from streamer.tracking.mediapipe_runner import MediaPipeRunner
         frame = np.full((256, 192, 3), 128, np.uint8)
         with MediaPipeRunner("holistic", video=True) as runner:
+            time.sleep(1.0)  # the models load on MediaPipe's threads: their notices must be held too
             for i in range(3):
                 runner.process(frame, 33.0 * i)
         with MediaPipeRunner("pose", video=False, segmentation=True) as runner:

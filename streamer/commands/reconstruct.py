@@ -16,7 +16,8 @@ from ..errors import InputError, ReconstructionError
 from ..fileio import check_output
 
 METHODS = ("fit", "lhm")
-#: The Gaussians a --gaussians option may ask for (a few hundred show a body; a million fill the memory of a CPU render).
+#: The Gaussians a --gaussians option may ask for (a few hundred show a body; a million fill the
+#: memory of a CPU render).
 GAUSSIAN_RANGE = (100, 1_000_000)
 
 

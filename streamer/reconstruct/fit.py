@@ -7,7 +7,8 @@ Steps (each timed in :attr:`Reconstruction.timings_s`):
    (:class:`streamer.tracking.fit.PoseFitter`, single frame, no smoothing), then the first beta(s)
    and the in-plane placement from the 2D landmarks (:mod:`.shape`), then, where that leaves a limb
    outside the person, the pose moved so that the body's outline fits the person mask
-   (:class:`.track_refine.SilhouetteRefiner`, as for a video's frames); its camera (``K`` for the crop, ``viewmat``) is the photo's camera from then on;
+   (:class:`.track_refine.SilhouetteRefiner`, as for a video's frames); its camera (``K`` for the
+   crop, ``viewmat``) is the photo's camera from then on;
 3. ``silhouette``: per-vertex offsets along the posed normals so the outline matches the mask, then
    carried round to the back of each body part's cross-section (loose cloth reaches about as far
    behind as at the sides, which shows when the person turns; :func:`.silhouette.cross_section_offsets`),
