@@ -11,7 +11,7 @@ If the browser cannot be installed the tests fail with a clear message instead o
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -142,11 +142,23 @@ def test_performer_page_plays_an_avatar_that_moves(browser: Any, server: ServerT
         page.close()
 
 
+def _wait_until(page: Any, condition: Callable[[dict], bool], what: str, timeout: float = WAIT_S) -> dict:
+    deadline = time.monotonic() + timeout
+    status = _status(page)
+    while time.monotonic() < deadline and not condition(status):
+        time.sleep(0.2)
+        status = _status(page)
+    assert condition(status), f"{what}: {status}"
+    return status
+
+
 def test_viewer_page_plays_and_orbits(browser: Any, server: ServerThread) -> None:
     page = browser.new_page()
     try:
         page.goto(server.url + "view?autostart=1&stage=side")
         _wait_playing(page)
+        # a webcam stage nobody performs on: the page says so (from the data channel's stats)
+        _wait_until(page, lambda s: "nobody is performing" in s["stateText"], "no word about the missing performer")
         box = page.locator(".screen").bounding_box()
         assert box is not None
         before = _picture(page)
@@ -163,6 +175,16 @@ def test_viewer_page_plays_and_orbits(browser: Any, server: ServerThread) -> Non
         assert change > 2.0, f"orbiting did not change the viewer's picture ({change:.2f})"
         stats = server.call(lambda: server.server.stats())
         assert stats["stages"]["side"]["views"] == 1
+        # the keyboard orbits too (the same messages as dragging): arrows turn, + zooms in, 0 resets
+        page.focus(".screen")
+        start = page.evaluate("() => ({...window.avatarOrbit})")
+        for key in ("ArrowLeft", "ArrowLeft", "ArrowUp", "+"):
+            page.keyboard.press(key)
+        moved = page.evaluate("() => ({...window.avatarOrbit})")
+        assert round((moved["azimuth"] - start["azimuth"]) % 360) == 30, (start, moved)
+        assert moved["elevation"] == start["elevation"] + 15 and moved["zoom"] < start["zoom"], (start, moved)
+        page.keyboard.press("0")
+        assert page.evaluate("() => window.avatarOrbit") == {"azimuth": 0, "elevation": 0, "zoom": 1}
     finally:
         page.close()
 
@@ -226,6 +248,17 @@ def test_server_gone_is_shown_in_words_and_the_page_reconnects(
             status = _status(page)
         assert status["state"] == "reconnecting", status
         assert "avatar server" in status["stateText"] and "Reconnecting" in status["stateText"], status
+        assert "`" not in status["stateText"], status
+        # no figures of the lost connection while reconnecting (the overlay updates once a second)
+        time.sleep(1.5)
+        assert page.inner_text("#overlay") == "" and page.evaluate("() => window.avatarClient.stats") is None
+        # the back-off grows while the server stays away (1, 2, 4 s...); "Retry now" skips the wait
+        status = _wait_until(page, lambda s: "Reconnecting in 4 s" in s["stateText"], "no 4 s back-off")
+        assert page.is_visible("#retry"), status
+        page.click("#retry")  # the server is still away: the retry fails at once and waits 8 s
+        status = _wait_until(
+            page, lambda s: "Reconnecting in 8 s" in s["stateText"], "Retry now did not retry", timeout=2.5
+        )
         frames_before = status["frames"]
         again = ServerThread(
             ServerConfig(host="127.0.0.1", port=port, size=128, fps=15.0, backend="cpu"),
@@ -233,6 +266,7 @@ def test_server_gone_is_shown_in_words_and_the_page_reconnects(
             body=body,
         ).start()
         try:
+            page.click("#retry")  # rather than the rest of the 8 s back-off
             deadline = time.monotonic() + WAIT_S
             while time.monotonic() < deadline:
                 status = _status(page)
@@ -240,6 +274,7 @@ def test_server_gone_is_shown_in_words_and_the_page_reconnects(
                     break
                 time.sleep(0.25)
             assert status["state"] == "connected" and status["frames"] > frames_before + 5, status
+            assert not page.is_visible("#retry")
         finally:
             again.stop()
     finally:
@@ -269,3 +304,68 @@ def test_refused_camera_is_shown_in_words(
         assert page.is_visible("#start"), "the Start button comes back to try again"
     finally:
         context.close()
+
+
+def test_a_replaced_performer_releases_the_webcam(browser: Any, server: ServerThread) -> None:
+    """Another performer takes the stage: the first page says so once, turns its camera off and
+    shows no picture or figures any more (as if Stop had been pressed)."""
+    first, second = browser.new_page(), browser.new_page()
+    try:
+        first.goto(server.url + "?autostart=1&stage=takeover")
+        _wait_playing(first)
+        first.evaluate("() => { window.camera = document.getElementById('preview').srcObject; }")
+        assert first.evaluate("() => window.camera.getVideoTracks()[0].readyState") == "live"
+        second.goto(server.url + "?autostart=1&stage=takeover")
+        status = _wait_until(first, lambda s: s["state"] == "idle", "the first performer was not stopped")
+        assert status["message"] == "Another performer took over this stage.", status
+        assert "another performer" in status["stateText"], status
+        assert first.evaluate("() => window.camera.getVideoTracks().every((t) => t.readyState === 'ended')")
+        assert first.evaluate("() => document.getElementById('preview').srcObject === null")
+        assert first.evaluate("() => document.getElementById('avatar').srcObject === null")
+        time.sleep(1.5)  # the overlay would have updated by now
+        assert first.inner_text("#overlay") == ""
+        assert first.is_visible("#start") and not first.is_visible("#stop")
+        _wait_playing(second)
+    finally:
+        first.close()
+        second.close()
+
+
+def test_a_refused_stage_name_is_said_in_words(browser: Any, server: ServerThread) -> None:
+    page = browser.new_page()
+    try:
+        page.goto(server.url + "view?stage=my%20stage")
+        assert "“my stage” is not a stage name" in page.inner_text("#message")
+        assert page.inner_text("#stage-name") == "main"
+    finally:
+        page.close()
+
+
+def test_on_a_phone_the_avatar_comes_first(browser: Any, server: ServerThread) -> None:
+    """390x844: the avatar above the webcam preview, whole on the first screen."""
+    page = browser.new_page()
+    try:
+        page.set_viewport_size({"width": 390, "height": 844})
+        page.goto(server.url + "?autostart=1&stage=phone")
+        _wait_playing(page)
+        avatar = page.locator("#avatar").bounding_box()
+        preview = page.locator("#preview").bounding_box()
+        assert avatar is not None and preview is not None
+        assert avatar["y"] < preview["y"] and avatar["y"] + avatar["height"] <= 844, (avatar, preview)
+    finally:
+        page.close()
+
+
+def test_a_motion_server_shows_no_webcam_box(browser: Any, body, demo_avatar) -> None:
+    from streamer.tracking.demo_motion import demo_motion
+
+    config = ServerConfig(host="127.0.0.1", port=0, size=128, fps=15.0, backend="cpu")
+    with ServerThread(config, avatar=demo_avatar, body=body, motion=demo_motion()) as st:
+        page = browser.new_page()
+        try:
+            page.goto(st.url + "?autostart=1")
+            _wait_playing(page)
+            assert not page.is_visible("#preview")
+            assert "motion file" in page.inner_text("#preview-note")
+        finally:
+            page.close()

@@ -88,6 +88,11 @@ def test_pages_and_static_modules(server: ServerThread) -> None:
         status, ctype, _ = http_get(server.url + "web/js/" + module)
         assert (status, ctype) == (200, "text/javascript; charset=utf-8"), module
     assert http_get(server.url + "web/../../pyproject.toml")[0] == 404
+    # a page with a trailing slash redirects to the page, keeping its query
+    status, _, body = http_get(server.url + "view/?stage=side")
+    assert status == 200 and b'id="avatar"' in body
+    status, _, body = http_get(server.url + "nowhere")
+    assert status == 404 and b"/view viewer" in body  # says where the pages are
 
 
 def test_viewer_gets_video_stats_and_can_orbit(server: ServerThread) -> None:
@@ -113,6 +118,7 @@ def test_viewer_gets_video_stats_and_can_orbit(server: ServerThread) -> None:
         assert side.errors and side.errors[-1]["code"] == "bad_message"
         stats = side.stats
         assert stats is not None and stats["role"] == "viewer"
+        assert stats["stage"]["performer"] is False and stats["stage"]["sessions"] == 2  # as /stats says
         assert set(stats["stage"]["stages_ms"]) == {"tracking", "fit", "lbs", "render", "encode"}
         assert stats["peer"]["send_ms"]["n"] > 0 and stats["stage"]["stages_ms"]["encode"]["n"] > 0
         await front.close()

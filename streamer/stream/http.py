@@ -61,6 +61,13 @@ def response(status: int, body: bytes, content_type: str) -> Response:
     return Response(status_.value, status_.phrase, headers, body)
 
 
+def redirect(location: str) -> Response:
+    """A permanent redirect to ``location`` (a path on this server)."""
+    resp = text(308, f"see {location}")
+    resp.headers["Location"] = location
+    return resp
+
+
 def text(status: int, message: str) -> Response:
     return response(status, (message.rstrip("\n") + "\n").encode(), "text/plain; charset=utf-8")
 
@@ -88,9 +95,12 @@ class HttpRoutes:
             return text(200, "ok")
         if path in PAGES:
             return self._file(PAGES[path])
+        if path.endswith("/") and path.rstrip("/") in PAGES:  # /view/ -> /view, keeping ?stage=...
+            query = urlsplit(request.path).query
+            return redirect(path.rstrip("/") + (f"?{query}" if query else ""))
         if path.startswith(STATIC_PREFIX):
             return self._file(unquote(path[len(STATIC_PREFIX) :]))
-        return text(404, f"not found: {path[:200]}")
+        return text(404, f"not found: {path[:200]} (pages: / performer, /view viewer, /xr VR viewer)")
 
     def _file(self, relative: str) -> Response:
         """A file under the web root with a known type; never outside it."""

@@ -112,6 +112,14 @@ class StageEntry:
     def peer_count(self) -> int:
         return sum(1 for s in self.sessions if s.track is not None)
 
+    def snapshot(self) -> dict[str, Any]:
+        """The stage's figures (:meth:`Stage.snapshot`), whether a performer is on it, and its sessions:
+        for ``/stats`` and the data-channel stats message alike (a viewer's page says when nobody performs)."""
+        snap = self.stage.snapshot(peers=self.peer_count)
+        snap["performer"] = self.performer is not None
+        snap["sessions"] = len(self.sessions)
+        return snap
+
 
 class AvatarServer:
     """HTTP + websockets signalling + aiortc, serving stages of one avatar.
@@ -322,12 +330,7 @@ class AvatarServer:
 
     def stats(self) -> dict[str, Any]:
         """``GET /stats``: the server and every running stage."""
-        stages = {}
-        for name, entry in list(self.stages.items()):
-            snap = entry.stage.snapshot(peers=entry.peer_count)
-            snap["performer"] = entry.performer is not None
-            snap["sessions"] = len(entry.sessions)
-            stages[name] = snap
+        stages = {name: entry.snapshot() for name, entry in list(self.stages.items())}
         return {
             "server": {
                 "url": self.url,

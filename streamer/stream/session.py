@@ -218,7 +218,7 @@ class Session:
 
     def _stats_message(self) -> str:
         entry = self.entry
-        stage = entry.stage.snapshot(peers=entry.peer_count) if entry is not None else None
+        stage = entry.snapshot() if entry is not None else None
         peer = self.track.peer_stats() if self.track is not None else None
         return json.dumps({"type": "stats", "role": self.role, "stage": stage, "peer": peer})
 

@@ -22,6 +22,8 @@ const ERROR_WORDS = {
   timeout: "Starting the video took too long (was the camera prompt left open?); trying again.",
   internal: "The server had a problem.",
 };
+/** Codes whose words say it all: the server's own message would only repeat them. */
+const SELF_EXPLAINED = new Set(["replaced", "timeout"]);
 
 export function wsUrl(location) {
   const scheme = location.protocol === "https:" ? "wss:" : "ws:";
@@ -49,6 +51,7 @@ export class AvatarConnection extends EventTarget {
     this.stopped = true;
     this.attempt = 0;
     this.retryTimer = null;
+    this.countdown = null; // ticks the "Reconnecting in N s" text
     this.mediaTimer = null;
     this.state = "idle";
     this.lastStats = null;
@@ -62,11 +65,19 @@ export class AvatarConnection extends EventTarget {
     this.#connect();
   }
 
-  stop() {
+  /** Close everything and stay closed; ``text`` says why (a refusal, or the person pressed Stop). */
+  stop(text = "Stopped.") {
     this.stopped = true;
-    clearTimeout(this.retryTimer);
+    this.#cancelRetry();
     this.#teardown();
-    this.#setState("idle", "Stopped.");
+    this.#setState("idle", text);
+  }
+
+  /** While waiting to reconnect: reconnect now instead of at the end of the back-off. */
+  retryNow() {
+    if (this.stopped || this.state !== "reconnecting") return;
+    this.#cancelRetry();
+    this.#connect();
   }
 
   /** Send a data-channel message (orbit, stats); false while not connected. */
@@ -99,15 +110,32 @@ export class AvatarConnection extends EventTarget {
       }
     }
     this.ws = this.pc = this.channel = null;
+    this.lastStats = null; // the figures were this connection's: none are shown while reconnecting
+  }
+
+  #cancelRetry() {
+    clearTimeout(this.retryTimer);
+    clearInterval(this.countdown);
+    this.retryTimer = this.countdown = null;
   }
 
   #retry(reason) {
     this.#teardown();
     if (this.stopped) return;
+    this.#cancelRetry();
     const delay = Math.min(RECONNECT_MAX_MS, RECONNECT_MIN_MS * 2 ** this.attempt);
     this.attempt += 1;
-    this.#setState("reconnecting", `${reason} Reconnecting in ${Math.round(delay / 1000)} s…`);
-    this.retryTimer = setTimeout(() => this.#connect(), delay);
+    const due = performance.now() + delay;
+    const say = () => {
+      const left = Math.max(1, Math.ceil((due - performance.now()) / 1000));
+      this.#setState("reconnecting", `${reason} Reconnecting in ${left} s…`);
+    };
+    say();
+    this.countdown = setInterval(say, 1000);
+    this.retryTimer = setTimeout(() => {
+      this.#cancelRetry();
+      this.#connect();
+    }, delay);
   }
 
   #connect() {
@@ -143,7 +171,7 @@ export class AvatarConnection extends EventTarget {
       } catch (err) {
         if (!current()) return;
         this.#problem(err.code || err.name || "client", err.message || String(err));
-        if (err.fatal) this.stop();
+        if (err.fatal) this.stop("Not connected.");
         else this.#retry(`Connection set-up failed: ${err.message || err}.`);
       }
     };
@@ -152,15 +180,15 @@ export class AvatarConnection extends EventTarget {
       this.#retry(
         opened
           ? "The connection to the avatar server was lost."
-          : "The avatar server is not reachable (is `streamer serve` running?).",
+          : "The avatar server is not reachable (is “streamer serve” running?).",
       );
     };
   }
 
   #serverError(msg) {
     const words = ERROR_WORDS[msg.code] || "The server refused the connection.";
-    this.#problem(msg.code, `${words} (${msg.message})`);
-    if (msg.code === "replaced") this.stop();
+    this.#problem(msg.code, SELF_EXPLAINED.has(msg.code) ? words : `${words} (${msg.message})`);
+    if (msg.code === "replaced") this.stop("Not connected: another performer has this stage.");
   }
 
   async #negotiate(joined, current) {

@@ -2,7 +2,8 @@
 //
 // Latency = what the server adds (webcam frame received -> avatar frame sent, p50 from its stats
 // message) + what the network and this browser add (half the round trip + jitter-buffer delay,
-// from RTCPeerConnection.getStats()).
+// from RTCPeerConnection.getStats()). Only while connected: a reconnecting page shows no figures,
+// and the server's latency only while new poses come (webcam frames tracked, or a motion file).
 
 const UPDATE_MS = 1000;
 
@@ -10,7 +11,7 @@ export class StatsOverlay {
   /**
    * @param {HTMLVideoElement} video the avatar video.
    * @param {HTMLElement} element where the text goes.
-   * @param {() => {pc: RTCPeerConnection|null, lastStats: object|null}} source the connection.
+   * @param {() => {pc: RTCPeerConnection|null, lastStats: object|null, state: string}} source the connection.
    */
   constructor(video, element, source) {
     this.video = video;
@@ -77,7 +78,11 @@ export class StatsOverlay {
     this.fps = ((shown - this.lastFrames) * 1000) / Math.max(1, now - this.lastTime);
     this.lastFrames = shown;
     this.lastTime = now;
-    const { pc, lastStats } = this.source();
+    const { pc, lastStats, state } = this.source();
+    if (state !== "connected" && state !== "unstable") {
+      this.element.textContent = "";
+      return;
+    }
     try {
       this.clientMs = await this.#clientLatency(pc);
     } catch (_) {
@@ -85,7 +90,9 @@ export class StatsOverlay {
     }
     const peer = lastStats && lastStats.peer;
     const stage = lastStats && lastStats.stage;
-    const serverMs = peer && peer.latency_ms && peer.latency_ms.p50 !== null ? peer.latency_ms.p50 : null;
+    // With nothing tracked (nobody in front of the webcam, or no performer) the p50 is an old one.
+    const live = stage && (stage.source !== "webcam" || stage.tracked_per_s > 0);
+    const serverMs = live && peer && peer.latency_ms && peer.latency_ms.p50 !== null ? peer.latency_ms.p50 : null;
     const parts = [`${this.fps.toFixed(1)} fps`];
     if (serverMs !== null) parts.push(`server ${Math.round(serverMs)} ms`);
     if (this.clientMs !== null) parts.push(`network+buffer ${Math.round(this.clientMs)} ms`);

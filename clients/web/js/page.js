@@ -6,13 +6,25 @@ import { StatsOverlay } from "./overlay.js";
 
 const STAGE_NAME = /^[A-Za-z0-9_-]{1,64}$/;
 
+/** ``?stage=`` (``main`` when absent or not a stage name: then ``refused`` holds the name given). */
 export function pageOptions() {
   const params = new URLSearchParams(window.location.search);
   const stage = params.get("stage") || "main";
+  const valid = STAGE_NAME.test(stage);
   return {
-    stage: STAGE_NAME.test(stage) ? stage : "main",
+    stage: valid ? stage : "main",
+    refused: valid ? null : stage,
     autostart: params.get("autostart") === "1",
   };
+}
+
+/** The state pill's words once connected: a viewer of a webcam stage is told when nobody performs. */
+function connectedWords(role, stats) {
+  const stage = stats && stats.stage;
+  if (role !== "performer" && stage && stage.source === "webcam" && stage.performer === false) {
+    return "Connected: nobody is performing on this stage yet.";
+  }
+  return "Connected.";
 }
 
 /**
@@ -24,13 +36,14 @@ export function pageOptions() {
  * @returns {AvatarConnection}
  */
 export function setupPage({ role, getStream, onStop = () => {} }) {
-  const { stage, autostart } = pageOptions();
+  const { stage, refused, autostart } = pageOptions();
   const $ = (id) => document.getElementById(id);
   const avatar = $("avatar");
   const stateEl = $("state");
   const messageEl = $("message");
   const startBtn = $("start");
   const stopBtn = $("stop");
+  const retryBtn = $("retry");
   $("stage-name").textContent = stage;
   const viewerLink = $("viewer-link");
   if (viewerLink) viewerLink.href = `/view?stage=${encodeURIComponent(stage)}`;
@@ -44,17 +57,27 @@ export function setupPage({ role, getStream, onStop = () => {} }) {
   const status = { role, stage, state: "idle", problems: [], joined: null, get stats() { return connection.lastStats; } };
   window.avatarClient = status;
 
+  // A problem's words; when there is none, the standing notice (a refused ?stage= name), if any.
+  const notice =
+    refused === null
+      ? ""
+      : `“${refused.slice(0, 80)}” is not a stage name (letters, digits, - and _, at most 64): this is stage main.`;
   const showMessage = (text) => {
-    messageEl.textContent = text;
-    messageEl.hidden = !text;
+    messageEl.textContent = text || notice;
+    messageEl.hidden = !messageEl.textContent;
   };
+  showMessage("");
 
   connection.addEventListener("state", (event) => {
     const { state, text } = event.detail;
     status.state = state;
     stateEl.dataset.state = state;
-    stateEl.textContent = text;
+    stateEl.textContent = state === "connected" ? connectedWords(role, connection.lastStats) : text;
     if (state === "connected") showMessage("");
+    if (retryBtn) retryBtn.hidden = state !== "reconnecting";
+  });
+  connection.addEventListener("stats", (event) => {
+    if (connection.state === "connected") stateEl.textContent = connectedWords(role, event.detail);
   });
   connection.addEventListener("problem", (event) => {
     status.problems.push(event.detail);
@@ -77,8 +100,9 @@ export function setupPage({ role, getStream, onStop = () => {} }) {
     overlay.start();
     connection.start();
   };
-  const stop = () => {
-    connection.stop();
+  // However the connection stopped (Stop pressed, another performer took the stage, the camera
+  // refused): the webcam is released, the picture and the figures go, Start comes back.
+  const release = () => {
     overlay.stop();
     avatar.srcObject = null;
     onStop();
@@ -86,12 +110,10 @@ export function setupPage({ role, getStream, onStop = () => {} }) {
     stopBtn.hidden = true;
   };
   startBtn.addEventListener("click", start);
-  stopBtn.addEventListener("click", stop);
+  stopBtn.addEventListener("click", () => connection.stop());
+  if (retryBtn) retryBtn.addEventListener("click", () => connection.retryNow());
   connection.addEventListener("state", (event) => {
-    if (event.detail.state === "idle" && connection.stopped) {
-      startBtn.hidden = false;
-      stopBtn.hidden = true;
-    }
+    if (event.detail.state === "idle" && connection.stopped) release();
   });
   if (autostart) start();
   return connection;

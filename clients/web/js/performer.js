@@ -11,8 +11,10 @@ let webcam = null;
 async function getStream(joined) {
   if (joined.source !== "webcam") {
     note.textContent = "This server plays a motion file: your webcam is not used.";
+    preview.hidden = true; // an empty webcam box would suggest that something is wrong
     return null;
   }
+  preview.hidden = false;
   if (webcam && webcam.getVideoTracks().some((t) => t.readyState === "live")) return webcam;
   if (!navigator.mediaDevices || !navigator.mediaDevices.getUserMedia) {
     const err = new Error(cameraErrorWords({ name: "TypeError" }));
