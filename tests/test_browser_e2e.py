@@ -108,9 +108,10 @@ def _wait_playing(page: Any, timeout: float = WAIT_S) -> dict:
     raise AssertionError(f"#avatar did not start playing within {timeout:g} s: {status}")
 
 
-def _wait_for_change(page: Any, timeout: float = WAIT_S) -> float:
-    """Largest mean absolute difference (0-255) between the first picture and later ones."""
-    first = _picture(page)
+def _wait_for_change(page: Any, timeout: float = WAIT_S, first: np.ndarray | None = None) -> float:
+    """Largest mean absolute difference (0-255) between ``first`` (default: the picture now) and
+    later pictures, until it passes 2 or ``timeout`` runs out."""
+    first = _picture(page) if first is None else first
     best = 0.0
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -167,22 +168,24 @@ def test_viewer_page_plays_and_orbits(browser: Any, server: ServerThread) -> Non
         page.mouse.down()
         page.mouse.move(x + 220, y, steps=8)  # about 90 degrees around the avatar
         page.mouse.up()
-        deadline = time.monotonic() + WAIT_S
-        change = 0.0
-        while time.monotonic() < deadline and change <= 2.0:
-            time.sleep(0.5)
-            change = float(np.abs(_picture(page) - before).mean())
+        change = _wait_for_change(page, first=before)
         assert change > 2.0, f"orbiting did not change the viewer's picture ({change:.2f})"
         stats = server.call(lambda: server.server.stats())
         assert stats["stages"]["side"]["views"] == 1
-        # the keyboard orbits too (the same messages as dragging): arrows turn, + zooms in, 0 resets
+        # the keyboard orbits too: arrows turn (as dragging that way would), + zooms in, 0 resets;
+        # the server's picture follows
         page.focus(".screen")
         start = page.evaluate("() => ({...window.avatarOrbit})")
+        before = _picture(page)
         for key in ("ArrowLeft", "ArrowLeft", "ArrowUp", "+"):
             page.keyboard.press(key)
         moved = page.evaluate("() => ({...window.avatarOrbit})")
         assert round((moved["azimuth"] - start["azimuth"]) % 360) == 30, (start, moved)
-        assert moved["elevation"] == start["elevation"] + 15 and moved["zoom"] < start["zoom"], (start, moved)
+        assert moved["elevation"] == start["elevation"] - 15 and moved["zoom"] < start["zoom"], (start, moved)
+        change = _wait_for_change(page, first=before)
+        assert change > 2.0, f"orbiting by keyboard did not change the picture ({change:.2f})"
+        page.keyboard.press("Control+0")  # the browser's (page zoom), not the viewer's
+        assert page.evaluate("() => window.avatarOrbit") == moved
         page.keyboard.press("0")
         assert page.evaluate("() => window.avatarOrbit") == {"azimuth": 0, "elevation": 0, "zoom": 1}
     finally:
@@ -220,10 +223,7 @@ def test_vr_page_without_a_headset_plays_flat_and_head_poses_orbit(browser: Any,
         assert orbits[3]["elevation"] == 80  # clamped like the server's orbit
         before = _picture(page)
         assert page.evaluate("() => window.avatarXR.lookFrom({x: 2, y: 1.1, z: -2})") is True
-        change = 0.0
-        while time.monotonic() < deadline and change <= 2.0:
-            time.sleep(0.5)
-            change = float(np.abs(_picture(page) - before).mean())
+        change = _wait_for_change(page, first=before)
         assert change > 2.0, f"a head position at the avatar's side did not change the picture ({change:.2f})"
         assert page.evaluate("() => window.avatarXR.orbitsSent") == 1 and errors == [], errors
     finally:
@@ -252,21 +252,25 @@ def test_server_gone_is_shown_in_words_and_the_page_reconnects(
         # no figures of the lost connection while reconnecting (the overlay updates once a second)
         time.sleep(1.5)
         assert page.inner_text("#overlay") == "" and page.evaluate("() => window.avatarClient.stats") is None
-        # the back-off grows while the server stays away (1, 2, 4 s...); "Retry now" skips the wait
-        status = _wait_until(page, lambda s: "Reconnecting in 4 s" in s["stateText"], "no 4 s back-off")
-        assert page.is_visible("#retry"), status
-        page.click("#retry")  # the server is still away: the retry fails at once and waits 8 s
-        status = _wait_until(
-            page, lambda s: "Reconnecting in 8 s" in s["stateText"], "Retry now did not retry", timeout=2.5
-        )
-        frames_before = status["frames"]
+        # the back-off grows while the server stays away (1, 2, 4 s...); "Retry now" skips the wait:
+        # clicked with more than 2.5 s of it left, a new attempt within 1 s can only be the button's
+        deadline = time.monotonic() + WAIT_S
+        while (page.evaluate("() => window.avatarClient.retryInMs") or 0) < 2500 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        attempts = page.evaluate("() => window.avatarClient.connects")
+        assert page.is_visible("#retry"), _status(page)
+        page.click("#retry")
+        time.sleep(1.0)
+        assert page.evaluate("() => window.avatarClient.connects") == attempts + 1, "Retry now did not retry"
+        frames_before = _status(page)["frames"]
         again = ServerThread(
             ServerConfig(host="127.0.0.1", port=port, size=128, fps=15.0, backend="cpu"),
             avatar=demo_avatar,
             body=body,
         ).start()
         try:
-            page.click("#retry")  # rather than the rest of the 8 s back-off
+            # rather than the rest of the back-off (unless it ran out meanwhile)
+            page.evaluate("() => { const b = document.getElementById('retry'); if (!b.hidden) b.click(); }")
             deadline = time.monotonic() + WAIT_S
             while time.monotonic() < deadline:
                 status = _status(page)
@@ -369,3 +373,32 @@ def test_a_motion_server_shows_no_webcam_box(browser: Any, body, demo_avatar) ->
             assert "motion file" in page.inner_text("#preview-note")
         finally:
             page.close()
+
+
+def test_stop_during_the_camera_prompt_turns_the_camera_off(browser: Any, server: ServerThread) -> None:
+    """The camera arrives after Stop was pressed (the person answered the browser's prompt late):
+    it is turned off again, not shown or sent."""
+    page = browser.new_page()
+    try:
+        page.add_init_script(
+            """(() => {
+              const md = navigator.mediaDevices, ask = md.getUserMedia.bind(md);
+              md.getUserMedia = async (c) => {
+                const s = await ask(c);
+                window.lateCamera = s;
+                await new Promise((r) => setTimeout(r, 1500));
+                return s;
+              };
+            })()"""
+        )
+        page.goto(server.url + "?autostart=1&stage=late")
+        deadline = time.monotonic() + WAIT_S
+        while page.evaluate("() => window.lateCamera") is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        page.click("#stop")
+        page.wait_for_timeout(2500)  # the prompt "answers" 1.5 s after the camera started
+        assert page.evaluate("() => window.lateCamera.getVideoTracks().every((t) => t.readyState === 'ended')")
+        assert page.evaluate("() => document.getElementById('preview').srcObject === null")
+        assert _status(page)["state"] == "idle"
+    finally:
+        page.close()

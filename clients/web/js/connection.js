@@ -35,8 +35,10 @@ export class AvatarConnection extends EventTarget {
    * @param {object} options
    * @param {"performer"|"viewer"} options.role
    * @param {string} options.stage
-   * @param {(joined: object) => Promise<MediaStream|null>} [options.getStream] the webcam to send,
-   *   asked for once the server said what drives the stage (joined.source: "webcam" or "motion").
+   * @param {(joined: object, stopped: () => boolean) => Promise<MediaStream|null>} [options.getStream]
+   *   the webcam to send, asked for once the server said what drives the stage (joined.source:
+   *   "webcam" or "motion"); ``stopped()`` tells it, after the camera prompt, whether Stop (or a
+   *   takeover) came meanwhile, so that it turns a camera nobody wants any more off again.
    * @param {string} [options.url] websocket URL (default: this page's server).
    */
   constructor({ role, stage, getStream = async () => null, url = wsUrl(window.location) }) {
@@ -52,6 +54,8 @@ export class AvatarConnection extends EventTarget {
     this.attempt = 0;
     this.retryTimer = null;
     this.countdown = null; // ticks the "Reconnecting in N s" text
+    this.retryDue = null; // performance.now() of the next reconnect, while waiting for it
+    this.connects = 0; // connection attempts so far (automation: window.avatarClient.connects)
     this.mediaTimer = null;
     this.state = "idle";
     this.lastStats = null;
@@ -116,7 +120,12 @@ export class AvatarConnection extends EventTarget {
   #cancelRetry() {
     clearTimeout(this.retryTimer);
     clearInterval(this.countdown);
-    this.retryTimer = this.countdown = null;
+    this.retryTimer = this.countdown = this.retryDue = null;
+  }
+
+  /** Milliseconds until the next reconnect; null when none is waiting. */
+  get retryInMs() {
+    return this.retryDue === null ? null : Math.max(0, this.retryDue - performance.now());
   }
 
   #retry(reason) {
@@ -131,6 +140,7 @@ export class AvatarConnection extends EventTarget {
       this.#setState("reconnecting", `${reason} Reconnecting in ${left} s…`);
     };
     say();
+    this.retryDue = due;
     this.countdown = setInterval(say, 1000);
     this.retryTimer = setTimeout(() => {
       this.#cancelRetry();
@@ -140,6 +150,7 @@ export class AvatarConnection extends EventTarget {
 
   #connect() {
     const generation = ++this.generation;
+    this.connects += 1;
     const current = () => generation === this.generation && !this.stopped;
     this.#setState("connecting", "Connecting to the avatar server…");
     let ws;
@@ -193,7 +204,8 @@ export class AvatarConnection extends EventTarget {
 
   async #negotiate(joined, current) {
     this.dispatchEvent(new CustomEvent("joined", { detail: joined }));
-    const stream = await this.getStream(joined); // may throw (camera permission): shown by the page
+    // may throw (camera permission): shown by the page
+    const stream = await this.getStream(joined, () => this.stopped);
     if (!current()) return;
     const pc = new RTCPeerConnection({ iceServers: joined.ice_servers || [] });
     this.pc = pc;

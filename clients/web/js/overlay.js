@@ -78,16 +78,18 @@ export class StatsOverlay {
     this.fps = ((shown - this.lastFrames) * 1000) / Math.max(1, now - this.lastTime);
     this.lastFrames = shown;
     this.lastTime = now;
-    const { pc, lastStats, state } = this.source();
-    if (state !== "connected" && state !== "unstable") {
+    const showing = () => this.timer !== null && ["connected", "unstable"].includes(this.source().state);
+    if (!showing()) {
       this.element.textContent = "";
       return;
     }
     try {
-      this.clientMs = await this.#clientLatency(pc);
+      this.clientMs = await this.#clientLatency(this.source().pc);
     } catch (_) {
       this.clientMs = null;
     }
+    if (!showing()) return; // stopped or disconnected while getStats() ran: stop() cleared the text
+    const { lastStats } = this.source();
     const peer = lastStats && lastStats.peer;
     const stage = lastStats && lastStats.stage;
     // With nothing tracked (nobody in front of the webcam, or no performer) the p50 is an old one.

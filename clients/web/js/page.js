@@ -54,7 +54,22 @@ export function setupPage({ role, getStream, onStop = () => {} }) {
   const overlay = new StatsOverlay(avatar, $("overlay"), () => connection);
 
   // For people: words. For automation: the same facts on window.avatarClient.
-  const status = { role, stage, state: "idle", problems: [], joined: null, get stats() { return connection.lastStats; } };
+  const status = {
+    role,
+    stage,
+    state: "idle",
+    problems: [],
+    joined: null,
+    get stats() {
+      return connection.lastStats;
+    },
+    get connects() {
+      return connection.connects;
+    },
+    get retryInMs() {
+      return connection.retryInMs;
+    },
+  };
   window.avatarClient = status;
 
   // A problem's words; when there is none, the standing notice (a refused ?stage= name), if any.
@@ -68,16 +83,29 @@ export function setupPage({ role, getStream, onStop = () => {} }) {
   };
   showMessage("");
 
+  // The pill shows the state (its reconnect countdown ticks every second); a hidden live region
+  // tells screen readers once per change of state or of its words, not at every tick.
+  const announcer = document.createElement("span");
+  announcer.className = "visually-hidden";
+  announcer.setAttribute("role", "status");
+  stateEl.after(announcer);
+  const showState = (state, text) => {
+    if (stateEl.textContent !== text) stateEl.textContent = text;
+    const spoken = state === "reconnecting" ? text.replace(/ Reconnecting in \d+ s…$/, " Reconnecting…") : text;
+    if (announcer.textContent !== spoken) announcer.textContent = spoken;
+  };
   connection.addEventListener("state", (event) => {
     const { state, text } = event.detail;
+    const focusWasOnRetry = retryBtn && document.activeElement === retryBtn;
     status.state = state;
     stateEl.dataset.state = state;
-    stateEl.textContent = state === "connected" ? connectedWords(role, connection.lastStats) : text;
+    showState(state, state === "connected" ? connectedWords(role, connection.lastStats) : text);
     if (state === "connected") showMessage("");
     if (retryBtn) retryBtn.hidden = state !== "reconnecting";
+    if (focusWasOnRetry && retryBtn.hidden) stopBtn.focus(); // not back to the page's start
   });
   connection.addEventListener("stats", (event) => {
-    if (connection.state === "connected") stateEl.textContent = connectedWords(role, event.detail);
+    if (connection.state === "connected") showState("connected", connectedWords(role, event.detail));
   });
   connection.addEventListener("problem", (event) => {
     status.problems.push(event.detail);

@@ -7,8 +7,11 @@ const preview = document.getElementById("preview");
 const note = document.getElementById("preview-note");
 let webcam = null;
 
-/** The webcam (asked for once, kept across reconnects); null when the stage plays a motion file. */
-async function getStream(joined) {
+/**
+ * The webcam (asked for once, kept across reconnects); null when the stage plays a motion file, or
+ * when the page stopped while the browser asked for the camera (then the camera goes off again).
+ */
+async function getStream(joined, stopped) {
   if (joined.source !== "webcam") {
     note.textContent = "This server plays a motion file: your webcam is not used.";
     preview.hidden = true; // an empty webcam box would suggest that something is wrong
@@ -23,8 +26,9 @@ async function getStream(joined) {
     throw err;
   }
   note.textContent = "Asking for your webcam…";
+  let stream;
   try {
-    webcam = await navigator.mediaDevices.getUserMedia({
+    stream = await navigator.mediaDevices.getUserMedia({
       video: { width: { ideal: 640 }, height: { ideal: 480 }, frameRate: { ideal: 30 } },
       audio: false,
     });
@@ -35,6 +39,11 @@ async function getStream(joined) {
     note.textContent = "No webcam.";
     throw err;
   }
+  if (stopped()) {
+    stream.getTracks().forEach((t) => t.stop());
+    return null;
+  }
+  webcam = stream;
   preview.srcObject = webcam;
   note.textContent = "Move: the avatar follows you (mirrored, like a mirror).";
   return webcam;
@@ -44,7 +53,7 @@ function releaseWebcam() {
   if (webcam) webcam.getTracks().forEach((t) => t.stop());
   webcam = null;
   preview.srcObject = null;
-  note.textContent = "Your webcam starts when you press Start.";
+  if (!preview.hidden) note.textContent = "Your webcam starts when you press Start."; // (motion: as it was)
 }
 
 setupPage({ role: "performer", getStream, onStop: releaseWebcam });

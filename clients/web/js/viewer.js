@@ -74,11 +74,13 @@ screen.addEventListener(
   { passive: false },
 );
 screen.addEventListener("keydown", (event) => {
+  if (event.ctrlKey || event.metaKey || event.altKey) return; // the browser's (page zoom, back)
+  // As dragging: ArrowLeft = dragging left, ArrowUp = dragging up.
   const keys = {
     ArrowLeft: () => setOrbit({ azimuth: orbit.azimuth + DEG_PER_KEY }),
     ArrowRight: () => setOrbit({ azimuth: orbit.azimuth - DEG_PER_KEY }),
-    ArrowUp: () => setOrbit({ elevation: orbit.elevation + DEG_PER_KEY }),
-    ArrowDown: () => setOrbit({ elevation: orbit.elevation - DEG_PER_KEY }),
+    ArrowUp: () => setOrbit({ elevation: orbit.elevation - DEG_PER_KEY }),
+    ArrowDown: () => setOrbit({ elevation: orbit.elevation + DEG_PER_KEY }),
     "+": () => setOrbit({ zoom: orbit.zoom / ZOOM_PER_KEY }),
     "=": () => setOrbit({ zoom: orbit.zoom / ZOOM_PER_KEY }),
     "-": () => setOrbit({ zoom: orbit.zoom * ZOOM_PER_KEY }),
