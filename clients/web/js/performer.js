@@ -39,9 +39,12 @@ async function getStream(joined, stopped) {
     note.textContent = "No webcam.";
     throw err;
   }
-  if (stopped()) {
+  // Stopped meanwhile, or Stop then Start during the prompt (another ask got the camera first):
+  // this camera is not wanted, and must not be left running unseen.
+  const live = webcam && webcam.getVideoTracks().some((t) => t.readyState === "live");
+  if (stopped() || live) {
     stream.getTracks().forEach((t) => t.stop());
-    return null;
+    return stopped() ? null : webcam;
   }
   webcam = stream;
   preview.srcObject = webcam;
