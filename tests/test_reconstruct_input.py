@@ -77,6 +77,32 @@ def test_reads_png_as_rgb(tmp_path: Path) -> None:
     )
 
 
+def exif_jpeg(stored_rgb: np.ndarray, orientation: int) -> bytes:
+    """A JPEG of ``stored_rgb`` whose EXIF says how to turn it upright (as phones write portraits)."""
+    ok, jpg = cv2.imencode(".jpg", np.ascontiguousarray(stored_rgb[:, :, ::-1]), [cv2.IMWRITE_JPEG_QUALITY, 95])
+    assert ok
+    # Big-endian TIFF with one IFD entry: tag 0x0112 (Orientation), type SHORT, count 1.
+    tiff = b"MM\x00\x2a" + struct.pack(">I", 8) + struct.pack(">HHHIHH", 1, 0x0112, 3, 1, orientation, 0)
+    tiff += struct.pack(">I", 0)  # no next IFD
+    app1 = b"Exif\x00\x00" + tiff
+    data = jpg.tobytes()
+    return data[:2] + b"\xff\xe1" + struct.pack(">H", len(app1) + 2) + app1 + data[2:]
+
+
+@pytest.mark.parametrize("orientation, turn", [(6, 1), (8, -1), (3, 2)])
+def test_exif_orientation_is_applied(tmp_path: Path, orientation: int, turn: int) -> None:
+    upright = np.zeros((120, 80, 3), np.uint8)  # a portrait: red on top, blue below
+    upright[:60, :, 0] = 255
+    upright[60:, :, 2] = 255
+    stored = np.rot90(upright, turn)  # how the camera stored it, before turning by its EXIF tag
+    path = tmp_path / "phone.jpg"
+    path.write_bytes(exif_jpeg(stored, orientation))
+    rgb = read_photo(path)
+    assert rgb.shape == (120, 80, 3)
+    assert rgb[:50, :, 0].min() > 200 and rgb[:50, :, 2].max() < 60  # red on top
+    assert rgb[70:, :, 2].min() > 200 and rgb[70:, :, 0].max() < 60  # blue below
+
+
 def test_bomb_refused_before_decoding(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -124,6 +124,8 @@ def read_photo(path: str | Path, max_pixels: int = MAX_PIXELS) -> np.ndarray:
     if fmt == "jpeg" and b"\xff\xd9" not in data[-64:]:
         raise ReconstructionError(f"{path}: truncated JPEG (no end-of-image marker)")
     bgr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
-    if bgr is None or bgr.shape[:2] != (h, w):
+    # OpenCV turns the picture upright by its EXIF orientation (phones store portraits sideways
+    # with orientation 6 or 8), so the decoded size may be the header's, transposed.
+    if bgr is None or bgr.shape[:2] not in ((h, w), (w, h)):
         raise ReconstructionError(f"{path}: corrupt {fmt.upper()} (cannot be decoded)")
     return np.ascontiguousarray(bgr[:, :, ::-1])
