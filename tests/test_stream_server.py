@@ -97,6 +97,15 @@ def test_pages_and_static_modules(server: ServerThread) -> None:
         assert (reply.status, reply.getheader("Location")) == (308, "/view?stage=side")
     finally:
         conn.close()
+    # another method is refused in words, and /stats is not served to it
+    conn = http.client.HTTPConnection("127.0.0.1", server.server.port, timeout=30)
+    try:
+        conn.request("DELETE", "/stats")
+        reply = conn.getresponse()
+        assert (reply.status, reply.getheader("Allow")) == (405, "GET, HEAD")
+        assert b"GET only" in reply.read()
+    finally:
+        conn.close()
     status, _, body = http_get(server.url + "nowhere")
     assert status == 404 and b"/view viewer" in body  # says where the pages are
 

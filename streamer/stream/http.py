@@ -2,7 +2,8 @@
 
 websockets calls :meth:`HttpRoutes.process_request` for every incoming request before its opening
 handshake; returning a response answers plain HTTP, returning None lets a websocket through (only
-on :data:`WS_PATH`). GET only (websockets refuses other methods).
+on :data:`WS_PATH`). GET and HEAD only: other methods get 405. (A request with a body never gets
+here: websockets' parser closes such a connection without an answer.)
 """
 
 from __future__ import annotations
@@ -87,6 +88,10 @@ class HttpRoutes:
     def process_request(self, connection: object, request: Request) -> Response | None:
         """websockets' ``process_request`` hook."""
         path = urlsplit(request.path).path
+        if request.method not in ("GET", "HEAD"):
+            resp = text(405, f"{request.method[:20]} is not allowed here: the server answers GET only")
+            resp.headers["Allow"] = "GET, HEAD"
+            return resp
         if path == WS_PATH:
             return None
         if path == "/stats":
