@@ -10,6 +10,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from websockets.datastructures import Headers
+from websockets.http11 import Request
 
 from streamer.errors import InputError, SignallingError
 from streamer.stream import protocol
@@ -50,6 +52,13 @@ def test_parse_valid_messages() -> None:
             "role must be one of performer, viewer, got 'king'",
         ),
         ('{"type": "join", "role": "viewer", "stage": "../x"}', "bad_message", "stage names are 1-64"),
+        ('{"type": "join", "role": "viewer", "stage": "a/../x"}', "bad_message", "stage names are 1-64"),
+        ('{"type": "join", "role": "viewer", "stage": "a\\n"}', "bad_message", "stage names are 1-64"),
+        (
+            '{"type": "join", "role": "viewer", "stage": "' + "s" * 65 + '"}',
+            "bad_message",
+            "stage names are 1-64",
+        ),
         ('{"type": "join", "role": 3}', "bad_message", "field 'role' must be a string"),
         ('{"type": "offer"}', "bad_message", "field 'sdp' must be a string"),
         ('{"type": "offer", "sdp": "hello"}', "bad_sdp", "the SDP must start with 'v=0'"),
@@ -73,6 +82,8 @@ def test_control_messages_and_orbit_clamping() -> None:
     assert protocol.parse_control_message('{"type": "stats"}') == StatsRequest()
     orbit = protocol.parse_control_message('{"type": "orbit", "azimuth": -90, "elevation": 200, "zoom": 100}')
     assert orbit == Orbit(azimuth=270.0, elevation=80.0, zoom=4.0)
+    low = protocol.parse_control_message('{"type": "orbit", "elevation": -200, "zoom": 0}')
+    assert low == Orbit(elevation=-80.0, zoom=0.3)  # zoom 0 would put the camera on its target
     assert protocol.parse_control_message('{"type": "orbit"}') == Orbit()
     for bad in (
         '{"type": "orbit", "azimuth": "left"}',
@@ -143,12 +154,14 @@ def test_frame_bus_gives_each_reader_the_newest() -> None:
         bus.publish(_Item(1))
         bus.publish(_Item(2))
         assert (await bus.next(0)).seq == 2  # 1 was never taken: skipped, not queued
+        assert bus.skipped == 1
         waiting = asyncio.ensure_future(bus.next(2))
         other = asyncio.ensure_future(bus.next(2))
         await asyncio.sleep(0)
         assert not waiting.done()
         bus.publish(_Item(3))
         assert (await waiting).seq == 3 and (await other).seq == 3
+        assert bus.skipped == 1  # 2 and 3 were taken: nothing more was skipped
         cancelled = asyncio.ensure_future(bus.next(3))
         survivor = asyncio.ensure_future(bus.next(3))
         await asyncio.sleep(0)
@@ -185,6 +198,10 @@ def test_rate_counts_events_in_the_window() -> None:
         rate.tick(100.0 + i * 0.1)  # 10 per second for 2 s
     assert rate.per_second(102.0) == pytest.approx(10.5, abs=0.6)
     assert rate.per_second(110.0) == 0.0
+    young = Rate(window=3.0)
+    for i in range(10):
+        young.tick(200.0 + i * 0.1)  # 10 per second for the first second only
+    assert young.per_second(201.0) == pytest.approx(10.0, abs=0.6)  # over the time so far, not the window
 
 
 def test_pipeline_stats_snapshot_and_reset() -> None:
@@ -207,11 +224,6 @@ def test_pipeline_stats_snapshot_and_reset() -> None:
 # -- HTTP routes ---------------------------------------------------------------------------------------
 
 
-class _Request:
-    def __init__(self, path: str) -> None:
-        self.path = path
-
-
 def test_http_routes(tmp_path: Path) -> None:
     (tmp_path / "index.html").write_text("<p>performer</p>")
     (tmp_path / "view.html").write_text("<p>viewer</p>")
@@ -222,7 +234,7 @@ def test_http_routes(tmp_path: Path) -> None:
     routes = HttpRoutes(tmp_path, lambda: {"stages": {}})
 
     def get(path: str) -> tuple[int, str, bytes]:
-        r = routes.process_request(None, _Request(path))  # type: ignore[arg-type]
+        r = routes.process_request(None, Request(path, Headers()))
         assert r is not None
         return r.status_code, r.headers["Content-Type"], r.body
 
@@ -239,7 +251,12 @@ def test_http_routes(tmp_path: Path) -> None:
         "/nope",
     ):
         assert get(path)[0] == 404, path
-    assert routes.process_request(None, _Request("/ws")) is None  # type: ignore[arg-type]
+    assert routes.process_request(None, Request("/ws", Headers())) is None
+    head = routes.process_request(None, Request("/stats", Headers(), method="HEAD"))
+    assert head is not None and head.status_code == 200
+    for method in ("POST", "DELETE"):
+        refused = routes.process_request(None, Request("/stats", Headers(), method=method))
+        assert refused is not None and (refused.status_code, refused.headers["Allow"]) == (405, "GET, HEAD")
 
 
 # -- ICE servers ------------------------------------------------------------------------------------------

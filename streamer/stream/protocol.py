@@ -39,7 +39,7 @@ MAX_MESSAGE_BYTES = 64 * 1024
 #: Largest data-channel message accepted, bytes.
 MAX_CONTROL_BYTES = 4 * 1024
 #: Stage names: what may follow ``?stage=`` in a page URL.
-STAGE_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+STAGE_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")  # whole names only: use fullmatch ($ would let "a\n" in)
 DEFAULT_STAGE = "main"
 ROLES = ("performer", "viewer")
 #: Orbit limits: elevation in degrees, zoom as a factor on the framing distance.
@@ -157,7 +157,7 @@ def parse_client_message(data: str | bytes) -> ClientMessage:
                 "bad_message", f"'join' message: role must be one of {', '.join(ROLES)}, got {role!r}"
             )
         stage = _string(obj, "stage", DEFAULT_STAGE)
-        if not STAGE_NAME.match(stage):
+        if not STAGE_NAME.fullmatch(stage):
             raise SignallingError(
                 "bad_message", f"'join' message: stage names are 1-64 of A-Z a-z 0-9 _ -, got {stage!r}"
             )
