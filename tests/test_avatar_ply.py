@@ -51,6 +51,23 @@ def test_file_uses_standard_3dgs_properties(tmp_path):
     assert "skin_j_0" in extras and "skin_w_0" in extras
 
 
+def test_extreme_opacities_and_unnormalised_quaternions(tmp_path):
+    a = _random_avatar(n=4)
+    a.gaussians.opacities[:2] = torch.tensor([0.0, 1.0])  # a logit of these would be infinite
+    path = write_ply(tmp_path / "scene.ply", a.gaussians)
+    raw = bytearray(path.read_bytes())
+    start = raw.index(b"end_header\n") + 11
+    table = np.frombuffer(raw, dtype=np.float32, count=17 * 4, offset=start).reshape(4, 17).copy()
+    assert np.isfinite(table).all()
+    table[:, 13:17] *= 2.0  # another tool's file: quaternions stored unnormalised
+    raw[start : start + table.nbytes] = table.tobytes()
+    path.write_bytes(bytes(raw))
+    g, _, _ = read_ply(path)
+    torch.testing.assert_close(g.quats.norm(dim=1), torch.ones(4))
+    torch.testing.assert_close(g.quats, a.gaussians.quats, rtol=1e-5, atol=1e-6)
+    assert 0.0 < float(g.opacities[0]) < 1e-5 and 1.0 - 1e-5 < float(g.opacities[1]) < 1.0
+
+
 def test_plain_3dgs_ply_is_not_an_avatar(tmp_path):
     a = _random_avatar(n=20)
     write_ply(tmp_path / "scene.ply", a.gaussians)

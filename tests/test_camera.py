@@ -32,7 +32,20 @@ def test_framing_keeps_points_inside():
             assert 0 <= u <= 256 and 0 <= v <= 128
 
 
+def test_framing_a_wide_subject_in_a_portrait_picture():
+    pts = torch.tensor([[-1.0, -0.2, 0.0], [1.0, 0.2, 0.0]])  # arms spread: wider than tall
+    cam = Camera.framing(pts, 128, 256)
+    for p in pts:
+        u, v = project(cam, p.tolist())
+        assert 0 <= u <= 128 and 0 <= v <= 256
+
+
 def test_bad_cameras():
+    with pytest.raises(InputError, match="NaN or infinite"):
+        K = torch.tensor([[float("nan"), 0, 2], [0, 1, 2], [0, 0, 1]])
+        Camera(K=K, viewmat=torch.eye(4), width=4, height=4)
+    with pytest.raises(InputError, match="NaN or infinite"):
+        Camera.look_at((0, 0, float("inf")), (0, 0, 0), 8, 8)
     with pytest.raises(InputError, match=r"Camera.K: expected shape \(3, 3\)"):
         Camera(K=torch.eye(2), viewmat=torch.eye(4), width=4, height=4)
     with pytest.raises(InputError, match="image size must be positive"):

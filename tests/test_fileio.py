@@ -51,6 +51,16 @@ def test_writing_under_a_file_is_an_input_error_and_leaves_nothing(tmp_path: Pat
     assert sorted(p.name for p in tmp_path.iterdir()) == ["afile"]
 
 
+def test_a_failure_while_writing_leaves_the_old_file_and_no_temporary(tmp_path: Path) -> None:
+    target = tmp_path / "clip.mp4"
+    target.write_bytes(b"old")
+    with pytest.raises(RuntimeError, match="encoder died"), atomic_path(target) as tmp:
+        tmp.write_bytes(b"half a clip")
+        raise RuntimeError("encoder died")
+    assert target.read_bytes() == b"old"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["clip.mp4"]
+
+
 def test_new_files_get_the_umask_mode_and_replaced_files_keep_theirs(tmp_path: Path) -> None:
     old = os.umask(0o027)
     try:

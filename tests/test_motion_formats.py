@@ -110,14 +110,16 @@ def _lhm_frame(i: int) -> dict:
     }  # fmt: skip
 
 
-def _write_lhm(folder, frames) -> None:
+def _write_lhm(folder, frames, name: str = "{:05d}.json") -> None:
     folder.mkdir(parents=True, exist_ok=True)
     for i, frame in frames:
-        (folder / f"{i:05d}.json").write_text(json.dumps(frame))
+        (folder / name.format(i)).write_text(json.dumps(frame))
 
 
 def test_lhm_folder_order_frame_and_fields(tmp_path):
-    _write_lhm(tmp_path / "clip" / "smplx_params", [(i, _lhm_frame(i)) for i in (1, 2, 10)])
+    # unpadded numbers: a plain sort would give 1, 10, 2
+    frames = [(i, _lhm_frame(i)) for i in (1, 2, 10)]
+    _write_lhm(tmp_path / "clip" / "smplx_params", frames, name="frame_{}.json")
     for where in (tmp_path / "clip", tmp_path / "clip" / "smplx_params"):
         m = load_motion(where, fps=25)
         assert len(m) == 3 and m.fps == 25
@@ -132,7 +134,7 @@ def test_lhm_folder_order_frame_and_fields(tmp_path):
         assert np.allclose(world_pelvis[0], cam_pelvis * [1, -1, -1], atol=1e-5)
         assert np.allclose(m.poses.left_hand_pose[:, :, 0].numpy(), 0.1, atol=1e-6)
         assert np.allclose(m.poses.jaw_pose[:, 0].numpy(), 0.2, atol=1e-6)
-    assert len(load_motion(tmp_path / "clip" / "smplx_params" / "00002.json")) == 1
+    assert len(load_motion(tmp_path / "clip" / "smplx_params" / "frame_2.json")) == 1
     assert load_motion(tmp_path / "clip").fps == 30.0  # LHM stores no rate: 30 by default
 
 

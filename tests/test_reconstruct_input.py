@@ -62,6 +62,16 @@ def test_sniff_and_header_sizes() -> None:
     assert ok and image_size(jpg.tobytes(), "jpeg") == (91, 37)
     ok, webp = cv2.imencode(".webp", np.zeros((70, 80, 3), np.uint8))
     assert ok and image_size(webp.tobytes(), "webp") == (80, 70)
+    ok, bmp = cv2.imencode(".bmp", np.zeros((33, 65, 3), np.uint8))
+    top_down = bmp.tobytes()[:22] + struct.pack("<i", -33) + bmp.tobytes()[26:]  # rows stored top first
+    assert ok and image_size(bmp.tobytes(), "bmp") == (65, 33) and image_size(top_down, "bmp") == (65, 33)
+
+
+def test_a_thin_image_is_refused_before_detection(tmp_path: Path) -> None:
+    path = tmp_path / "strip.png"
+    cv2.imwrite(str(path), np.full((200, 63, 3), 128, np.uint8))
+    with pytest.raises(ReconstructionError, match="63x200 is too small"):
+        read_photo(path)
 
 
 def test_reads_png_as_rgb(tmp_path: Path) -> None:
@@ -79,7 +89,8 @@ def test_reads_png_as_rgb(tmp_path: Path) -> None:
 
 def exif_jpeg(stored_rgb: np.ndarray, orientation: int) -> bytes:
     """A JPEG of ``stored_rgb`` whose EXIF says how to turn it upright (as phones write portraits)."""
-    ok, jpg = cv2.imencode(".jpg", np.ascontiguousarray(stored_rgb[:, :, ::-1]), [cv2.IMWRITE_JPEG_QUALITY, 95])
+    bgr = np.ascontiguousarray(stored_rgb[:, :, ::-1])
+    ok, jpg = cv2.imencode(".jpg", bgr, [cv2.IMWRITE_JPEG_QUALITY, 95])
     assert ok
     # Big-endian TIFF with one IFD entry: tag 0x0112 (Orientation), type SHORT, count 1.
     tiff = b"MM\x00\x2a" + struct.pack(">I", 8) + struct.pack(">HHHIHH", 1, 0x0112, 3, 1, orientation, 0)
