@@ -102,6 +102,13 @@ def test_masked_scores_ignore_the_background() -> None:
     assert s["psnr_db"] == math.inf and s["ssim"] == pytest.approx(1.0) and s["mask_iou"] == 1.0
     s2 = masked_scores(np.clip(render + 0.1 * mask[..., None], 0, 1), alpha, photo, mask)
     assert s2["psnr_db"] < 25 and s2["ssim"] < 1.0
+    # a crop reaching past the photo: the render covering that part is not counted against the IoU
+    valid = np.ones((32, 32), bool)
+    valid[:, 24:] = False
+    wide = alpha.copy()
+    wide[8:24, 24:] = 1.0
+    assert masked_scores(render, wide, photo, mask, valid)["mask_iou"] == 1.0
+    assert masked_scores(render, wide, photo, mask)["mask_iou"] < 0.8
 
 
 # -- commands -----------------------------------------------------------------------------

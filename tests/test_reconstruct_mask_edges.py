@@ -71,6 +71,21 @@ def test_a_hole_of_background_inside_the_person_is_cut_out() -> None:
     np.testing.assert_array_equal(snapped[:, :60], soft[:, :60])
 
 
+def test_an_uncertain_spot_with_no_background_anywhere_near_keeps_mediapipes_value() -> None:
+    """A dark pocket deep inside a large person: not even the wide window holds a confident
+    background pixel, so there is no background colour to compare with (it must not count as black)."""
+    from streamer.reconstruct.mask_edges import SNAP_RADIUS_PX, WIDE_FACTOR, snap_to_edges
+
+    size = 2 * WIDE_FACTOR * SNAP_RADIUS_PX + 60
+    rgb = np.zeros((size, size, 3), np.uint8)
+    rgb[:] = JEANS
+    c = size // 2
+    rgb[c - 4 : c + 4, c - 4 : c + 4] = (10, 10, 12)  # the dark pocket
+    soft = np.ones((size, size), np.float32)
+    soft[c - 5 : c + 5, c - 5 : c + 5] = 0.6
+    np.testing.assert_array_equal(snap_to_edges(rgb, soft), soft)
+
+
 def test_refuses_a_mask_of_another_size() -> None:
     from streamer.reconstruct.mask_edges import snap_to_edges
 
