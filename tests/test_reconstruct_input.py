@@ -179,6 +179,65 @@ def test_truncated_png_and_jpeg(tmp_path: Path, capsys: pytest.CaptureFixture[st
     assert_refused(cutj, tmp_path, capsys, "truncated JPEG")
 
 
+def _stripes(h: int = 120, w: int = 90) -> np.ndarray:
+    """Textured RGB, so that the JPEG's coded data holds many 0xFF bytes."""
+    rng = np.random.default_rng(4)
+    return rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+
+
+def test_what_phones_append_after_the_picture_is_not_a_cut_file(tmp_path: Path) -> None:
+    rgb = _stripes()
+    ok, jpg = cv2.imencode(".jpg", rgb[:, :, ::-1])
+    ok2, png = cv2.imencode(".png", rgb[:, :, ::-1])
+    assert ok and ok2
+    trailers = {
+        "motion.jpg": jpg.tobytes() + b"\x00\x00\x00\x18ftypmp42" + bytes(range(256)) * 40,  # a video
+        "padded.jpg": jpg.tobytes() + b"\x00" * 512,
+        "maker.jpg": jpg.tobytes() + b"\x00\x00SEFH" + bytes(range(256)) * 8 + b"SEFT",
+        "trailer.png": png.tobytes() + b"saved by an editor",
+    }
+    for name, data in trailers.items():
+        (tmp_path / name).write_bytes(data)
+        got = read_photo(tmp_path / name)
+        assert got.shape == rgb.shape, name
+        if name.endswith(".png"):
+            np.testing.assert_array_equal(got, rgb)
+
+
+def test_a_cut_jpeg_is_refused_even_when_its_thumbnail_is_whole(tmp_path: Path) -> None:
+    ok, thumb = cv2.imencode(".jpg", _stripes(16, 16))
+    ok2, main_jpg = cv2.imencode(".jpg", _stripes())
+    assert ok and ok2
+    app1 = b"Exif\x00\x00" + thumb.tobytes()  # the thumbnail's own end marker lies in APP1
+    data = main_jpg.tobytes()
+    data = data[:2] + b"\xff\xe1" + struct.pack(">H", len(app1) + 2) + app1 + data[2:]
+    (tmp_path / "whole.jpg").write_bytes(data)
+    assert read_photo(tmp_path / "whole.jpg").shape == (120, 90, 3)
+    progressive = cv2.imencode(".jpg", _stripes(), [cv2.IMWRITE_JPEG_PROGRESSIVE, 1])[1].tobytes()
+    for name, cut in (("cut.jpg", data[: len(data) - 200]), ("cut_progressive.jpg", progressive[:-100])):
+        (tmp_path / name).write_bytes(cut)
+        with pytest.raises(ReconstructionError, match="truncated JPEG"):
+            read_photo(tmp_path / name)
+
+
+def test_a_jpeg_over_the_pixel_limit_is_decoded_smaller(tmp_path: Path) -> None:
+    upright = np.zeros((400, 300, 3), np.uint8)  # red on top, blue below, stored sideways
+    upright[:200, :, 0] = 255
+    upright[200:, :, 2] = 255
+    path = tmp_path / "big.jpg"
+    path.write_bytes(exif_jpeg(np.rot90(upright, 1), 6))
+    half = read_photo(path, max_pixels=40_000)  # 120,000 pixels: decoded at 1/2
+    assert half.shape == (200, 150, 3)
+    assert half[:90, :, 0].min() > 200 and half[110:, :, 2].min() > 200  # still upright
+    assert read_photo(path, max_pixels=8_000).shape == (100, 75, 3)  # 1/4
+    with pytest.raises(ReconstructionError, match="exceeds the limit"):
+        read_photo(path, max_pixels=7_000)  # not even 1/4 fits
+    png = tmp_path / "big.png"
+    cv2.imwrite(str(png), upright)
+    with pytest.raises(ReconstructionError, match="exceeds the limit"):
+        read_photo(png, max_pixels=40_000)  # only JPEG has a scaled decoder
+
+
 def test_corrupt_png_body(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     _ok, png = cv2.imencode(".png", np.random.default_rng(0).integers(0, 255, (200, 200, 3), dtype=np.uint8))
     data = bytearray(png.tobytes())

@@ -14,8 +14,12 @@ import numpy as np
 
 from ..errors import ReconstructionError
 
-#: Largest accepted image, in pixels (about 40 MP: 160 MB of RGB; a 8000 x 5000 photo passes).
+#: Largest decoded image, in pixels (about 40 MP: 160 MB of RGB; a 8000 x 5000 photo passes).
+#: A larger JPEG (a phone's 48 or 50 MP mode) is decoded at 1/2 or 1/4 of its size by libjpeg's
+#: scaled decoding, which never holds the full-size pixels; anything else larger is refused.
 MAX_PIXELS = 40_000_000
+#: JPEG decoding scales tried, in order, for a photo over :data:`MAX_PIXELS`.
+JPEG_SCALES = (2, 4)
 #: Smallest accepted side, pixels.
 MIN_SIDE = 64
 FORMATS = ("png", "jpeg", "webp", "bmp")
@@ -53,6 +57,55 @@ def _jpeg_size(data: bytes) -> tuple[int, int] | None:
     return None
 
 
+def _jpeg_end(data: bytes) -> int | None:
+    """Offset just past the main picture's end-of-image marker; None when the data stops before it.
+
+    Walks the marker segments from the start and skips each scan's entropy-coded data (where 0xFF
+    is followed by 0x00 or a restart marker), so that an EXIF thumbnail's own end marker is not
+    taken for the picture's, and what phones append after the picture (a Motion Photo's video, a
+    maker's trailer, zero padding) is not taken for a cut file.
+    """
+    n, i = len(data), 2
+    while True:
+        i = data.find(b"\xff", i)  # libjpeg skips stray bytes between segments too
+        if i < 0 or i + 1 >= n:
+            return None
+        marker = data[i + 1]
+        if marker == 0xFF:  # a fill byte
+            i += 1
+            continue
+        if marker == 0xD9:
+            return i + 2
+        if marker in (0x00, 0x01) or 0xD0 <= marker <= 0xD7:
+            i += 2
+            continue
+        if i + 4 > n:
+            return None
+        i += 2 + struct.unpack(">H", data[i + 2 : i + 4])[0]
+        if marker == 0xDA:  # a scan: its coded data runs to the next real marker
+            while True:
+                i = data.find(b"\xff", i)
+                if i < 0 or i + 1 >= n:
+                    return None
+                nxt = data[i + 1]
+                if nxt == 0x00 or 0xD0 <= nxt <= 0xD7:
+                    i += 2
+                elif nxt == 0xFF:
+                    i += 1
+                else:
+                    break
+
+
+def _png_complete(data: bytes) -> bool:
+    """Whether the PNG's chunks, followed from the signature, reach ``IEND`` within the data."""
+    i = 8
+    while i + 8 <= len(data):
+        if data[i + 4 : i + 8] == b"IEND":
+            return True
+        i += 12 + struct.unpack(">I", data[i : i + 4])[0]
+    return False
+
+
 def image_size(data: bytes, fmt: str) -> tuple[int, int] | None:
     """(width, height) from an image header without decoding pixels; None when the header is unreadable."""
     try:
@@ -81,7 +134,9 @@ def image_size(data: bytes, fmt: str) -> tuple[int, int] | None:
 
 
 def read_photo(path: str | Path, max_pixels: int = MAX_PIXELS) -> np.ndarray:
-    """Read a PNG, JPEG, WebP or BMP photo as RGB.
+    """Read a PNG, JPEG, WebP or BMP photo as RGB, upright by its EXIF orientation.
+
+    A JPEG over ``max_pixels`` is decoded at 1/2 or 1/4 of its size (:data:`JPEG_SCALES`).
 
     Returns:
         [H, W, 3] uint8 RGB.
@@ -110,20 +165,26 @@ def read_photo(path: str | Path, max_pixels: int = MAX_PIXELS) -> np.ndarray:
     if size is None:
         raise ReconstructionError(f"{path}: corrupt {fmt.upper()} header")
     w, h = size
+    scale = 1
     if w * h > max_pixels:
-        raise ReconstructionError(
-            f"{path}: image of {w}x{h} = {w * h / 1e6:.0f} MP exceeds the limit of {max_pixels / 1e6:.0f} MP "
-            "(refused before decoding; scale it down)"
-        )
+        fits = [k for k in JPEG_SCALES if -(-w // k) * -(-h // k) <= max_pixels] if fmt == "jpeg" else []
+        if not fits:
+            raise ReconstructionError(
+                f"{path}: image of {w}x{h} = {w * h / 1e6:.0f} MP exceeds the limit of "
+                f"{max_pixels / 1e6:.0f} MP (refused before decoding; scale it down)"
+            )
+        scale = fits[0]
     if min(w, h) < MIN_SIDE:
         raise ReconstructionError(
             f"{path}: image of {w}x{h} is too small (each side must be >= {MIN_SIDE} px)"
         )
-    if fmt == "png" and not data.rstrip(b"\x00").endswith(b"IEND\xaeB`\x82"):
+    if fmt == "png" and not _png_complete(data):
         raise ReconstructionError(f"{path}: truncated PNG (no IEND chunk)")
-    if fmt == "jpeg" and b"\xff\xd9" not in data[-64:]:
+    if fmt == "jpeg" and _jpeg_end(data) is None:
         raise ReconstructionError(f"{path}: truncated JPEG (no end-of-image marker)")
-    bgr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    flags = {1: cv2.IMREAD_COLOR, 2: cv2.IMREAD_REDUCED_COLOR_2, 4: cv2.IMREAD_REDUCED_COLOR_4}[scale]
+    bgr = cv2.imdecode(np.frombuffer(data, np.uint8), flags)
+    h, w = -(-h // scale), -(-w // scale)  # libjpeg's scaled size rounds up
     # OpenCV turns the picture upright by its EXIF orientation (phones store portraits sideways
     # with orientation 6 or 8), so the decoded size may be the header's, transposed.
     if bgr is None or bgr.shape[:2] not in ((h, w), (w, h)):
