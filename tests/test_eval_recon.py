@@ -164,3 +164,23 @@ def test_eval_animate_bad_video(tmp_path: Path, capsys: pytest.CaptureFixture[st
     bad.write_bytes(b"not a video")
     assert main(["eval", "animate", str(bad)]) == 2
     assert "not a readable video" in capsys.readouterr().err
+
+
+def test_no_person_names_the_photo_or_the_video_frame(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from streamer.render.video import VideoWriter
+
+    wall = np.full((240, 320, 3), 150, np.uint8)
+    photo = tmp_path / "wall.png"
+    cv2.imwrite(str(photo), wall)
+    assert main(["eval", "recon", str(photo)]) == 2
+    err = capsys.readouterr().err
+    assert f"streamer eval recon: error: {photo}: no person found" in err and "crop" in err, err
+    video = tmp_path / "empty_room.mp4"
+    with VideoWriter(video, 320, 240, fps=30.0) as w:
+        for _ in range(3):
+            w.write(wall)
+    assert main(["eval", "animate", str(video)]) == 2
+    err = capsys.readouterr().err
+    assert f"{video}: the first frame, which the avatar is built from: no person found" in err, err

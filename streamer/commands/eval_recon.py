@@ -15,7 +15,7 @@ import json
 import sys
 import time
 
-from ..errors import InputError
+from ..errors import InputError, ReconstructionError
 from .reconstruct import check_gaussians
 
 
@@ -76,7 +76,10 @@ def run_recon(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     rgb = read_photo(args.photo)
     body = load_body(args.smplx_dir)
-    ev = evaluate_photo(rgb, body, num_gaussians=args.gaussians, backend=backend)
+    try:
+        ev = evaluate_photo(rgb, body, num_gaussians=args.gaussians, backend=backend)
+    except ReconstructionError as exc:  # say which photo (the steps do not know its name)
+        raise ReconstructionError(f"{args.photo}: {exc}") from None
     result = {k: as_float(v) for k, v in ev.scores.items()}
     result["reconstruct_s"] = {k: round(v, 3) for k, v in ev.recon.timings_s.items()}
     if args.sheet:
@@ -128,6 +131,9 @@ def run_animate(args: argparse.Namespace) -> int:
             refine=not args.no_refine,
             progress=lambda n: bar.update(1),
         )
+    except ReconstructionError as exc:
+        where = f"{args.video}: the first frame, which the avatar is built from"
+        raise ReconstructionError(f"{where}: {exc}") from None
     finally:
         bar.close()
     if not ev.frames:

@@ -167,7 +167,7 @@ def find_person(
     people, largest = find_people(small)
     if people > 1:
         if strict:
-            raise ReconstructionError(f"{people} people in the photo; --strict allows exactly one")
+            raise ReconstructionError(f"{people} people in the picture; --strict allows exactly one")
         warnings.warn(f"{people} people in the photo: using the largest", stacklevel=2)
         assert largest is not None
         # Grey out everyone else, so that MediaPipe (which would take the most confident) sees one.
@@ -178,7 +178,9 @@ def find_person(
     with MediaPipeRunner(models="pose", video=False, segmentation=True) as runner:
         found = runner.process(np.ascontiguousarray(small), 0.0)
     if found.pose is None:
-        raise ReconstructionError("no person found in the photo")
+        raise ReconstructionError(
+            "no person found (if the person is small in the picture, crop it round them and try again)"
+        )
     lm = found.pose.image[:, :2].astype(np.float64) / scale
     vis = found.pose.visibility.astype(np.float64)
     mask = (
@@ -193,18 +195,18 @@ def find_person(
         )
     inside = (lm[:, 0] >= 0) & (lm[:, 0] < W) & (lm[:, 1] >= 0) & (lm[:, 1] < H)
     if not (inside[NOSE] and vis[NOSE] > 0.5):
-        raise ReconstructionError("the person's head is cut off or hidden: the face must be in the photo")
+        raise ReconstructionError("the person's head is cut off or hidden: the face must be in the picture")
     if not (inside[[L_SHOULDER, R_SHOULDER]].all() and vis[[L_SHOULDER, R_SHOULDER]].min() > 0.3):
-        raise ReconstructionError("the person is cut off: both shoulders must be in the photo")
+        raise ReconstructionError("the person is cut off: both shoulders must be in the picture")
     full_body = bool(inside[[L_HIP, R_HIP, 25, 26]].all() and vis[[L_HIP, R_HIP, 25, 26]].min() > 0.5)
     cbox = crop_box(box) if crop is None else crop
     image = crop_image(rgb, cbox)
     with MediaPipeRunner(models="holistic", video=False, segmentation=True) as runner:
         frame = runner.process(image, 0.0)
     if frame.pose is None:
-        raise ReconstructionError("no person found in the photo (after cropping)")
+        raise ReconstructionError("no person found after cropping round them")
     if frame.segmentation is None:
-        raise ReconstructionError("no person found in the photo (MediaPipe gave no person mask after cropping)")
+        raise ReconstructionError("no person found after cropping round them (MediaPipe gave no person mask)")
     return Person(
         rgb=image,
         mask=snap_to_edges(image, frame.segmentation),
