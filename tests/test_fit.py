@@ -308,6 +308,21 @@ def test_person_reappearing_elsewhere_glides_back(body):
     assert float((out[-1].transl - (gt.transl[0] + torch.tensor([0.8, 0.0, 0.5]))).norm()) < 0.1
 
 
+def test_a_video_opening_on_an_empty_room_starts_where_the_person_first_is(body):
+    gt = _waving(body, 10)
+    frames = synthesize_frames(body, gt, K, W, H, fps=30.0)
+    fresh = PoseFitter(body, K=K, fps=30.0).fit(frames[0])
+    fitter = PoseFitter(body, K=K, fps=30.0)
+    for i in range(5):  # a fade from black: nobody for the first frames
+        fitter.fit(FrameLandmarks(width=W, height=H, timestamp_ms=1000.0 * i / 30.0))
+    for i, f in enumerate(frames):
+        f.timestamp_ms = 1000.0 * (5 + i) / 30.0
+    first = fitter.fit(frames[0])
+    assert float((first.transl - fresh.transl).norm()) < 1e-4  # no glide from the default placement
+    assert float((first.full_pose() - fresh.full_pose()).abs().max()) < 1e-4
+    assert float((first.transl - gt.transl[0]).norm()) < 0.1
+
+
 def test_legs_out_of_view_give_standing_legs(body):
     gt = _waving(body, 30)
     frames = synthesize_frames(body, gt, K, W, H, fps=30.0)

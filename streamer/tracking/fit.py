@@ -185,7 +185,7 @@ class PoseFitter:
         self._shown_expr = np.zeros(self.num_expression)
         self._source, self._source_transl = self.rest_quats.copy(), DEFAULT_TRANSL.copy()
         self._source_expr = np.zeros(self.num_expression)
-        self._first = True
+        self._seen_body = False  # whether a body was seen since the reset
         self._prev_body = None  # last frame's raw body fit (warm start), None when unseen
         self._last_face: FaceResult | None = None  # the face of the last frame the face models ran on
         self._last_t: float | None = None
@@ -336,8 +336,11 @@ class PoseFitter:
         weight = np.empty(NUM_JOINTS)
         for part, fade in self._fades.items():
             joints = _PARTS[part]
-            if self._first:
-                fade.seen = seen[part]  # nothing shown yet: no transition to make
+            if not self._seen_body:
+                # Nobody seen yet (the first frame, or a video that opens on an empty room): the
+                # rest pose shown so far is a placeholder, so the first sight starts where the
+                # person is instead of gliding in from the default placement.
+                fade.seen = seen[part]
             switched, w = fade.update(seen[part], dt)
             if switched:
                 self._source[joints] = self._shown[joints]
@@ -349,13 +352,18 @@ class PoseFitter:
                 fallback = joints[1:] if part == "body" else joints
                 target[fallback] = self.rest_quats[fallback]
             weight[joints] = w
-        self._first = False
+        first_sight = seen["body"] and not self._seen_body
+        self._seen_body = self._seen_body or seen["body"]
         out = nlerp(self._source, target, weight[:, None])
         wb, wf = self._fades["body"].weight, self._fades["face"].weight
         transl = (1.0 - wb) * self._source_transl + wb * self._held_transl
         expr = (1.0 - wf) * self._source_expr + wf * target_expr
         self._shown, self._shown_transl, self._shown_expr = out, transl, expr
         if self.smoothing:
+            if first_sight:  # nor do the filters glide in from the placeholder
+                self._filt_rot.reset()
+                self._filt_transl.reset()
+                self._filt_expr.reset()
             out = self._filt_rot(out, dt)
             transl = self._filt_transl(transl[None], dt)[0]
             expr = self._filt_expr(expr[None], dt)[0] if expr.size else expr
