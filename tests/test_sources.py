@@ -40,6 +40,21 @@ def test_video_file_frames_timestamps_and_size(tmp_path):
         assert rgb[10:20, 10:20].min() > 230  # upright: the square stays top-left
 
 
+def test_webm_frame_count_comes_from_the_files_length(tmp_path):
+    import av
+
+    path = tmp_path / "clip.webm"
+    with av.open(str(path), "w", format="webm") as out:
+        stream = out.add_stream("libvpx", rate=30)
+        stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
+        for i in range(45):
+            frame = av.VideoFrame.from_ndarray(np.full((48, 64, 3), 5 * i, np.uint8), format="rgb24")
+            out.mux(stream.encode(frame))
+        out.mux(stream.encode())
+    with VideoFileSource(path) as src:  # WebM stores no frame count: a progress bar needs one
+        assert src.frame_count == 45 and len(list(src)) == 45
+
+
 def test_a_video_is_iterated_once(tmp_path):
     with VideoFileSource(write_ramp_video(tmp_path / "v.mp4", frames=3)) as src:
         assert len(list(src)) == 3

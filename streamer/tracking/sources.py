@@ -112,6 +112,8 @@ class VideoFileSource(FrameSource):
         count = int(self._stream.frames or 0)
         if count <= 0 and self._stream.duration and self._stream.time_base:
             count = round(float(self._stream.duration * self._stream.time_base) * self.fps)
+        if count <= 0 and self._container.duration:  # WebM and Matroska give only the file's length
+            count = round(self._container.duration / av.time_base * self.fps)
         self.frame_count = max(count, 0)
         self._closed = False
         self._started = False
