@@ -13,7 +13,7 @@ from conftest import SHARED_VIDEO as VIDEO
 from calibration.camera import CameraIntrinsics, intrinsics_from_fov
 from streamer.body import SmplxPose
 from streamer.cli import main
-from streamer.commands.track import track_frames, undistort_landmarks
+from streamer.commands.track import track_frames, undistort_landmarks, uniform_poses
 from streamer.render.video import VideoWriter
 from streamer.tracking.landmarks import FaceLandmarks, FrameLandmarks, HandLandmarks, PoseLandmarks
 from streamer.tracking.mediapipe_runner import MediaPipeRunner
@@ -202,3 +202,20 @@ def test_render_overlay_puts_the_synchronised_video_beside_the_avatar(tmp_path, 
     for k, rgb in enumerate(frames):
         assert abs(float(np.median(rgb[:, :90])) - levels[k]) <= 4, k
         assert float(rgb[:, 96:].max()) > 200  # the render's white background on the right
+
+
+def test_a_variable_frame_rate_is_resampled_keeping_the_timing() -> None:
+    rng = np.random.default_rng(0)
+    steady = list(1000.0 * np.arange(60) / 30.0 + rng.uniform(-5, 5, 60))  # a camera's jitter
+    poses = list(range(60))  # stand-ins: only their order matters
+    same, resampled = uniform_poses(poses, steady, 30.0)
+    assert same is poses and not resampled
+    # a phone in the dark: 1 s at 30 fps, then 2 s at 15 fps; the file's average rate is about 20
+    times = list(1000.0 * np.arange(30) / 30.0) + list(1000.0 + 1000.0 * np.arange(30) / 15.0)
+    fps = (len(times) - 1) / (times[-1] / 1000.0)
+    out, resampled = uniform_poses(list(range(60)), times, fps)
+    assert resampled and len(out) == round(times[-1] / (1000.0 / fps)) + 1
+    grid = np.arange(len(out)) * 1000.0 / fps
+    picked = np.array(times)[out]
+    assert np.abs(picked - grid).max() <= 1000.0 / 15.0 / 2 + 1e-9  # within half a frame of its time
+    assert out == sorted(out) and out[0] == 0 and out[-1] == 59

@@ -68,13 +68,20 @@ class TrackResult:
     mediapipe_ms: list[float] = field(default_factory=list)
     fit_ms: list[float] = field(default_factory=list)
     model_ms: dict[str, list[float]] = field(default_factory=dict)
-    first_ms: float | None = None
-    last_ms: float | None = None
+    times_ms: list[float] = field(default_factory=list)  # each frame's time in the source
     interrupted: bool = False
 
     @property
     def frames(self) -> int:
         return len(self.poses)
+
+    @property
+    def first_ms(self) -> float | None:
+        return self.times_ms[0] if self.times_ms else None
+
+    @property
+    def last_ms(self) -> float | None:
+        return self.times_ms[-1] if self.times_ms else None
 
 
 def undistort_landmarks(frame: FrameLandmarks, intrinsics: CameraIntrinsics) -> None:
@@ -124,8 +131,7 @@ def track_frames(
             for name, ms in frame.timings_ms.items():
                 if name != "total":
                     result.model_ms.setdefault(name, []).append(ms)
-            result.first_ms = t_ms if result.first_ms is None else result.first_ms
-            result.last_ms = t_ms
+            result.times_ms.append(float(t_ms))
             bar.update(1)
             if result.frames % 10 == 0:
                 bar.set_postfix(tracked=result.tracked)
@@ -150,6 +156,25 @@ def _motion_fps(source: FrameSource, result: TrackResult) -> float:
         return source.fps
     span_s = (result.last_ms - result.first_ms) / 1000.0
     return float(np.clip((result.frames - 1) / span_s, 1.0, 1000.0)) if span_s > 0 else source.fps
+
+
+def uniform_poses(poses: list[SmplxPose], times_ms: list[float], fps: float) -> tuple[list[SmplxPose], bool]:
+    """The poses on a uniform ``fps`` grid from the first frame's time to the last's.
+
+    A motion file has one rate; a phone's variable-frame-rate video (30 fps in daylight, 15 in the
+    dark) or a camera that skipped frames does not. There each grid time takes the pose of the
+    nearest frame, so the motion keeps the video's timing. Returns ``(poses, resampled)``; the
+    poses are returned as they are when every frame already lies within half a frame of its grid time.
+    """
+    t = np.asarray(times_ms, dtype=np.float64)
+    step = 1000.0 / fps
+    count = round(float(t[-1] - t[0]) / step) + 1 if len(t) else 0
+    grid = t[0] + step * np.arange(count) if len(t) else t
+    if count == len(t) and np.all(np.abs(t - grid) <= 0.5 * step):
+        return poses, False
+    right = np.clip(np.searchsorted(t, grid), 1, len(t) - 1)
+    nearest = np.where(grid - t[right - 1] <= t[right] - grid, right - 1, right)
+    return [poses[i] for i in nearest], True
 
 
 def run(args: argparse.Namespace) -> int:
@@ -183,12 +208,15 @@ def run(args: argparse.Namespace) -> int:
             f"{args.source}: no person found in any of the {result.frames} frames (a black or empty video, "
             "or the person is too small or out of view); nothing written"
         )
-    motion = Motion(poses=SmplxPose.stack(result.poses), fps=fps)
+    poses, resampled = uniform_poses(result.poses, result.times_ms, fps)
+    motion = Motion(poses=SmplxPose.stack(poses), fps=fps)
     motion.save(args.out)
     summary = {
         "output": str(args.out),
         "source": str(args.source),
         "frames": result.frames,
+        "motion_frames": len(poses),
+        "resampled": resampled,
         "tracked_frames": result.tracked,
         "fps": round(fps, 3),
         "width": size[0],
@@ -206,8 +234,13 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(summary))
     else:
+        if resampled:
+            print(
+                f"the video's frame rate varies: its {result.frames} frames were resampled to "
+                f"{len(poses)} at a steady {fps:g} fps, keeping their timing"
+            )
         print(
-            f"wrote {args.out}: {result.frames} frames at {fps:g} fps, a person in {result.tracked}; "
+            f"wrote {args.out}: {len(poses)} frames at {fps:g} fps, a person in {result.tracked}; "
             f"median MediaPipe {summary['ms_per_frame_mediapipe']} ms, "
             f"fit {summary['ms_per_frame_fit']} ms per frame"
         )
