@@ -131,9 +131,6 @@ def run_animate(args: argparse.Namespace) -> int:
             refine=not args.no_refine,
             progress=lambda n: bar.update(1),
         )
-    except ReconstructionError as exc:
-        where = f"{args.video}: the first frame, which the avatar is built from"
-        raise ReconstructionError(f"{where}: {exc}") from None
     finally:
         bar.close()
     if not ev.frames:

@@ -155,7 +155,11 @@ def evaluate_video(
         if first is None:
             raise ReconstructionError(f"{path}: no frames")
         box = full_frame_box(source.width, source.height)
-        recon = reconstruct_photo(first[1], body, num_gaussians=num_gaussians, crop=box)
+        try:
+            recon = reconstruct_photo(first[1], body, num_gaussians=num_gaussians, crop=box)
+        except ReconstructionError as exc:
+            where = f"{path}: the first frame, which the avatar is built from"
+            raise ReconstructionError(f"{where}: {exc}") from None
         valid = crop_valid((source.height, source.width), box)
         fitter = PoseFitter(
             body,
