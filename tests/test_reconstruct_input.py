@@ -311,7 +311,7 @@ def test_several_people_takes_the_largest_with_a_warning() -> None:
     one = cv2.imread(str(PHOTO))[:, :, ::-1]
     other = np.full_like(one, 230)
     other[192:, :576] = cv2.resize(one, (576, 768))
-    with pytest.warns(UserWarning, match="2 people in the photo: using the largest"):
+    with pytest.warns(UserWarning, match="2 people in the picture: using the largest"):
         person = find_person(np.ascontiguousarray(np.concatenate([one, other], 1)))
     assert person.people == 2
     x0, _, x1, _ = person.box

@@ -168,7 +168,7 @@ def find_person(
     if people > 1:
         if strict:
             raise ReconstructionError(f"{people} people in the picture; --strict allows exactly one")
-        warnings.warn(f"{people} people in the photo: using the largest", stacklevel=2)
+        warnings.warn(f"{people} people in the picture: using the largest", stacklevel=2)
         assert largest is not None
         # Grey out everyone else, so that MediaPipe (which would take the most confident) sees one.
         keep = cv2.resize(largest.astype(np.uint8), (W, H), interpolation=cv2.INTER_NEAREST).astype(bool)
