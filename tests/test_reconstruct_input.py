@@ -277,6 +277,38 @@ def test_person_too_small(tmp_path: Path, capsys: pytest.CaptureFixture[str]) ->
     assert "too small" in err or "no person" in err, err
 
 
+def test_search_windows_overlap_by_half_so_a_person_half_their_size_fits_in_one() -> None:
+    from streamer.reconstruct.person import search_windows
+
+    wins = np.array(search_windows(1200, 900, 3))
+    assert len(wins) == 25
+    assert ((wins[:, 2] - wins[:, 0] == 400) & (wins[:, 3] - wins[:, 1] == 300)).all()
+    assert wins[:, :2].min() == 0 and wins[:, 2].max() == 1200 and wins[:, 3].max() == 900
+    rng = np.random.default_rng(0)
+    for x0, y0 in zip(rng.uniform(0, 1000, 200), rng.uniform(0, 750, 200)):  # 200 x 150 boxes
+        inside = (wins[:, 0] <= x0) & (wins[:, 1] <= y0) & (wins[:, 2] >= x0 + 200) & (wins[:, 3] >= y0 + 150)
+        assert inside.any(), (x0, y0)
+
+
+@needs_photo
+def test_a_person_small_in_a_wide_picture_is_found_by_zooming_in() -> None:
+    """MediaPipe's detector alone misses a person a quarter of the picture's height; the search finds her."""
+    from streamer.reconstruct.person import find_person
+
+    one = cv2.imread(str(PHOTO))[:, :, ::-1]
+    h, w = 480, 360
+    rng = np.random.default_rng(0)
+    canvas = cv2.GaussianBlur(rng.integers(40, 200, (1800, 2400, 3)).astype(np.uint8), (0, 0), 6)
+    canvas[900 : 900 + h, 1500 : 1500 + w] = cv2.resize(one, (w, h), interpolation=cv2.INTER_AREA)
+    person = find_person(canvas)
+    assert person.people == 1
+    x0, y0, x1, y1 = person.box
+    cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
+    assert 1500 < cx < 1500 + w and 900 < cy < 900 + h, person.box
+    assert h < y1 - y0 < 2 * h  # the crop frames her, with its margin
+    assert person.mask[person.valid].mean() > 0.1
+
+
 @needs_photo
 def test_several_people_strict(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     one = cv2.imread(str(PHOTO))

@@ -1,7 +1,7 @@
 """Finding the person in a photo: landmarks, a person mask, and the 5:3 crop around them.
 
 Two passes: the whole photo (scaled to at most :data:`DETECT_SIDE` px) finds the person and counts
-people; the person is then cropped like LHM's input (centred, height:width = 5:3, a margin around
+people (a person too small for MediaPipe's detector there is searched for in zoomed windows); the person is then cropped like LHM's input (centred, height:width = 5:3, a margin around
 the body) and scaled to :data:`CROP_HEIGHT` x :data:`CROP_WIDTH`, where MediaPipe Holistic gives the
 landmarks and MediaPipe Pose's segmentation the person mask (its edge snapped to the photo's colour
 edges, :mod:`.mask_edges`).
@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -18,10 +19,20 @@ from ..errors import ReconstructionError
 from ..tracking.landmarks import FrameLandmarks
 from .mask_edges import snap_to_edges
 
+if TYPE_CHECKING:
+    from ..tracking.mediapipe_runner import MediaPipeRunner
+
 DETECT_SIDE = 1024
 CROP_HEIGHT, CROP_WIDTH = 1000, 600  # 5:3 like LHM's input
 MARGIN = 0.08  # of the person's height, on each side
 MIN_PERSON_PX = 96  # smallest person height in the photo, pixels
+#: Zooms of the windows searched when the whole picture shows nobody (:func:`search_windows`), and the
+#: size of the window then centred on the person found, relative to their box.
+SEARCH_ZOOMS = (2, 3, 4)
+SEARCH_RECENTRE = 1.6
+#: The smallest window searched, pixels tall: the detector finds a person a third of a window tall or
+#: more, so smaller windows could only find people under MIN_PERSON_PX, and they find faces in handbags.
+SEARCH_MIN_WINDOW = 3 * MIN_PERSON_PX
 OTHER_PERSON_FRACTION = 0.25  # a mask blob this large relative to the person counts as another person
 # MediaPipe Pose landmark ids.
 NOSE, L_SHOULDER, R_SHOULDER, L_HIP, R_HIP = 0, 11, 12, 23, 24
@@ -138,6 +149,86 @@ def full_frame_box(width: int, height: int) -> tuple[float, float, float, float]
     return width / 2 - w / 2, height / 2 - h / 2, width / 2 + w / 2, height / 2 + h / 2
 
 
+def _pose_in_window(
+    runner: MediaPipeRunner, rgb: np.ndarray, window: tuple[int, int, int, int]
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None] | None:
+    """MediaPipe Pose on one window (x0, y0, x1, y1, inside the photo), scaled to at most :data:`DETECT_SIDE`.
+
+    Returns:
+        None if nobody was found; else the landmarks in photo pixels [33, 2], their visibility [33]
+        and the person mask over the whole photo, [H, W] float32 (0 outside the window), or None.
+    """
+    import cv2
+
+    x0, y0, x1, y1 = window
+    part = rgb[y0:y1, x0:x1]
+    scale = min(1.0, DETECT_SIDE / max(part.shape[:2]))
+    if scale < 1:
+        size = (max(1, round(part.shape[1] * scale)), max(1, round(part.shape[0] * scale)))
+        part = cv2.resize(part, size, interpolation=cv2.INTER_AREA)
+    found = runner.process(np.ascontiguousarray(part), 0.0)
+    if found.pose is None:
+        return None
+    # MediaPipe's landmarks are fractions of the picture it saw, times its size: rescale to the window.
+    lm = found.pose.image[:, :2].astype(np.float64) * [(x1 - x0) / part.shape[1], (y1 - y0) / part.shape[0]]
+    lm += [x0, y0]
+    mask = None
+    if found.segmentation is not None:
+        mask = np.zeros(rgb.shape[:2], np.float32)
+        mask[y0:y1, x0:x1] = cv2.resize(
+            found.segmentation, (x1 - x0, y1 - y0), interpolation=cv2.INTER_LINEAR
+        )
+    return lm, found.pose.visibility.astype(np.float64), mask
+
+
+def search_windows(width: int, height: int, zoom: int) -> list[tuple[int, int, int, int]]:
+    """Windows of 1/``zoom`` the picture's width and height, overlapping by half: (2 zoom - 1)^2 of them."""
+    w, h = width / zoom, height / zoom
+    steps = 2 * zoom - 1
+    return [
+        (round(i * w / 2), round(j * h / 2), round(i * w / 2 + w), round(j * h / 2 + h))
+        for j in range(steps)
+        for i in range(steps)
+    ]
+
+
+def _search_small_person(
+    runner: MediaPipeRunner, rgb: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None] | None:
+    """Look for a person too small for MediaPipe's detector in the whole picture.
+
+    MediaPipe Pose's detector sees the picture at 224 px: a person under about a third of a
+    picture's height is often missed. Zoomed windows (:data:`SEARCH_ZOOMS`) show them larger; the
+    tallest person found is then looked at again in a window centred on them, so that no window
+    edge cuts them off.
+    """
+    H, W = rgb.shape[:2]
+    for zoom in SEARCH_ZOOMS:
+        if H / zoom < SEARCH_MIN_WINDOW:
+            break
+        hits = []
+        for win in search_windows(W, H, zoom):
+            found = _pose_in_window(runner, rgb, win)
+            if found is not None:
+                box = person_box(*found)
+                if box[3] - box[1] >= MIN_PERSON_PX:
+                    hits.append((box[3] - box[1], found))
+        if not hits:
+            continue
+        lm, vis, mask = max(hits, key=lambda hit: hit[0])[1]
+        x0, y0, x1, y1 = person_box(lm, vis, mask)
+        side = SEARCH_RECENTRE * max(x1 - x0, y1 - y0)
+        cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
+        win = (
+            max(0, round(cx - side / 2)),
+            max(0, round(cy - side / 2)),
+            min(W, round(cx + side / 2)),
+            min(H, round(cy + side / 2)),
+        )
+        return _pose_in_window(runner, rgb, win) or (lm, vis, mask)
+    return None
+
+
 def find_person(
     rgb: np.ndarray, strict: bool = False, crop: tuple[float, float, float, float] | None = None
 ) -> Person:
@@ -156,6 +247,7 @@ def find_person(
     import cv2
 
     from ..tracking.mediapipe_runner import MediaPipeRunner
+    from ..tracking.native_log import quiet_native_stderr
 
     H, W = rgb.shape[:2]
     scale = min(1.0, DETECT_SIDE / max(H, W))
@@ -173,21 +265,17 @@ def find_person(
         # Grey out everyone else, so that MediaPipe (which would take the most confident) sees one.
         keep = cv2.resize(largest.astype(np.uint8), (W, H), interpolation=cv2.INTER_NEAREST).astype(bool)
         rgb = np.where(keep[..., None], rgb, np.uint8(128))
-        small = np.where(largest[..., None], small, np.uint8(128))
     # Pose (and its person mask) on the whole photo, then holistic (and its mask) on the crop.
     with MediaPipeRunner(models="pose", video=False, segmentation=True) as runner:
-        found = runner.process(np.ascontiguousarray(small), 0.0)
-    if found.pose is None:
+        found = _pose_in_window(runner, rgb, (0, 0, W, H))
+        if found is None:
+            with quiet_native_stderr():  # MediaPipe warns about its crop rectangle on some windows
+                found = _search_small_person(runner, rgb)
+    if found is None:
         raise ReconstructionError(
             "no person found (if the person is small in the picture, crop it round them and try again)"
         )
-    lm = found.pose.image[:, :2].astype(np.float64) / scale
-    vis = found.pose.visibility.astype(np.float64)
-    mask = (
-        cv2.resize(found.segmentation, (W, H), interpolation=cv2.INTER_LINEAR)
-        if found.segmentation is not None
-        else None
-    )
+    lm, vis, mask = found
     box = person_box(lm, vis, mask)
     if box[3] - box[1] < MIN_PERSON_PX:
         raise ReconstructionError(
