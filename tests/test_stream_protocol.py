@@ -254,6 +254,7 @@ def test_http_routes(tmp_path: Path) -> None:
     assert routes.process_request(None, Request("/ws", Headers())) is None
     head = routes.process_request(None, Request("/stats", Headers(), method="HEAD"))
     assert head is not None and head.status_code == 200
+    assert head.body == b"" and int(head.headers["Content-Length"]) == len(get("/stats")[2])
     for method in ("POST", "DELETE"):
         refused = routes.process_request(None, Request("/stats", Headers(), method=method))
         assert refused is not None and (refused.status_code, refused.headers["Allow"]) == (405, "GET, HEAD")

@@ -9,6 +9,7 @@ import http.client
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -108,6 +109,15 @@ def test_pages_and_static_modules(server: ServerThread) -> None:
         conn.close()
     status, _, body = http_get(server.url + "nowhere")
     assert status == 404 and b"/view viewer" in body  # says where the pages are
+    # HEAD: GET's headers, no body on the wire
+    with socket.create_connection(("127.0.0.1", server.server.port), timeout=30) as sock:
+        sock.sendall(b"HEAD /view HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        raw = b""
+        while chunk := sock.recv(65536):
+            raw += chunk
+    head, _, rest = raw.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200") and rest == b"", raw[:300]
+    assert f"content-length: {len(http_get(server.url + 'view')[2])}".encode() in head.lower()
 
 
 def test_viewer_gets_video_stats_and_can_orbit(server: ServerThread) -> None:

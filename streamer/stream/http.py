@@ -8,6 +8,7 @@ here: websockets' parser closes such a connection without an answer.)
 
 from __future__ import annotations
 
+import dataclasses
 import email.utils
 import http
 import json
@@ -86,7 +87,13 @@ class HttpRoutes:
         self.stats = stats
 
     def process_request(self, connection: object, request: Request) -> Response | None:
-        """websockets' ``process_request`` hook."""
+        """websockets' ``process_request`` hook. HEAD gets GET's status and headers, without the body."""
+        resp = self._route(request)
+        if resp is not None and request.method == "HEAD":
+            resp = dataclasses.replace(resp, body=b"")  # Content-Length still gives GET's length
+        return resp
+
+    def _route(self, request: Request) -> Response | None:
         path = urlsplit(request.path).path
         if request.method not in ("GET", "HEAD"):
             resp = text(405, f"{request.method[:20]} is not allowed here: the server answers GET only")
