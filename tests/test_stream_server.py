@@ -375,6 +375,36 @@ def test_a_client_that_never_offers_is_timed_out(server: ServerThread, monkeypat
     _still_serving(server)
 
 
+def test_a_client_that_takes_its_answer_but_never_connects_is_timed_out(
+    server: ServerThread, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """It never starts ICE (a client that died between answer and connection, or a broken one): the
+    session and its stage are freed after CONNECT_TIMEOUT_S, not after aiortc's minute of checks."""
+    from aiortc import RTCConfiguration, RTCPeerConnection
+
+    from streamer.stream import session
+
+    monkeypatch.setattr(session, "CONNECT_TIMEOUT_S", 2.0)
+
+    async def main() -> tuple[list[dict], int | None, float]:
+        pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+        pc.addTransceiver("video", direction="recvonly")
+        await pc.setLocalDescription(await pc.createOffer())
+        join = json.dumps({"type": "join", "role": "viewer", "stage": "mute"})
+        offer = json.dumps({"type": "offer", "sdp": pc.localDescription.sdp})
+        t = time.monotonic()
+        replies, code = await ws_exchange(server.url, [join, offer])  # the answer is never used
+        await pc.close()
+        return replies, code, time.monotonic() - t
+
+    replies, close_code, seconds = run(main())
+    assert [r["type"] for r in replies] == ["joined", "answer", "error"], replies
+    assert replies[-1]["code"] == "timeout" and "media connection" in replies[-1]["message"]
+    assert close_code == 1008 and 2.0 <= seconds < 20.0
+    _assert_freed(server)
+    _still_serving(server)
+
+
 def test_performer_replaced_mid_negotiation_leaves_no_view(
     server: ServerThread, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -11,8 +11,8 @@ Signalling runs over one websocket per session, JSON text messages, one object e
     {"type": "bye"}                               (the server closes the session)
                                                   {"type": "error", "code": ..., "message": ...}
 
-The order is ``join`` then one ``offer``, within 2 minutes of connecting (else ``timeout``); aiortc does
-not trickle ICE, so the offer and the answer carry all candidates. Any refused message is answered
+The order is ``join`` then one ``offer``, within 2 minutes of connecting, and the media connection
+must be up within 30 s of the answer (else ``timeout``); aiortc does not trickle ICE, so the offer and the answer carry all candidates. Any refused message is answered
 with an ``error`` and the session is closed (the client reconnects with a new one). Error codes are
 those of :class:`SignallingError`.
 

@@ -36,6 +36,10 @@ STATS_INTERVAL_S = 1.0
 #: Generous: the web page asks for the camera between ``joined`` and its offer, and a person may
 #: take a while to answer the browser's permission prompt.
 OFFER_TIMEOUT_S = 120.0
+#: A client that has had its answer this long without a media connection is refused (``timeout``):
+#: it never started ICE, or ICE found no path (a firewall, no TURN server). aiortc's own checks
+#: would hold the session about a minute; browsers give up after about 30 s, the web page after 20.
+CONNECT_TIMEOUT_S = 30.0
 #: Close codes: policy violation (refused message), message too big, server error.
 CLOSE_REFUSED, CLOSE_TOO_BIG, CLOSE_ERROR = 1008, 1009, 1011
 
@@ -55,6 +59,7 @@ class Session:
         self.channel: Any = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._closed = False  # no more messages are handled
+        self._connected = False  # the peer connection has reached "connected" at least once
         self._freed = False  # close() has run (or is running)
         self._done = asyncio.Event()  # close() has finished
 
@@ -144,6 +149,7 @@ class Session:
         @pc.on("connectionstatechange")
         async def on_state() -> None:
             logger.info("session %s: connection %s", self.id, pc.connectionState)
+            self._connected |= pc.connectionState == "connected"
             if pc.connectionState in ("failed", "closed") and not self._closed:
                 self._spawn(self.close(CLOSE_ERROR, f"connection {pc.connectionState}"))
 
@@ -183,12 +189,24 @@ class Session:
             return
         await self.ws.send(protocol.message("answer", sdp=pc.localDescription.sdp))
         self._spawn(self._push_stats())
+        self._spawn(self._expect_connection())
 
     async def _expect_offer(self) -> None:
         await asyncio.sleep(OFFER_TIMEOUT_S)
         if self.pc is None and not self._closed:
             logger.info("session %s: refused: no offer within %g s", self.id, OFFER_TIMEOUT_S)
             message = f"no offer within {OFFER_TIMEOUT_S:g} s of connecting; reconnect to try again"
+            await self._send_quietly(protocol.error_message("timeout", message))
+            await self.close(CLOSE_REFUSED, "timeout")
+
+    async def _expect_connection(self) -> None:
+        await asyncio.sleep(CONNECT_TIMEOUT_S)
+        if not self._connected and not self._closed:
+            logger.info("session %s: refused: no media connection within %g s", self.id, CONNECT_TIMEOUT_S)
+            message = (
+                f"no media connection within {CONNECT_TIMEOUT_S:g} s of the answer (ICE found no path "
+                "between you and the server: a firewall? try a TURN server); reconnect to try again"
+            )
             await self._send_quietly(protocol.error_message("timeout", message))
             await self.close(CLOSE_REFUSED, "timeout")
 
