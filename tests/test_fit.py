@@ -355,6 +355,17 @@ def test_garbage_input_never_raises(body):
     assert PoseFitter(body).fit(FrameLandmarks(width=640, height=480, timestamp_ms=0.0)).batch_shape == ()
 
 
+def test_settings_out_of_range_are_refused(body):
+    from streamer.errors import InputError
+
+    for fps in (0.0, -30.0, math.nan, math.inf):
+        with pytest.raises(InputError, match="fps must be positive"):
+            PoseFitter(body, fps=fps)
+    with pytest.raises(InputError, match="K must be"):
+        PoseFitter(body, K=np.diag([-500.0, 500.0, 1.0]))
+    assert PoseFitter(body, fps=0.5).fps == 0.5
+
+
 def test_profile_betas_and_neutral_face_are_applied(body):
     from calibration.performer import PerformerProfile
 

@@ -60,8 +60,16 @@ def test_sniff_and_header_sizes() -> None:
     assert image_size(bomb_png(123, 45), "png") == (123, 45)
     ok, jpg = cv2.imencode(".jpg", np.zeros((37, 91, 3), np.uint8))
     assert ok and image_size(jpg.tobytes(), "jpeg") == (91, 37)
-    ok, webp = cv2.imencode(".webp", np.zeros((70, 80, 3), np.uint8))
-    assert ok and image_size(webp.tobytes(), "webp") == (80, 70)
+    # WebP's three headers, odd sizes so that an off-by-one shows: lossless (VP8L, width - 1 in 14
+    # bits), lossy (VP8 , the size as is) and extended (VP8X, width - 1 in 24 bits; hand-made)
+    ok, lossless = cv2.imencode(".webp", np.zeros((71, 81, 3), np.uint8))
+    assert ok and lossless[12:16].tobytes() == b"VP8L" and image_size(lossless.tobytes(), "webp") == (81, 71)
+    noise = np.random.default_rng(0).integers(0, 255, (71, 81, 3)).astype(np.uint8)
+    ok, lossy = cv2.imencode(".webp", noise, [cv2.IMWRITE_WEBP_QUALITY, 80])
+    assert ok and lossy[12:16].tobytes() == b"VP8 " and image_size(lossy.tobytes(), "webp") == (81, 71)
+    vp8x = b"VP8X" + struct.pack("<I", 10) + b"\x08\0\0\0" + (4999).to_bytes(3, "little") + (2999).to_bytes(3, "little")
+    extended = b"RIFF" + struct.pack("<I", 4 + len(vp8x)) + b"WEBP" + vp8x
+    assert image_size(extended, "webp") == (5000, 3000)
     ok, bmp = cv2.imencode(".bmp", np.zeros((33, 65, 3), np.uint8))
     top_down = bmp.tobytes()[:22] + struct.pack("<i", -33) + bmp.tobytes()[26:]  # rows stored top first
     assert ok and image_size(bmp.tobytes(), "bmp") == (65, 33) and image_size(top_down, "bmp") == (65, 33)
