@@ -95,31 +95,56 @@ def test_reads_png_as_rgb(tmp_path: Path) -> None:
     )
 
 
+def exif_block(orientation: int, order: str = ">") -> bytes:
+    """EXIF data: a TIFF header and one IFD entry, tag 0x0112 (Orientation), type SHORT, count 1."""
+    tiff = (b"MM\x00\x2a" if order == ">" else b"II\x2a\x00") + struct.pack(order + "I", 8)
+    tiff += struct.pack(order + "HHHIHH", 1, 0x0112, 3, 1, orientation, 0)
+    return b"Exif\x00\x00" + tiff + struct.pack(order + "I", 0)  # no next IFD
+
+
 def exif_jpeg(stored_rgb: np.ndarray, orientation: int) -> bytes:
     """A JPEG of ``stored_rgb`` whose EXIF says how to turn it upright (as phones write portraits)."""
     bgr = np.ascontiguousarray(stored_rgb[:, :, ::-1])
     ok, jpg = cv2.imencode(".jpg", bgr, [cv2.IMWRITE_JPEG_QUALITY, 95])
     assert ok
-    # Big-endian TIFF with one IFD entry: tag 0x0112 (Orientation), type SHORT, count 1.
-    tiff = b"MM\x00\x2a" + struct.pack(">I", 8) + struct.pack(">HHHIHH", 1, 0x0112, 3, 1, orientation, 0)
-    tiff += struct.pack(">I", 0)  # no next IFD
-    app1 = b"Exif\x00\x00" + tiff
+    app1 = exif_block(orientation)
     data = jpg.tobytes()
     return data[:2] + b"\xff\xe1" + struct.pack(">H", len(app1) + 2) + app1 + data[2:]
 
 
-@pytest.mark.parametrize("orientation, turn", [(6, 1), (8, -1), (3, 2)])
-def test_exif_orientation_is_applied(tmp_path: Path, orientation: int, turn: int) -> None:
-    upright = np.zeros((120, 80, 3), np.uint8)  # a portrait: red on top, blue below
-    upright[:60, :, 0] = 255
-    upright[60:, :, 2] = 255
-    stored = np.rot90(upright, turn)  # how the camera stored it, before turning by its EXIF tag
-    path = tmp_path / "phone.jpg"
-    path.write_bytes(exif_jpeg(stored, orientation))
-    rgb = read_photo(path)
-    assert rgb.shape == (120, 80, 3)
-    assert rgb[:50, :, 0].min() > 200 and rgb[:50, :, 2].max() < 60  # red on top
-    assert rgb[70:, :, 2].min() > 200 and rgb[70:, :, 0].max() < 60  # blue below
+def exif_webp(stored_rgb: np.ndarray, orientation: int) -> bytes:
+    """A lossless WebP of ``stored_rgb`` in the extended format (VP8X) with a little-endian EXIF chunk."""
+    ok, simple = cv2.imencode(".webp", np.ascontiguousarray(stored_rgb[:, :, ::-1]), [cv2.IMWRITE_WEBP_QUALITY, 101])
+    assert ok and simple[12:16].tobytes() == b"VP8L"
+    h, w = stored_rgb.shape[:2]
+    vp8x = b"VP8X" + struct.pack("<I", 10) + b"\x08\0\0\0" + (w - 1).to_bytes(3, "little") + (h - 1).to_bytes(3, "little")
+    exif = exif_block(orientation, "<")[6:]  # WebP's EXIF chunk holds the TIFF data itself
+    exif_chunk = b"EXIF" + struct.pack("<I", len(exif)) + exif + b"\0" * (len(exif) & 1)
+    body = b"WEBP" + vp8x + simple.tobytes()[12:] + exif_chunk
+    return b"RIFF" + struct.pack("<I", len(body)) + body
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_every_exif_orientation_reads_upright_from_jpeg_and_webp(tmp_path: Path, orientation: int) -> None:
+    """Four coloured quadrants, so that mirrored orientations (2, 4, 5, 7) show too. OpenCV turns a
+    JPEG itself; a WebP's EXIF chunk is read by us."""
+    from streamer.reconstruct.image import UPRIGHT
+
+    upright = np.zeros((120, 80, 3), np.uint8)
+    upright[:60, :40] = (255, 0, 0)
+    upright[:60, 40:] = (0, 255, 0)
+    upright[60:, :40] = (0, 0, 255)
+    upright[60:, 40:] = (255, 255, 0)
+    # the stored picture: the inverse turn (2-5 and 7 are their own inverses, 6 and 8 each other's)
+    stored = UPRIGHT[{6: 8, 8: 6}.get(orientation, orientation)](upright) if orientation > 1 else upright
+    assert np.array_equal(UPRIGHT[orientation](stored) if orientation > 1 else stored, upright)
+    for name, data in (("phone.jpg", exif_jpeg(stored, orientation)), ("phone.webp", exif_webp(stored, orientation))):
+        (tmp_path / name).write_bytes(data)
+        rgb = read_photo(tmp_path / name)
+        assert rgb.shape == upright.shape, name
+        for ys, xs in ((slice(5, 55), slice(5, 35)), (slice(5, 55), slice(45, 75)),
+                       (slice(65, 115), slice(5, 35)), (slice(65, 115), slice(45, 75))):
+            assert np.abs(rgb[ys, xs].astype(int) - upright[ys, xs]).max() < 40, (name, ys, xs)
 
 
 def test_bomb_refused_before_decoding(

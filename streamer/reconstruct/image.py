@@ -133,6 +133,49 @@ def image_size(data: bytes, fmt: str) -> tuple[int, int] | None:
     return None
 
 
+def exif_orientation(exif: bytes) -> int:
+    """The orientation tag (1-8) of an EXIF block (TIFF header and IFD0, maybe after ``Exif``); 1 if none."""
+    if exif.startswith(b"Exif\0\0"):
+        exif = exif[6:]
+    order = {b"II": "<", b"MM": ">"}.get(exif[:2])
+    if order is None:
+        return 1
+    try:
+        (ifd,) = struct.unpack(order + "I", exif[4:8])
+        (count,) = struct.unpack(order + "H", exif[ifd : ifd + 2])
+        for entry in range(ifd + 2, ifd + 2 + 12 * count, 12):
+            tag, kind = struct.unpack(order + "HH", exif[entry : entry + 4])
+            if tag == 0x0112 and kind == 3:  # Orientation, SHORT
+                (value,) = struct.unpack(order + "H", exif[entry + 8 : entry + 10])
+                return value if 1 <= value <= 8 else 1
+    except struct.error:  # cut short: no tag
+        return 1
+    return 1
+
+
+def webp_orientation(data: bytes) -> int:
+    """The EXIF orientation of a WebP file (its ``EXIF`` chunk); 1 if none. OpenCV does not apply it."""
+    i = 12
+    while i + 8 <= len(data):
+        size = int.from_bytes(data[i + 4 : i + 8], "little")
+        if data[i : i + 4] == b"EXIF":
+            return exif_orientation(data[i + 8 : i + 8 + size])
+        i += 8 + size + (size & 1)  # chunks are padded to an even length
+    return 1
+
+
+#: How to turn a picture stored with EXIF orientation 2-8 upright ([H, W, C] arrays).
+UPRIGHT = {
+    2: lambda a: a[:, ::-1],
+    3: lambda a: a[::-1, ::-1],
+    4: lambda a: a[::-1],
+    5: lambda a: a.transpose(1, 0, 2),
+    6: lambda a: np.rot90(a, -1),
+    7: lambda a: a[::-1, ::-1].transpose(1, 0, 2),
+    8: lambda a: np.rot90(a, 1),
+}
+
+
 def read_photo(path: str | Path, max_pixels: int = MAX_PIXELS) -> np.ndarray:
     """Read a PNG, JPEG, WebP or BMP photo as RGB, upright by its EXIF orientation.
 
@@ -189,4 +232,6 @@ def read_photo(path: str | Path, max_pixels: int = MAX_PIXELS) -> np.ndarray:
     # with orientation 6 or 8), so the decoded size may be the header's, transposed.
     if bgr is None or bgr.shape[:2] not in ((h, w), (w, h)):
         raise ReconstructionError(f"{path}: corrupt {fmt.upper()} (cannot be decoded)")
+    if fmt == "webp" and (orientation := webp_orientation(data)) != 1:  # OpenCV turns only JPEG and PNG
+        bgr = UPRIGHT[orientation](bgr)
     return np.ascontiguousarray(bgr[:, :, ::-1])
