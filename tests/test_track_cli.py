@@ -131,6 +131,38 @@ def test_ctrl_c_stops_a_camera_and_keeps_what_was_tracked():
     assert (result.first_ms, result.last_ms) == (0.0, 100.0)
 
 
+class _EmptyRoomFirst(FrameSource):
+    """Four black frames (a fade in), then the shared video's first four."""
+
+    def __init__(self) -> None:
+        self.name, self.width, self.height, self.fps, self.frame_count = "fade-in", 720, 1280, 30.0, 8
+
+    def __iter__(self) -> Iterator[tuple[float, np.ndarray]]:
+        with VideoFileSource(VIDEO) as video:
+            person = [rgb for _, (_, rgb) in zip(range(4), video)]
+        for i, rgb in enumerate([np.zeros_like(person[0])] * 4 + person):
+            yield i * 1000.0 / 30.0, rgb
+
+    def close(self) -> None:
+        pass
+
+
+@needs_video
+def test_frames_before_the_person_appears_take_their_first_pose(body):
+    """A motion file must not start at the default placement and jump to the person at first sight."""
+    from streamer.tracking.fit import PoseFitter
+
+    with MediaPipeRunner("holistic", video=True) as runner:
+        result = track_frames(_EmptyRoomFirst(), runner, PoseFitter(body, fps=30.0), progress=False)
+    assert result.frames == 8 and result.first_person == 4 and result.tracked >= 4
+    first = result.poses[4]
+    for pose in result.poses[:4]:
+        assert pose is first
+    rest = PoseFitter(body, fps=30.0).fit(FrameLandmarks(width=720, height=1280, timestamp_ms=0.0))
+    assert float((rest.transl - first.transl).norm()) > 0.3  # what the empty frames showed before (1.36 m)
+    assert float((result.poses[5].transl - first.transl).norm()) < 0.1  # no jump after either
+
+
 def test_undistort_landmarks_moves_every_part():
     intr = CameraIntrinsics(
         K=[[500.0, 0, 320], [0, 500.0, 240], [0, 0, 1]],

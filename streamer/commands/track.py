@@ -69,6 +69,7 @@ class TrackResult:
     fit_ms: list[float] = field(default_factory=list)
     model_ms: dict[str, list[float]] = field(default_factory=dict)
     times_ms: list[float] = field(default_factory=list)  # each frame's time in the source
+    first_person: int | None = None  # the first frame with a person
     interrupted: bool = False
 
     @property
@@ -104,6 +105,10 @@ def track_frames(
 ) -> TrackResult:
     """Run MediaPipe and the fitter over a source; Ctrl+C stops a live camera early (not a file).
 
+    The frames before the person first appears take their first pose: live, the avatar waits at
+    rest where the camera's default framing puts it, but a motion file knows where they will be,
+    and should not start with a jump there.
+
     Args:
         source: frames to track.
         runner: MediaPipe in video mode.
@@ -124,6 +129,9 @@ def track_frames(
             pose = fitter.fit(frame)
             fit_wall_ms = (time.perf_counter() - t) * 1000.0
             timings = getattr(fitter, "last_timings_ms", None) or {}
+            if frame.has_person and result.first_person is None:
+                result.first_person = result.frames
+                result.poses = [pose] * result.frames  # back-fill the empty frames before
             result.poses.append(pose)
             result.tracked += frame.has_person
             result.mediapipe_ms.append(frame.timings_ms["total"])
@@ -218,6 +226,7 @@ def run(args: argparse.Namespace) -> int:
         "motion_frames": len(poses),
         "resampled": resampled,
         "tracked_frames": result.tracked,
+        "first_person_frame": result.first_person,
         "fps": round(fps, 3),
         "width": size[0],
         "height": size[1],
