@@ -155,6 +155,26 @@ def test_hand_world_and_image_landmarks_agree(body):
         assert float(fit.right_hand_pose[0, :12, 2].min()) > 0.5
 
 
+def test_an_image_only_hand_nearer_than_the_body_says_is_not_flattened(body):
+    """A hand held out towards the camera is nearer than the body's scale puts it: its bones look
+    longer than they can be at that depth. The fitter moves it nearer (just far enough for every
+    bone to fit) instead of giving every bone a zero depth step, which flattened the hand and
+    turned the wrist by more than a radian."""
+    from streamer.tracking.landmark_model import WORLD_TO_CAMERA
+
+    curl = torch.zeros(15, 3)
+    curl[:12, 2] = 0.8
+    gt = _single(body, right_hand_pose=curl, body_pose=torch.from_numpy(relaxed_body_pose().astype(np.float32)))
+    hand = HandLandmarks(image=synthesize_frames(body, gt, K, W, H)[0].right_hand.image, world=None)
+    fitter = PoseFitter(body, K=K).hand_fitters["right"]
+    depth = float((WORLD_TO_CAMERA @ _joints(body, gt)[0, 21])[2])
+    true = fitter.fit(hand, K, float(K[0, 0]) / depth)
+    for far in (2.0, 3.0):  # the body's scale says the hand is 2x / 3x further than it is
+        fit = fitter.fit(hand, K, float(K[0, 0]) / (far * depth))
+        fingers = np.linalg.norm(log_rot(np.einsum("nji,njk->nik", true.rot, fit.rot)), axis=-1)
+        assert fingers.max() < 0.05 and np.linalg.norm(log_rot(true.wrist.T @ fit.wrist)) < 0.05, far
+
+
 # -- face ------------------------------------------------------------------------------------
 
 
@@ -405,3 +425,4 @@ def test_real_video_reprojection(body):
         seen = frames[i].pose.visibility > 0.5
         errors.append(np.linalg.norm(uv - frames[i].pose.image[:, :2], axis=1)[seen])
     assert float(np.median(np.concatenate(errors))) <= 8.0
+
