@@ -323,16 +323,27 @@ def test_search_windows_overlap_by_half_so_a_person_half_their_size_fits_in_one(
         assert inside.any(), (x0, y0)
 
 
+def _wide_picture(*people: tuple[Path, int, int, int]) -> np.ndarray:
+    """A 2400x1800 blurred-noise picture with each (photo, height, x, y) pasted in, RGB."""
+    rng = np.random.default_rng(0)
+    canvas = cv2.GaussianBlur(rng.integers(40, 200, (1800, 2400, 3)).astype(np.uint8), (0, 0), 6)
+    for photo, h, x, y in people:
+        one = cv2.imread(str(photo))[:, :, ::-1]
+        w = round(one.shape[1] * h / one.shape[0])
+        canvas[y : y + h, x : x + w] = cv2.resize(one, (w, h), interpolation=cv2.INTER_AREA)
+    return canvas
+
+
 @needs_photo
 def test_a_person_small_in_a_wide_picture_is_found_by_zooming_in() -> None:
     """MediaPipe's detector alone misses a person a quarter of the picture's height; the search finds her."""
-    from streamer.reconstruct.person import find_person
+    from streamer.reconstruct.person import _pose_in_window, find_person
+    from streamer.tracking.mediapipe_runner import MediaPipeRunner
 
-    one = cv2.imread(str(PHOTO))[:, :, ::-1]
     h, w = 480, 360
-    rng = np.random.default_rng(0)
-    canvas = cv2.GaussianBlur(rng.integers(40, 200, (1800, 2400, 3)).astype(np.uint8), (0, 0), 6)
-    canvas[900 : 900 + h, 1500 : 1500 + w] = cv2.resize(one, (w, h), interpolation=cv2.INTER_AREA)
+    canvas = _wide_picture((PHOTO, h, 1500, 900))
+    with MediaPipeRunner(models="pose", video=False, segmentation=True) as runner:
+        assert _pose_in_window(runner, canvas, (0, 0, 2400, 1800)) is None  # the whole picture: nobody
     person = find_person(canvas)
     assert person.people == 1
     x0, y0, x1, y1 = person.box
@@ -340,6 +351,20 @@ def test_a_person_small_in_a_wide_picture_is_found_by_zooming_in() -> None:
     assert 1500 < cx < 1500 + w and 900 < cy < 900 + h, person.box
     assert h < y1 - y0 < 2 * h  # the crop frames her, with its margin
     assert person.mask[person.valid].mean() > 0.1
+
+
+@needs_photo
+def test_small_people_found_by_the_search_are_counted() -> None:
+    """Two people too small for the whole-picture count: --strict refuses, else the taller is taken."""
+    from streamer.reconstruct.person import find_person
+
+    skirt = SHARED_DATA / "photos" / "studio_woman_skirt.png"
+    canvas = _wide_picture((PHOTO, 480, 1500, 900), (skirt, 440, 300, 700))
+    with pytest.raises(ReconstructionError, match="2 people in the picture; --strict"):
+        find_person(canvas, strict=True)
+    with pytest.warns(UserWarning, match="2 people in the picture: using the largest"):
+        person = find_person(canvas)
+    assert person.people == 2 and (person.box[0] + person.box[2]) / 2 > 1500  # the taller, on the right
 
 
 @needs_photo

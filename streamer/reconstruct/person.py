@@ -10,6 +10,7 @@ edges, :mod:`.mask_edges`).
 from __future__ import annotations
 
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -120,14 +121,24 @@ def crop_valid(shape: tuple[int, int], box: tuple[float, float, float, float]) -
 
 
 def person_box(
-    landmarks_px: np.ndarray, visibility: np.ndarray, mask: np.ndarray | None
-) -> tuple[float, float, float, float]:
-    """Bounding box (x0, y0, x1, y1) of the visible landmarks and the mask (> 0.5), pixels."""
+    landmarks_px: np.ndarray,
+    visibility: np.ndarray,
+    mask: np.ndarray | None,
+    offset: tuple[int, int] = (0, 0),
+) -> tuple[float, float, float, float] | None:
+    """Bounding box (x0, y0, x1, y1) of the visible landmarks and the mask (> 0.5), pixels.
+
+    ``mask`` may cover a window of the photo whose corner is at ``offset``; None when there is
+    neither a visible landmark nor a mask pixel.
+    """
     pts = landmarks_px[visibility > 0.5, :2]
     if mask is not None:
         ys, xs = np.nonzero(mask > 0.5)
         if len(xs):
-            pts = np.concatenate([pts, np.array([[xs.min(), ys.min()], [xs.max() + 1, ys.max() + 1]], float)])
+            corners = np.array([[xs.min(), ys.min()], [xs.max() + 1, ys.max() + 1]], float) + offset
+            pts = np.concatenate([pts, corners])
+    if not len(pts):
+        return None
     return float(pts[:, 0].min()), float(pts[:, 1].min()), float(pts[:, 0].max()), float(pts[:, 1].max())
 
 
@@ -149,19 +160,45 @@ def full_frame_box(width: int, height: int) -> tuple[float, float, float, float]
     return width / 2 - w / 2, height / 2 - h / 2, width / 2 + w / 2, height / 2 + h / 2
 
 
+@dataclass
+class _Found:
+    """MediaPipe Pose's person in one window of a photo (photo pixels)."""
+
+    landmarks: np.ndarray  # [33, 2]
+    visibility: np.ndarray  # [33]
+    box: tuple[float, float, float, float]  # :func:`person_box` of the landmarks and MediaPipe's mask
+
+    @property
+    def height(self) -> float:
+        return self.box[3] - self.box[1]
+
+    def contains(self, other: _Found) -> bool:
+        """Whether ``other``'s box centre lies in this box (the same person, seen from two windows)."""
+        x0, y0, x1, y1 = self.box
+        cx, cy = (other.box[0] + other.box[2]) / 2, (other.box[1] + other.box[3]) / 2
+        return x0 <= cx <= x1 and y0 <= cy <= y1
+
+
 def _pose_in_window(
-    runner: MediaPipeRunner, rgb: np.ndarray, window: tuple[int, int, int, int]
-) -> tuple[np.ndarray, np.ndarray, np.ndarray | None] | None:
+    runner: MediaPipeRunner,
+    rgb: np.ndarray,
+    window: tuple[int, int, int, int],
+    grey: Sequence[tuple[float, float, float, float]] = (),
+) -> _Found | None:
     """MediaPipe Pose on one window (x0, y0, x1, y1, inside the photo), scaled to at most :data:`DETECT_SIDE`.
 
-    Returns:
-        None if nobody was found; else the landmarks in photo pixels [33, 2], their visibility [33]
-        and the person mask over the whole photo, [H, W] float32 (0 outside the window), or None.
+    ``grey``: boxes (photo pixels) painted grey first, so that MediaPipe sees one person.
+    None if nobody was found (or MediaPipe gave neither a visible landmark nor a mask).
     """
     import cv2
 
     x0, y0, x1, y1 = window
     part = rgb[y0:y1, x0:x1]
+    if grey:
+        part = part.copy()
+        for bx0, by0, bx1, by1 in grey:
+            rows = slice(max(0, round(by0) - y0), max(0, round(by1) - y0))
+            part[rows, max(0, round(bx0) - x0) : max(0, round(bx1) - x0)] = 128
     scale = min(1.0, DETECT_SIDE / max(part.shape[:2]))
     if scale < 1:
         size = (max(1, round(part.shape[1] * scale)), max(1, round(part.shape[0] * scale)))
@@ -172,13 +209,12 @@ def _pose_in_window(
     # MediaPipe's landmarks are fractions of the picture it saw, times its size: rescale to the window.
     lm = found.pose.image[:, :2].astype(np.float64) * [(x1 - x0) / part.shape[1], (y1 - y0) / part.shape[0]]
     lm += [x0, y0]
+    vis = found.pose.visibility.astype(np.float64)
     mask = None
     if found.segmentation is not None:
-        mask = np.zeros(rgb.shape[:2], np.float32)
-        mask[y0:y1, x0:x1] = cv2.resize(
-            found.segmentation, (x1 - x0, y1 - y0), interpolation=cv2.INTER_LINEAR
-        )
-    return lm, found.pose.visibility.astype(np.float64), mask
+        mask = cv2.resize(found.segmentation, (x1 - x0, y1 - y0), interpolation=cv2.INTER_LINEAR)
+    box = person_box(lm, vis, mask, (x0, y0))
+    return None if box is None else _Found(lm, vis, box)
 
 
 def search_windows(width: int, height: int, zoom: int) -> list[tuple[int, int, int, int]]:
@@ -192,31 +228,33 @@ def search_windows(width: int, height: int, zoom: int) -> list[tuple[int, int, i
     ]
 
 
-def _search_small_person(
-    runner: MediaPipeRunner, rgb: np.ndarray
-) -> tuple[np.ndarray, np.ndarray, np.ndarray | None] | None:
+def _search_small_person(runner: MediaPipeRunner, rgb: np.ndarray) -> tuple[_Found | None, int]:
     """Look for a person too small for MediaPipe's detector in the whole picture.
 
     MediaPipe Pose's detector sees the picture at 224 px: a person under about a third of a
     picture's height is often missed. Zoomed windows (:data:`SEARCH_ZOOMS`) show them larger; the
-    tallest person found is then looked at again in a window centred on them, so that no window
-    edge cuts them off.
+    tallest person found is then looked at again in a window centred on them (everyone else
+    greyed out), so that no window edge cuts them off.
+
+    Returns:
+        the person (None: nobody) and how many different people the windows showed.
     """
     H, W = rgb.shape[:2]
     for zoom in SEARCH_ZOOMS:
         if H / zoom < SEARCH_MIN_WINDOW:
             break
-        hits = []
-        for win in search_windows(W, H, zoom):
-            found = _pose_in_window(runner, rgb, win)
-            if found is not None:
-                box = person_box(*found)
-                if box[3] - box[1] >= MIN_PERSON_PX:
-                    hits.append((box[3] - box[1], found))
+        hits = [
+            f for win in search_windows(W, H, zoom) if (f := _pose_in_window(runner, rgb, win)) is not None
+        ]
+        hits = sorted((f for f in hits if f.height >= MIN_PERSON_PX), key=lambda f: -f.height)
         if not hits:
             continue
-        lm, vis, mask = max(hits, key=lambda hit: hit[0])[1]
-        x0, y0, x1, y1 = person_box(lm, vis, mask)
+        people: list[_Found] = []  # one hit per person, the tallest first
+        for hit in hits:
+            if not any(p.contains(hit) or hit.contains(p) for p in people):
+                people.append(hit)
+        best = people[0]
+        x0, y0, x1, y1 = best.box
         side = SEARCH_RECENTRE * max(x1 - x0, y1 - y0)
         cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
         win = (
@@ -225,8 +263,16 @@ def _search_small_person(
             min(W, round(cx + side / 2)),
             min(H, round(cy + side / 2)),
         )
-        return _pose_in_window(runner, rgb, win) or (lm, vis, mask)
-    return None
+        again = _pose_in_window(runner, rgb, win, grey=[p.box for p in people[1:]])
+        return (again if again is not None and best.contains(again) else best), len(people)
+    return None, 0
+
+
+def _several_people(count: int, strict: bool) -> None:
+    """Refuse (``strict``) or warn about a picture with ``count`` > 1 people."""
+    if strict:
+        raise ReconstructionError(f"{count} people in the picture; --strict allows exactly one")
+    warnings.warn(f"{count} people in the picture: using the largest", stacklevel=3)
 
 
 def find_person(
@@ -258,9 +304,7 @@ def find_person(
     )
     people, largest = find_people(small)
     if people > 1:
-        if strict:
-            raise ReconstructionError(f"{people} people in the picture; --strict allows exactly one")
-        warnings.warn(f"{people} people in the picture: using the largest", stacklevel=2)
+        _several_people(people, strict)
         assert largest is not None
         # Grey out everyone else, so that MediaPipe (which would take the most confident) sees one.
         keep = cv2.resize(largest.astype(np.uint8), (W, H), interpolation=cv2.INTER_NEAREST).astype(bool)
@@ -270,13 +314,15 @@ def find_person(
         found = _pose_in_window(runner, rgb, (0, 0, W, H))
         if found is None:
             with quiet_native_stderr():  # MediaPipe warns about its crop rectangle on some windows
-                found = _search_small_person(runner, rgb)
+                found, seen = _search_small_person(runner, rgb)
+            if seen > 1 and people == 1:  # too small for the whole-picture count too
+                people = seen
+                _several_people(people, strict)
     if found is None:
         raise ReconstructionError(
             "no person found (if the person is small in the picture, crop it round them and try again)"
         )
-    lm, vis, mask = found
-    box = person_box(lm, vis, mask)
+    lm, vis, box = found.landmarks, found.visibility, found.box
     if box[3] - box[1] < MIN_PERSON_PX:
         raise ReconstructionError(
             f"the person is too small: {box[3] - box[1]:.0f} px tall, at least {MIN_PERSON_PX} px needed"
