@@ -147,6 +147,20 @@ def test_every_exif_orientation_reads_upright_from_jpeg_and_webp(tmp_path: Path,
             assert np.abs(rgb[ys, xs].astype(int) - upright[ys, xs]).max() < 40, (name, ys, xs)
 
 
+def test_a_webp_exif_chunk_outside_the_riff_is_not_read() -> None:
+    """Bytes after the RIFF's own length are not the WebP's (a trailer, padding): no chunk is read there."""
+    from streamer.reconstruct.image import webp_orientation
+
+    stored = np.zeros((70, 90, 3), np.uint8)
+    inside = exif_webp(stored, 6)
+    assert webp_orientation(inside) == 6
+    riff = inside[: 8 + struct.unpack("<I", inside[4:8])[0]]
+    exif = riff[riff.index(b"EXIF") :]
+    plain = riff[: riff.index(b"EXIF")]
+    plain = plain[:4] + struct.pack("<I", len(plain) - 8) + plain[8:]  # the same file without its EXIF
+    assert webp_orientation(plain) == 1 and webp_orientation(plain + exif) == 1
+
+
 def test_bomb_refused_before_decoding(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -155,8 +155,9 @@ def exif_orientation(exif: bytes) -> int:
 
 def webp_orientation(data: bytes) -> int:
     """The EXIF orientation of a WebP file (its ``EXIF`` chunk); 1 if none. OpenCV does not apply it."""
+    end = min(len(data), 8 + int.from_bytes(data[4:8], "little"))  # the RIFF's own length: not what follows
     i = 12
-    while i + 8 <= len(data):
+    while i + 8 <= end:
         size = int.from_bytes(data[i + 4 : i + 8], "little")
         if data[i : i + 4] == b"EXIF":
             return exif_orientation(data[i + 8 : i + 8 + size])
@@ -226,12 +227,14 @@ def read_photo(path: str | Path, max_pixels: int = MAX_PIXELS) -> np.ndarray:
     if fmt == "jpeg" and _jpeg_end(data) is None:
         raise ReconstructionError(f"{path}: truncated JPEG (no end-of-image marker)")
     flags = {1: cv2.IMREAD_COLOR, 2: cv2.IMREAD_REDUCED_COLOR_2, 4: cv2.IMREAD_REDUCED_COLOR_4}[scale]
+    if fmt == "webp":  # we turn it ourselves below; a newer OpenCV that reads WebP's EXIF must not too
+        flags |= cv2.IMREAD_IGNORE_ORIENTATION
     bgr = cv2.imdecode(np.frombuffer(data, np.uint8), flags)
     h, w = -(-h // scale), -(-w // scale)  # libjpeg's scaled size rounds up
     # OpenCV turns the picture upright by its EXIF orientation (phones store portraits sideways
     # with orientation 6 or 8), so the decoded size may be the header's, transposed.
     if bgr is None or bgr.shape[:2] not in ((h, w), (w, h)):
         raise ReconstructionError(f"{path}: corrupt {fmt.upper()} (cannot be decoded)")
-    if fmt == "webp" and (orientation := webp_orientation(data)) != 1:  # OpenCV turns only JPEG and PNG
+    if fmt == "webp" and (orientation := webp_orientation(data)) != 1:  # OpenCV 4.11 turns only JPEG, PNG
         bgr = UPRIGHT[orientation](bgr)
     return np.ascontiguousarray(bgr[:, :, ::-1])
