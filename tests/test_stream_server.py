@@ -405,6 +405,26 @@ def test_a_client_that_takes_its_answer_but_never_connects_is_timed_out(
     _still_serving(server)
 
 
+def test_a_connected_viewer_outlives_the_connect_timeout(
+    server: ServerThread, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The timeout is for connections that never came up: one that did keeps streaming past it."""
+    from streamer.stream import session
+
+    monkeypatch.setattr(session, "CONNECT_TIMEOUT_S", 1.0)
+
+    async def main() -> None:
+        client = await _watch(server.url, frames=3)
+        await asyncio.sleep(3.0)  # three timeouts' worth
+        count = client.received.count
+        assert await client.wait_frames(count + 5, FRAMES_TIMEOUT_S) >= count + 5
+        assert not client.errors and client.pc.connectionState == "connected", client.errors
+        await client.close()
+
+    run(main())
+    _assert_freed(server)
+
+
 def test_performer_replaced_mid_negotiation_leaves_no_view(
     server: ServerThread, monkeypatch: pytest.MonkeyPatch
 ) -> None:

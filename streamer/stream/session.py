@@ -201,7 +201,9 @@ class Session:
 
     async def _expect_connection(self) -> None:
         await asyncio.sleep(CONNECT_TIMEOUT_S)
-        if not self._connected and not self._closed:
+        pc = self.pc
+        # (the state is read too: "connected" may have been reached with its event not yet handled)
+        if not self._connected and not self._closed and pc is not None and pc.connectionState != "connected":
             logger.info("session %s: refused: no media connection within %g s", self.id, CONNECT_TIMEOUT_S)
             message = (
                 f"no media connection within {CONNECT_TIMEOUT_S:g} s of the answer (ICE found no path "
