@@ -255,6 +255,8 @@ def test_http_routes(tmp_path: Path) -> None:
     head = routes.process_request(None, Request("/stats", Headers(), method="HEAD"))
     assert head is not None and head.status_code == 200
     assert head.body == b"" and int(head.headers["Content-Length"]) == len(get("/stats")[2])
+    head_ws = routes.process_request(None, Request("/ws", Headers(), method="HEAD"))
+    assert head_ws is not None and (head_ws.status_code, head_ws.body, head_ws.headers["Allow"]) == (405, b"", "GET")
     for method in ("POST", "DELETE"):
         refused = routes.process_request(None, Request("/stats", Headers(), method=method))
         assert refused is not None and (refused.status_code, refused.headers["Allow"]) == (405, "GET, HEAD")

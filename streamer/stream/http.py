@@ -99,8 +99,12 @@ class HttpRoutes:
             resp = text(405, f"{request.method[:20]} is not allowed here: the server answers GET only")
             resp.headers["Allow"] = "GET, HEAD"
             return resp
-        if path == WS_PATH:
-            return None
+        if path == WS_PATH:  # the websocket handshake is a GET
+            if request.method == "GET":
+                return None
+            resp = text(405, "the signalling websocket opens with GET")
+            resp.headers["Allow"] = "GET"
+            return resp
         if path == "/stats":
             return response(200, json.dumps(self.stats(), indent=1).encode(), "application/json")
         if path == "/health":
