@@ -1,8 +1,9 @@
 """Finding the person in a photo: landmarks, a person mask, and the 5:3 crop around them.
 
 Two passes: the whole photo (scaled to at most :data:`DETECT_SIDE` px) finds the person and counts
-people (a person too small for MediaPipe's detector there is searched for in zoomed windows); the person is then cropped like LHM's input (centred, height:width = 5:3, a margin around
-the body) and scaled to :data:`CROP_HEIGHT` x :data:`CROP_WIDTH`, where MediaPipe Holistic gives the
+people (a person too small for MediaPipe's detector there is searched for in zoomed windows); the
+person is then cropped like LHM's input (centred, height:width = 5:3, a margin around the body)
+and scaled to :data:`CROP_HEIGHT` x :data:`CROP_WIDTH`, where MediaPipe Holistic gives the
 landmarks and MediaPipe Pose's segmentation the person mask (its edge snapped to the photo's colour
 edges, :mod:`.mask_edges`).
 """
