@@ -324,9 +324,9 @@ def find_person(
             "no person found (if the person is small in the picture, crop it round them and try again)"
         )
     lm, vis, box = found.landmarks, found.visibility, found.box
-    if box[3] - box[1] < MIN_PERSON_PX:
+    if found.height < MIN_PERSON_PX:
         raise ReconstructionError(
-            f"the person is too small: {box[3] - box[1]:.0f} px tall, at least {MIN_PERSON_PX} px needed"
+            f"the person is too small: {found.height:.0f} px tall, at least {MIN_PERSON_PX} px needed"
         )
     inside = (lm[:, 0] >= 0) & (lm[:, 0] < W) & (lm[:, 1] >= 0) & (lm[:, 1] < H)
     if not (inside[NOSE] and vis[NOSE] > 0.5):
