@@ -1,5 +1,6 @@
-"""One VP8 encode per camera: peers share it, catch up in order after a gap, start at keyframes;
-the stage hands out one encoder per camera; a peer's keyframe request (RTCP PLI) reaches it."""
+"""One encode per camera and codec (VP8, H.264): peers share it, catch up in order after a gap,
+start at keyframes; the stage hands out one encoder per camera and codec; a peer's keyframe request
+(RTCP PLI) reaches it."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import numpy as np
 import pytest
 
 from streamer.stream import camera_encoder
-from streamer.stream.camera_encoder import CameraEncoder
+from streamer.stream.camera_encoder import CODEC_MIME_TYPES, H264, VP8, CameraEncoder
 from streamer.stream.stage import AvatarFrame, View
 
 SIZE = 64
@@ -40,16 +41,19 @@ def _key(packet: av.Packet) -> bool:
     return camera_encoder._is_vp8_keyframe(bytes(packet))
 
 
-def _decode(pictures) -> list[av.VideoFrame]:  # type: ignore[no-untyped-def]
-    decoder = av.CodecContext.create("libvpx", "r")
+def _decode(pictures, codec: str = VP8) -> list[av.VideoFrame]:  # type: ignore[no-untyped-def]
+    """Decode a stream with FFmpeg's own decoders (not the encoders' libraries), flushed at the end."""
+    decoder = av.CodecContext.create({VP8: "vp8", H264: "h264"}[codec], "r")
     out = []
     for p in pictures:
         out.extend(decoder.decode(p.packet()))
+    out.extend(decoder.decode(None))
     return out
 
 
-def test_peers_on_a_camera_share_one_encode_and_catch_up_in_order() -> None:
-    encoder = CameraEncoder()
+@pytest.mark.parametrize("codec", CODEC_MIME_TYPES)
+def test_peers_on_a_camera_share_one_encode_and_catch_up_in_order(codec: str) -> None:
+    encoder = CameraEncoder(codec=codec)
     a_sent, b_sent = [], []
     a_cursor = b_cursor = None
     for seq in range(1, 11):
@@ -65,13 +69,15 @@ def test_peers_on_a_camera_share_one_encode_and_catch_up_in_order() -> None:
     # b sent what it missed first, in order: the same stream as a, byte for byte
     assert [p.index for p in b_sent] == list(range(10))
     assert [p.data for p in b_sent] == [p.data for p in a_sent]
-    decoded = _decode(b_sent)
+    decoded = _decode(b_sent, codec)
     assert len(decoded) == 10
+    assert [bool(f.key_frame) for f in decoded] == [p.keyframe for p in b_sent]  # the decoder agrees
     assert min(_psnr_luma(f, seq) for f, seq in zip(decoded, range(1, 11))) > 28.0
 
 
-def test_a_new_peer_waits_for_a_keyframe_and_never_goes_back_in_time() -> None:
-    encoder = CameraEncoder()
+@pytest.mark.parametrize("codec", CODEC_MIME_TYPES)
+def test_a_new_peer_waits_for_a_keyframe_and_never_goes_back_in_time(codec: str) -> None:
+    encoder = CameraEncoder(codec=codec)
     first = encoder.take(_frame(1), None)
     cursor = first[-1].index
     cursor = encoder.take(_frame(2), cursor)[-1].index
@@ -79,7 +85,7 @@ def test_a_new_peer_waits_for_a_keyframe_and_never_goes_back_in_time() -> None:
     late = encoder.take(_frame(3), None)  # ... the next picture is a keyframe, for everybody
     assert len(late) == 1 and late[0].keyframe
     assert [p.index for p in encoder.take(_frame(3), cursor)] == [2]  # the first peer goes on
-    decoded = _decode(late)  # decodable on its own
+    decoded = _decode(late, codec)  # decodable on its own
     assert len(decoded) == 1 and _psnr_luma(decoded[0], 3) > 28.0
     # a picture older than the newest one out (never encoded: a peer was slow to take it)
     # stands for the newest: no step back in time
@@ -88,8 +94,9 @@ def test_a_new_peer_waits_for_a_keyframe_and_never_goes_back_in_time() -> None:
     assert encoder.encoded == 4
 
 
-def test_a_peer_too_far_behind_restarts_at_a_keyframe() -> None:
-    encoder = CameraEncoder()
+@pytest.mark.parametrize("codec", CODEC_MIME_TYPES)
+def test_a_peer_too_far_behind_restarts_at_a_keyframe(codec: str) -> None:
+    encoder = CameraEncoder(codec=codec)
     behind = encoder.take(_frame(1), None)[-1].index  # this peer sent the first picture, then stalled
     other = behind
     for seq in range(2, camera_encoder.HISTORY + 4):  # another peer takes every picture
@@ -100,7 +107,8 @@ def test_a_peer_too_far_behind_restarts_at_a_keyframe() -> None:
     assert len(again) == 1 and again[0].keyframe
 
 
-def test_a_keyframe_comes_every_interval(monkeypatch) -> None:
+@pytest.mark.parametrize("codec", CODEC_MIME_TYPES)
+def test_a_keyframe_comes_every_interval(monkeypatch, codec: str) -> None:
     class Clock:  # 10 pictures a second, by a clock the test sets
         now = 100.0
 
@@ -113,7 +121,7 @@ def test_a_keyframe_comes_every_interval(monkeypatch) -> None:
     clock = Clock()
     monkeypatch.setattr(camera_encoder, "time", clock)
     monkeypatch.setattr(camera_encoder, "KEYFRAME_INTERVAL_S", 0.35)
-    encoder = CameraEncoder()
+    encoder = CameraEncoder(codec=codec)
     cursor, keys = None, []
     for seq in range(1, 9):
         got = encoder.take(_frame(seq), cursor)
@@ -146,6 +154,15 @@ def test_stage_gives_one_encoder_per_camera(body, demo_avatar) -> None:
         assert stage.encoder_for(b, mine) is mine  # orbiting alone: the stream moves along
         stage.remove_view(a)
         assert stage.encoder_for(b, mine) is mine and len(stage._encoders) == 1
+        # a peer on b's camera that negotiated H.264: its own stream of that camera
+        c = stage.add_view()
+        c.orbit, c.codec = b.orbit, H264
+        h264 = stage.encoder_for(c)
+        assert h264 is not mine and h264.codec == H264 and stage.encoder_for(b, mine) is mine
+        stage.set_orbit(c, Orbit(azimuth=90.0))  # orbiting alone, it keeps its stream (and codec)
+        assert stage.encoder_for(c, h264) is h264 and stage.encoder_for(b, mine) is mine
+        stage.remove_view(c)
+        assert list(stage._encoders.values()) == [mine]
 
     asyncio.run(main())
 

@@ -17,7 +17,7 @@ from collections.abc import Iterator
 
 import numpy as np
 import pytest
-from stream_utils import REPO, http_get, run, silhouette_change, ws_exchange
+from stream_utils import REPO, http_get, run, silhouette, silhouette_change, ws_exchange
 
 from streamer.stream.background import ServerThread
 from streamer.stream.client import ReceivedFrames, StreamClient
@@ -245,27 +245,62 @@ def test_bad_messages_get_an_error_and_free_the_session(server: ServerThread, me
     _still_serving(server)
 
 
-def test_offer_without_vp8_is_refused_with_a_reason(server: ServerThread) -> None:
-    """The avatar is one shared VP8 stream: an offer whose video section has only H.264 is refused."""
-    from aiortc import RTCPeerConnection, RTCRtpSender
+def test_the_answer_takes_the_offers_first_of_vp8_and_h264(server: ServerThread) -> None:
+    """A client that decodes only H.264 (hardware decoders, some video-call software), or lists it
+    first (Safari, the web page's ``?codec=h264``), gets the avatar as H.264; one that lists VP8 first
+    (aiortc's and Chromium's order) gets VP8. One encode of the camera per codec."""
+    from aiortc import sdp
 
-    async def h264_offer() -> str:
+    async def main() -> None:
+        clients = {
+            "video/VP8": StreamClient(server.url, "viewer", received=ReceivedFrames(keep_every=1)),
+            "video/H264": StreamClient(
+                server.url, "viewer", codecs=("video/H264",), received=ReceivedFrames(keep_every=1)
+            ),
+        }
+        h264_first = StreamClient(server.url, "viewer", codecs=("video/H264", "video/VP8"))
+        for client in (*clients.values(), h264_first):
+            await client.connect(timeout=FRAMES_TIMEOUT_S)
+        for mime, client in (*clients.items(), ("video/H264", h264_first)):
+            answer = sdp.SessionDescription.parse(client.pc.remoteDescription.sdp)
+            video = next(m for m in answer.media if m.kind == "video")
+            assert next(c.mimeType for c in video.rtp.codecs if c.mimeType != "video/rtx") == mime
+            assert await client.wait_frames(20, FRAMES_TIMEOUT_S) >= 20  # aiortc decoded them
+        assert clients["video/H264"].received.size == (128, 128)
+        stage = server.call(lambda: server.server.stages["main"].stage)
+        encoders = server.call(lambda: [e.codec for e in stage._encoders.values()])
+        assert sorted(encoders) == ["video/H264", "video/VP8"]
+        # the same avatar: both pictures show a body of about the same size
+        a, b = (c.received.kept[-1].rgb for c in clients.values())
+        assert silhouette(a).mean() > 0.05 and abs(silhouette(a).mean() - silhouette(b).mean()) < 0.05
+        for client in (*clients.values(), h264_first):
+            await client.close()
+
+    run(main())
+    _assert_freed(server)
+
+
+def test_offer_without_vp8_or_h264_is_refused_with_a_reason(server: ServerThread) -> None:
+    """An offer whose video section has neither codec (here VP9 and AV1 only) is refused in words."""
+    from aiortc import RTCPeerConnection
+
+    async def offer() -> str:
         pc = RTCPeerConnection()
         try:
-            video = pc.addTransceiver("video", direction="recvonly")
-            codecs = RTCRtpSender.getCapabilities("video").codecs
-            video.setCodecPreferences([c for c in codecs if c.mimeType == "video/H264"])
+            pc.addTransceiver("video", direction="recvonly")
             await pc.setLocalDescription(await pc.createOffer())
-            return pc.localDescription.sdp
+            sdp = pc.localDescription.sdp
+            return sdp.replace("VP8/90000", "VP9/90000").replace("H264/90000", "AV1/90000")
         finally:
             await pc.close()
 
-    sdp = run(h264_offer())
-    assert "H264" in sdp and "VP8" not in sdp
+    sdp = run(offer())
+    assert "VP9" in sdp and "VP8" not in sdp and "H264" not in sdp
     messages = ['{"type": "join", "role": "viewer"}', json.dumps({"type": "offer", "sdp": sdp})]
     replies, close_code = run(ws_exchange(server.url, messages))
     errors = [r for r in replies if r["type"] == "error"]
-    assert errors and errors[-1]["code"] == "bad_sdp" and "VP8" in errors[-1]["message"], replies
+    assert errors and errors[-1]["code"] == "bad_sdp", replies
+    assert "VP8" in errors[-1]["message"] and "H.264" in errors[-1]["message"], replies
     assert close_code == 1008
     _assert_freed(server)
     _still_serving(server)

@@ -1,4 +1,4 @@
-"""One VP8 encode per camera, shared by every peer watching through that camera.
+"""One encode per camera and codec, shared by every peer watching through that camera.
 
 A performer and the viewers on the stage camera see the same pictures. Encoding them once per
 peer cost one encode per peer and picture (5-8 ms each at 512x512 on this CPU), on the cores that
@@ -11,8 +11,10 @@ further behind than the history, or whose browser reports a loss (RTCP PLI), wai
 keyframe, which it asks the encoder for.
 
 The price: one bit rate (:data:`BITRATE`) for every peer of a camera, instead of aiortc adapting
-each peer's encoder to that peer's link. Peers must negotiate VP8 (the server's answer offers only
-VP8, see :data:`CODEC_MIME_TYPE`).
+each peer's encoder to that peer's link. Peers negotiate VP8 or H.264 (:data:`CODEC_MIME_TYPES`; the
+answer takes the first of them that the offer lists, so browsers get VP8). H.264 (constrained
+baseline, libx264) is for clients that decode it in hardware or have nothing else; a camera whose
+peers use both codecs is encoded once per codec.
 """
 
 from __future__ import annotations
@@ -31,8 +33,9 @@ if TYPE_CHECKING:
     from .stage import AvatarFrame
     from .stats import PipelineStats
 
-#: The codec of the shared stream.
-CODEC_MIME_TYPE = "video/VP8"
+VP8, H264 = "video/VP8", "video/H264"
+#: The codecs a peer may negotiate for the avatar video.
+CODEC_MIME_TYPES = (VP8, H264)
 #: Bit rate of every camera's stream (bits/s; aiortc adapts its own between 0.25 and 1.5 Mbit/s).
 BITRATE = 1_000_000
 #: A keyframe at least this often (seconds), so that a peer recovers from losses RTCP did not report.
@@ -49,7 +52,7 @@ class EncodedPicture:
 
     Attributes:
         index: position in the camera's stream (0, 1, 2, ...; each follows the one before).
-        data: the VP8 frame.
+        data: the encoded frame (a VP8 frame, or an H.264 access unit in Annex B form).
         pts: presentation time, 90 kHz ticks since the stream started.
         keyframe: decodable on its own.
         frame: the picture it encodes (its timing fields feed the latency figures).
@@ -69,16 +72,21 @@ class EncodedPicture:
 
 
 class CameraEncoder:
-    """The VP8 stream of one camera: each picture encoded once, in the order peers ask for them.
+    """The stream of one camera in one codec: each picture encoded once, in the order peers ask for them.
 
     Thread-safe: tracks call :meth:`take` from executor threads.
 
     Args:
         stats: where the encode times go (``encode``, once per picture).
+        codec: the stream's MIME type, one of :data:`CODEC_MIME_TYPES`.
+        fps: the stage's output rate. H.264's rate control spends :data:`BITRATE` over this many
+            pictures a second (libx264 budgets by the frame rate, not by the pictures' timestamps).
     """
 
-    def __init__(self, stats: PipelineStats | None = None) -> None:
-        self.stats = stats
+    def __init__(self, stats: PipelineStats | None = None, codec: str = VP8, fps: float = 30.0) -> None:
+        if codec not in CODEC_MIME_TYPES:
+            raise ValueError(f"codec must be one of {CODEC_MIME_TYPES}, got {codec!r}")
+        self.stats, self.codec, self.fps = stats, codec, fps
         self._lock = threading.Lock()
         self._codec: av.VideoCodecContext | None = None
         self._history: deque[EncodedPicture] = deque(maxlen=HISTORY)
@@ -119,7 +127,10 @@ class CameraEncoder:
         size = frame.i420.shape[1]
         height = frame.i420.shape[0] * 2 // 3
         if self._codec is None or self._codec.width != size or self._codec.height != height:
-            self._codec = _vp8_encoder(size, height)
+            if self.codec == VP8:
+                self._codec = _vp8_encoder(size, height)
+            else:
+                self._codec = _h264_encoder(size, height, self.fps)
             self._want_keyframe = True
         now = time.monotonic()
         if self._t0 is None:
@@ -135,7 +146,7 @@ class CameraEncoder:
         data = b"".join(bytes(p) for p in self._codec.encode(video))
         if self.stats is not None:
             self.stats.times["encode"].add((time.perf_counter() - t) * 1000.0)
-        is_key = _is_vp8_keyframe(data)
+        is_key = (_is_vp8_keyframe if self.codec == VP8 else _is_h264_keyframe)(data)
         if is_key:
             self._want_keyframe, self._last_keyframe = False, now
         picture = EncodedPicture(self._next_index, data, video.pts, is_key, frame)
@@ -173,3 +184,37 @@ def _vp8_encoder(width: int, height: int) -> av.VideoCodecContext:
 def _is_vp8_keyframe(data: bytes) -> bool:
     """VP8 frame tag: bit 0 of the first byte is 0 for a keyframe (RFC 6386, 9.1)."""
     return bool(data) and not data[0] & 1
+
+
+def _h264_encoder(width: int, height: int, fps: float) -> av.VideoCodecContext:
+    """A real-time H.264 encoder: libx264, constrained baseline (what WebRTC peers all decode), level
+    3.1 as aiortc signals it, no lookahead or B-frames, IDR keyframes when asked for, :data:`BITRATE`
+    at ``fps`` pictures a second. (Without a frame rate libx264 takes the 90 kHz clock for one and
+    sends grey pictures of a few bytes.)"""
+    codec = av.CodecContext.create("libx264", "w")
+    codec.width, codec.height, codec.pix_fmt = width, height, "yuv420p"
+    codec.bit_rate = BITRATE
+    codec.time_base = VIDEO_TIME_BASE
+    codec.framerate = Fraction(fps).limit_denominator(1001)
+    codec.gop_size = 1_000_000
+    codec.profile = "Baseline"
+    codec.options = {
+        "bufsize": str(BITRATE),
+        "forced-idr": "1",  # a forced keyframe is an IDR (with SPS and PPS): a peer can start there
+        "level": "31",
+        "maxrate": str(BITRATE),
+        "preset": "veryfast",
+        "tune": "zerolatency",
+    }
+    codec.thread_count = 1
+    return codec
+
+
+def _is_h264_keyframe(data: bytes) -> bool:
+    """An access unit (Annex B) holding an IDR slice (NAL unit type 5, ITU-T H.264 7.4.1.2)."""
+    start = data.find(b"\x00\x00\x01")
+    while start >= 0 and start + 3 < len(data):
+        if data[start + 3] & 0x1F == 5:
+            return True
+        start = data.find(b"\x00\x00\x01", start + 3)
+    return False

@@ -201,6 +201,12 @@ class ReceivedFrames:
             self.kept.append(Received(received_at, rgb, clock))
 
 
+def _source_codecs(source: MediaStreamTrack | None) -> tuple[str, ...] | None:
+    """A track of pre-encoded packets can be sent only in its own codec."""
+    mime = getattr(source, "codec_mime_type", None)
+    return None if mime is None else (mime,)
+
+
 def ws_url(page_url: str) -> str:
     """``http://host:port/...`` -> ``ws://host:port/ws`` (https -> wss)."""
     parts = urlsplit(page_url)
@@ -220,6 +226,8 @@ class StreamClient:
         source: the webcam track a performer sends (None: receive only). A track of pre-encoded
             packets names its codec in ``codec_mime_type``; the offer then proposes only that one.
         received: where the avatar frames go (default: count only).
+        codecs: the video codecs to offer, in order (MIME types, e.g. ``("video/H264",)``; None:
+            aiortc's, or the source's ``codec_mime_type``). One list serves both directions.
     """
 
     def __init__(
@@ -229,8 +237,10 @@ class StreamClient:
         stage: str = "main",
         source: MediaStreamTrack | None = None,
         received: ReceivedFrames | None = None,
+        codecs: tuple[str, ...] | None = None,
     ) -> None:
         self.url, self.role, self.stage, self.source = ws_url(url), role, stage, source
+        self.codecs = codecs if codecs is not None else _source_codecs(source)
         self.received = received or ReceivedFrames()
         if isinstance(source, VideoFileTrack) and self.received.clock is None:
             self.received.clock = source
@@ -279,13 +289,13 @@ class StreamClient:
 
         if self.source is not None:
             sender = pc.addTrack(self.source)
-            mime = getattr(self.source, "codec_mime_type", None)  # pre-encoded packets: only that codec
-            if mime is not None:
-                codecs = RTCRtpSender.getCapabilities("video").codecs
-                transceiver = next(t for t in pc.getTransceivers() if t.sender is sender)
-                transceiver.setCodecPreferences([c for c in codecs if c.mimeType in (mime, "video/rtx")])
+            transceiver = next(t for t in pc.getTransceivers() if t.sender is sender)
         else:
-            pc.addTransceiver("video", direction="recvonly")
+            transceiver = pc.addTransceiver("video", direction="recvonly")
+        if self.codecs is not None:  # those codecs only, in that order
+            wanted = [*self.codecs, "video/rtx"]
+            codecs = [c for c in RTCRtpSender.getCapabilities("video").codecs if c.mimeType in wanted]
+            transceiver.setCodecPreferences(sorted(codecs, key=lambda c: wanted.index(c.mimeType)))
         self.channel = pc.createDataChannel("control")
         self.channel.on("message", self._on_control)
         await pc.setLocalDescription(await pc.createOffer())

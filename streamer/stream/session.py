@@ -13,13 +13,13 @@ import json
 import logging
 from typing import TYPE_CHECKING, Any
 
-from aiortc import RTCConfiguration, RTCPeerConnection, RTCRtpSender, RTCSessionDescription
+from aiortc import RTCConfiguration, RTCPeerConnection, RTCRtpSender, RTCSessionDescription, sdp
 from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
 
 from ..errors import SignallingError
 from . import protocol
-from .camera_encoder import CODEC_MIME_TYPE
+from .camera_encoder import CODEC_MIME_TYPES
 from .ice import browser_ice_servers
 from .pose_source import TrackingPoseSource
 from .protocol import Bye, Join, Offer, Orbit, Ping, StatsRequest
@@ -153,11 +153,10 @@ class Session:
             if pc.connectionState in ("failed", "closed") and not self._closed:
                 self._spawn(self.close(CLOSE_ERROR, f"connection {pc.connectionState}"))
 
-        # The avatar goes out as the stage's shared VP8 stream: the video section may use only VP8.
+        # The avatar goes out as a shared stream (VP8 or H.264): the video section may use only those,
+        # in the offer's order.
         video = pc.addTransceiver("video", direction="sendrecv")
-        video.setCodecPreferences(
-            [c for c in RTCRtpSender.getCapabilities("video").codecs if c.mimeType in (CODEC_MIME_TYPE, "video/rtx")]
-        )
+        video.setCodecPreferences(_codec_preferences(msg.sdp))
         try:
             await pc.setRemoteDescription(RTCSessionDescription(sdp=msg.sdp, type="offer"))
         except Exception as exc:  # aiortc's SDP parser raises many kinds of errors on bad input
@@ -165,7 +164,8 @@ class Session:
                 return
             if video.mid is not None and "video description" in str(exc):
                 raise SignallingError(
-                    "bad_sdp", "the offer's video section has no VP8; the avatar is sent as VP8"
+                    "bad_sdp",
+                    "the offer's video section has neither VP8 nor H.264; the avatar is sent as one of them",
                 ) from None
             # (an assert in aiortc's parser carries no message)
             detail = f"{type(exc).__name__}: {exc}" if str(exc) else "aiortc's SDP parser rejected it"
@@ -187,6 +187,7 @@ class Session:
             raise
         if self._freed:
             return
+        self.track.view.codec = _answer_codec(pc.localDescription.sdp, video.mid)
         await self.ws.send(protocol.message("answer", sdp=pc.localDescription.sdp))
         self._spawn(self._push_stats())
         self._spawn(self._expect_connection())
@@ -293,3 +294,30 @@ class Session:
         except (ConnectionClosed, OSError, RuntimeError):
             logger.debug("session %s: websocket already gone", self.id)
         self._done.set()
+
+
+def _codec_preferences(offer: str) -> list[Any]:
+    """aiortc's VP8 and H.264 (with RTX), ordered as the offer's first video section lists them.
+
+    aiortc orders an answer by the answerer's preferences, not the offer's; this hands the choice
+    back to the client (a browser's ``setCodecPreferences``, Safari's H.264 first). VP8 goes first
+    when the offer cannot be read (aiortc then refuses it with its own words).
+    """
+    order: list[str] = []
+    try:
+        media = next(m for m in sdp.SessionDescription.parse(offer).media if m.kind == "video")
+        order = [c.mimeType.lower() for c in media.rtp.codecs]
+    except Exception as exc:  # noqa: BLE001 (aiortc's parser raises many kinds; setRemoteDescription reports it)
+        logger.debug("offer's codec order unreadable (%s); VP8 first", type(exc).__name__)
+    wanted = (*CODEC_MIME_TYPES, "video/rtx")
+    codecs = [c for c in RTCRtpSender.getCapabilities("video").codecs if c.mimeType in wanted]
+    rank = {mime: i for i, mime in reversed(list(enumerate(order)))}  # the first mention counts
+    return sorted(codecs, key=lambda c: rank.get(c.mimeType.lower(), len(order)))
+
+
+def _answer_codec(answer: str, mid: str | None) -> str:
+    """The video codec an answer settled on: the first of its section ``mid`` (aiortc's sender uses it)."""
+    for media in sdp.SessionDescription.parse(answer).media:
+        if media.kind == "video" and media.rtp.muxId == mid:
+            return next(c.mimeType for c in media.rtp.codecs if c.mimeType in CODEC_MIME_TYPES)
+    raise SignallingError("internal", "the answer has no video section")

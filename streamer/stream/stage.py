@@ -13,7 +13,7 @@ Two parts keep the output live while tracking and rendering take as long as they
   encoded again and again: with a webcam the video runs at the tracking rate (capped at ``fps``),
   and the CPU that repeats would cost goes to tracking and rendering instead.
 
-Each camera's pictures are encoded once (:class:`~streamer.stream.camera_encoder.CameraEncoder`,
+Each camera's pictures are encoded once per codec in use (:class:`~streamer.stream.camera_encoder.CameraEncoder`,
 from :meth:`Stage.encoder_for`), and every peer's :class:`~streamer.stream.tracks.AvatarTrack`
 sends that stream. Views on the same camera get the same repeats, so they stay one stream.
 """
@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from .camera_encoder import CameraEncoder
+from .camera_encoder import VP8, CameraEncoder
 from .latest import FrameBus
 from .painter import AvatarPainter
 from .pose_source import PoseSource
@@ -50,6 +50,7 @@ REPEAT_AFTER_PERIODS = 3.0
 #: stage's rate) always finds a token when its next frame falls due, so renders stay on its frames.
 RENDER_BURST = 2.0
 OrbitKey = tuple[float, float, float]
+StreamKey = tuple[OrbitKey, str]  # a camera and a codec
 
 
 @dataclass(frozen=True)
@@ -77,10 +78,11 @@ class AvatarFrame:
 
 @dataclass(eq=False)
 class View:
-    """One peer's camera on the stage and the feed of pictures for it."""
+    """One peer's camera on the stage, the codec its peer negotiated, and the feed of pictures for it."""
 
     id: int = field(default_factory=lambda: next(_view_ids))
     orbit: Orbit = field(default_factory=Orbit)
+    codec: str = VP8  # MIME type (set once the peer's answer is made, before any picture is sent)
     bus: FrameBus[AvatarFrame] = field(default_factory=FrameBus)
     last_original: int = 0  # seq of the newest picture handed over as new (not as a repeat)
     handed_at: float = 0.0  # time.monotonic() of the last hand-over (new or repeat)
@@ -115,7 +117,7 @@ class Stage:
         self.loop = loop
         self._views: dict[int, View] = {}
         self._latest: dict[OrbitKey, AvatarFrame] = {}  # newest picture per camera
-        self._encoders: dict[OrbitKey, CameraEncoder] = {}  # one VP8 stream per camera in use
+        self._encoders: dict[StreamKey, CameraEncoder] = {}  # one stream per camera and codec in use
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._stop = threading.Event()
@@ -142,29 +144,29 @@ class Stage:
         view.bus.close()
 
     def encoder_for(self, view: View, previous: CameraEncoder | None = None) -> CameraEncoder:
-        """The encoder of ``view``'s camera (made on first use).
+        """The encoder of ``view``'s camera in the view's codec (made on first use).
 
         ``previous``: the encoder the caller used so far. When the view moved to a camera nobody
         else uses and left one nobody else uses (a viewer orbiting alone), that encoder moves
         along: its stream goes on with inter frames instead of starting again at a keyframe.
         """
         with self._lock:
-            key = view.orbit.key
+            key = _stream_key(view)
             encoder = self._encoders.get(key)
             if encoder is None:
-                in_use = {v.orbit.key for v in self._views.values()}
+                in_use = {_stream_key(v) for v in self._views.values()}
                 old = next((k for k, e in self._encoders.items() if e is previous), None)
-                if previous is not None and old is not None and old not in in_use:
+                if old is not None and old[1] == view.codec and old not in in_use:
                     encoder = self._encoders.pop(old)
                 else:
-                    encoder = CameraEncoder(self.stats)
+                    encoder = CameraEncoder(self.stats, view.codec, self.fps)
                 self._encoders[key] = encoder
             self._forget_encoders()
             return encoder
 
     def _forget_encoders(self) -> None:
-        """Drop the encoders of cameras no view uses (call with the lock held)."""
-        in_use = {v.orbit.key for v in self._views.values()}
+        """Drop the encoders of cameras and codecs no view uses (call with the lock held)."""
+        in_use = {_stream_key(v) for v in self._views.values()}
         for key in [k for k in self._encoders if k not in in_use]:
             del self._encoders[key]
 
@@ -336,3 +338,7 @@ def _by_orbit(views: list[tuple[View, Orbit]]) -> dict[OrbitKey, list[tuple[View
     for view, orbit in views:
         groups.setdefault(orbit.key, []).append((view, orbit))
     return groups
+
+
+def _stream_key(view: View) -> StreamKey:
+    return view.orbit.key, view.codec
