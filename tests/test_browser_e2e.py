@@ -338,9 +338,37 @@ def test_a_replaced_performer_releases_the_webcam(browser: Any, server: ServerTh
 def test_a_refused_stage_name_is_said_in_words(browser: Any, server: ServerThread) -> None:
     page = browser.new_page()
     try:
-        page.goto(server.url + "view?stage=my%20stage")
-        assert "“my stage” is not a stage name" in page.inner_text("#message")
+        page.goto(server.url + "view?stage=my%20stage&codec=vp9")
+        message = page.inner_text("#message")
+        assert "“my stage” is not a stage name" in message
+        assert "“vp9” is not a codec of this server (vp8, h264)" in message
         assert page.inner_text("#stage-name") == "main"
+    finally:
+        page.close()
+
+
+def test_performer_page_with_codec_h264_sends_and_plays_h264(browser: Any, server: ServerThread) -> None:
+    """``?codec=h264``: Chromium offers H.264 first; its webcam goes to the server as H.264 and the
+    avatar comes back as H.264 (the stage encodes only that), and it plays and moves."""
+    page = browser.new_page()
+    try:
+        page.goto(server.url + "?autostart=1&stage=h264&codec=h264")
+        first = _wait_playing(page)
+        assert first["state"] == "connected" and first["problems"] == [], first
+        change = _wait_for_change(page)
+        assert change > 2.0, f"the H.264 avatar video did not change over time ({change:.2f})"
+        stage = server.call(lambda: server.server.stages["h264"].stage)
+        assert server.call(lambda: [e.codec for e in stage._encoders.values()]) == ["video/H264"]
+        assert server.call(lambda: server.server.stats())["stages"]["h264"]["frames_tracked"] > 0
+        codecs = page.evaluate(
+            """async () => {
+              const pc = window.avatarClient.pc;
+              const found = [];
+              (await pc.getStats()).forEach((r) => { if (r.type === 'codec') found.push(r.mimeType); });
+              return found;
+            }"""
+        )
+        assert codecs and set(codecs) == {"video/H264"}, codecs
     finally:
         page.close()
 

@@ -25,6 +25,26 @@ const ERROR_WORDS = {
 /** Codes whose words say it all: the server's own message would only repeat them. */
 const SELF_EXPLAINED = new Set(["replaced", "timeout"]);
 
+/**
+ * Offer ``codec`` ("vp8" or "h264") first in every video transceiver (the one video section carries
+ * both directions). False when the browser has no such codec or cannot reorder its codecs.
+ */
+function preferCodec(pc, codec) {
+  const caps = window.RTCRtpReceiver && RTCRtpReceiver.getCapabilities && RTCRtpReceiver.getCapabilities("video");
+  if (!caps) return false;
+  const isIt = (c) => c.mimeType.toLowerCase() === `video/${codec}`;
+  const first = caps.codecs.filter(isIt);
+  if (!first.length) return false;
+  try {
+    for (const transceiver of pc.getTransceivers()) {
+      transceiver.setCodecPreferences([...first, ...caps.codecs.filter((c) => !isIt(c))]);
+    }
+  } catch (_) {
+    return false;
+  }
+  return true;
+}
+
 export function wsUrl(location) {
   const scheme = location.protocol === "https:" ? "wss:" : "ws:";
   return `${scheme}//${location.host}/ws`;
@@ -40,11 +60,14 @@ export class AvatarConnection extends EventTarget {
    *   "webcam" or "motion"); ``stopped()`` tells it, after the camera prompt, whether Stop (or a
    *   takeover) came meanwhile, so that it turns a camera nobody wants any more off again.
    * @param {string} [options.url] websocket URL (default: this page's server).
+   * @param {"vp8"|"h264"|null} [options.codec] the avatar video's codec, offered first (null: the
+   *   browser's order; the server answers with the first of VP8 and H.264 that the offer lists).
    */
-  constructor({ role, stage, getStream = async () => null, url = wsUrl(window.location) }) {
+  constructor({ role, stage, getStream = async () => null, url = wsUrl(window.location), codec = null }) {
     super();
     this.role = role;
     this.stage = stage;
+    this.codec = codec;
     this.getStream = getStream;
     this.url = url;
     this.ws = null;
@@ -213,6 +236,9 @@ export class AvatarConnection extends EventTarget {
       for (const track of stream.getVideoTracks()) pc.addTrack(track, stream);
     } else {
       pc.addTransceiver("video", { direction: "recvonly" });
+    }
+    if (this.codec && !preferCodec(pc, this.codec)) {
+      this.#problem("codec", `This browser cannot choose ${this.codec.toUpperCase()} for the avatar video; it uses its own choice.`);
     }
     const channel = pc.createDataChannel("control");
     this.channel = channel;

@@ -1,19 +1,28 @@
 // What the performer and viewer pages share: buttons, connection state, messages in words,
-// the avatar video with its overlay, ?stage= and ?autostart=1.
+// the avatar video with its overlay, ?stage=, ?codec= and ?autostart=1.
 
 import { AvatarConnection } from "./connection.js";
 import { StatsOverlay } from "./overlay.js";
 
 const STAGE_NAME = /^[A-Za-z0-9_-]{1,64}$/;
+/** The codecs the server sends the avatar in (``?codec=``). */
+const CODECS = ["vp8", "h264"];
 
-/** ``?stage=`` (``main`` when absent or not a stage name: then ``refused`` holds the name given). */
+/**
+ * ``?stage=`` (``main`` when absent or not a stage name: then ``refused`` holds the name given) and
+ * ``?codec=`` (null: the browser's first choice; an unknown one goes to ``refusedCodec``).
+ */
 export function pageOptions() {
   const params = new URLSearchParams(window.location.search);
   const stage = params.get("stage") || "main";
   const valid = STAGE_NAME.test(stage);
+  const codec = (params.get("codec") || "").toLowerCase();
+  const knownCodec = CODECS.includes(codec);
   return {
     stage: valid ? stage : "main",
     refused: valid ? null : stage,
+    codec: knownCodec ? codec : null,
+    refusedCodec: codec && !knownCodec ? params.get("codec") : null,
     autostart: params.get("autostart") === "1",
   };
 }
@@ -36,7 +45,7 @@ function connectedWords(role, stats) {
  * @returns {AvatarConnection}
  */
 export function setupPage({ role, getStream, onStop = () => {} }) {
-  const { stage, refused, autostart } = pageOptions();
+  const { stage, refused, codec, refusedCodec, autostart } = pageOptions();
   const $ = (id) => document.getElementById(id);
   const avatar = $("avatar");
   const stateEl = $("state");
@@ -50,7 +59,7 @@ export function setupPage({ role, getStream, onStop = () => {} }) {
   const xrLink = $("xr-link");
   if (xrLink) xrLink.href = `/xr?stage=${encodeURIComponent(stage)}`;
 
-  const connection = new AvatarConnection({ role, stage, getStream });
+  const connection = new AvatarConnection({ role, stage, getStream, codec });
   const overlay = new StatsOverlay(avatar, $("overlay"), () => connection);
 
   // For people: words. For automation: the same facts on window.avatarClient.
@@ -69,14 +78,21 @@ export function setupPage({ role, getStream, onStop = () => {} }) {
     get retryInMs() {
       return connection.retryInMs;
     },
+    get pc() {
+      return connection.pc;
+    },
   };
   window.avatarClient = status;
 
-  // A problem's words; when there is none, the standing notice (a refused ?stage= name), if any.
-  const notice =
-    refused === null
-      ? ""
-      : `“${refused.slice(0, 80)}” is not a stage name (letters, digits, - and _, at most 64): this is stage main.`;
+  // A problem's words; when there is none, the standing notice (a refused ?stage= or ?codec=), if any.
+  const notices = [];
+  if (refused !== null) {
+    notices.push(`“${refused.slice(0, 80)}” is not a stage name (letters, digits, - and _, at most 64): this is stage main.`);
+  }
+  if (refusedCodec !== null) {
+    notices.push(`“${refusedCodec.slice(0, 80)}” is not a codec of this server (vp8, h264): the browser chooses.`);
+  }
+  const notice = notices.join(" ");
   const showMessage = (text) => {
     messageEl.textContent = text || notice;
     messageEl.hidden = !messageEl.textContent;
