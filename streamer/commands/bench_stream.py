@@ -28,6 +28,9 @@ if TYPE_CHECKING:
 
 #: Most seconds to wait for the first tracked webcam frame (MediaPipe start-up on a busy machine).
 FIRST_POSE_TIMEOUT_S = 120.0
+#: ``--viewer-codec`` names -> MIME types (``streamer.stream.camera_encoder.CODEC_MIME_TYPES``, not
+#: imported here: it loads PyAV, and building the parser should not).
+VIEWER_CODECS = {"vp8": "video/VP8", "h264": "video/H264"}
 
 
 def add_bench_parser(sub: argparse._SubParsersAction) -> None:
@@ -65,6 +68,13 @@ def add_bench_parser(sub: argparse._SubParsersAction) -> None:
         action="store_true",
         help="the performer decodes and VP8-encodes the video in real time in this process (default: "
         "encoded once before measuring, as a remote webcam whose encoding happens on its own machine)",
+    )
+    q.add_argument(
+        "--viewer-codec",
+        default="vp8",
+        choices=sorted(VIEWER_CODECS),
+        help="the codec the viewers offer (default: %(default)s; the performer's stream stays VP8, so h264 "
+        "encodes each picture twice, as a stage with a browser and an H.264-only client does)",
     )
     q.add_argument("--size", type=int, default=512, help="avatar video size (default: %(default)s)")
     q.add_argument("--fps", type=float, default=30.0, help="avatar video frame rate (default: %(default)s)")
@@ -121,7 +131,8 @@ async def _measure(st: ServerThread, args: argparse.Namespace, video: Path | Non
     elif video is not None:
         source = EncodedClipTrack(await asyncio.to_thread(encode_clip, video, args.webcam_size))
     performer = StreamClient(st.url, "performer", source=source)
-    viewers = [StreamClient(st.url, "viewer") for _ in range(args.viewers)]
+    codecs = (VIEWER_CODECS[args.viewer_codec],)
+    viewers = [StreamClient(st.url, "viewer", codecs=codecs) for _ in range(args.viewers)]
     server = st.server
     assert server is not None
     clients = [performer, *viewers]
@@ -222,6 +233,7 @@ def run_stream(args: argparse.Namespace) -> int:
         "size": args.size,
         "target_fps": args.fps,
         "viewers": args.viewers,
+        "viewer_codec": args.viewer_codec,
         "seconds": round(elapsed, 2),
         "fps": round(min(result.received_fps), 2),
         "fps_per_client": [round(f, 2) for f in result.received_fps],
