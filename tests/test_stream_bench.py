@@ -50,7 +50,10 @@ def test_bench_stream_reports_json(capsys: pytest.CaptureFixture[str]) -> None:
     for key in KEYS:
         assert key in report, key
     assert report["bench"] == "stream" and report["size"] == 128 and report["viewers"] == 1
-    assert report["viewer_codec"] == "h264"
+    assert report["viewer_codec"] == "h264"  # the performer's stream stays VP8: both were encoded
+    assert report["video_codec_per_client"] == ["video/VP8", "video/H264"]
+    assert set(report["encode_ms_p50_by_codec"]) == {"VP8", "H264"}
+    assert all(ms > 0 for ms in report["encode_ms_p50_by_codec"].values())
     assert report["fps"] > 0 and report["tracked_per_s"] > 0  # fps: the slowest client's (VP8 or H.264)
     assert report["latency_ms_p95"] >= report["latency_ms_p50"] > 0
     assert report["dropped_frames"] >= 0

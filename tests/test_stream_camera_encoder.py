@@ -131,6 +131,28 @@ def test_a_keyframe_comes_every_interval(monkeypatch, codec: str) -> None:
     assert keys == [True, False, False, False, True, False, False, False]
 
 
+#: H.264's most macroblocks per picture by level_idc (ITU-T H.264 Table A-1).
+_MAX_MACROBLOCKS = {
+    9: 99, 10: 99, 11: 396, 12: 396, 13: 396, 20: 396, 21: 792, 22: 1620, 30: 1620, 31: 3600,
+    32: 5120, 40: 8192, 41: 8192, 42: 8704, 50: 22080, 51: 36864, 52: 36864,
+}
+
+
+@pytest.mark.parametrize("size", [SIZE, 1024])
+def test_h264_is_constrained_baseline_at_a_level_that_fits(size: int) -> None:
+    """What WebRTC peers (hardware decoders included) must be able to decode: profile_idc 66 with
+    constraint_set1 (constrained baseline), and a level whose picture size limit holds the picture."""
+    encoder = CameraEncoder(codec=H264)
+    i420 = np.zeros((size * 3 // 2, size), np.uint8)
+    picture = encoder.take(AvatarFrame(1, i420, 1, None, False, time.monotonic()), None)[0]
+    data = picture.data
+    at = data.find(b"\x00\x00\x01\x67")  # the sequence parameter set (NAL type 7)
+    assert picture.keyframe and at >= 0
+    profile, flags, level = data[at + 4], data[at + 5], data[at + 6]
+    assert profile == 66 and flags & 0x40, (profile, hex(flags))
+    assert _MAX_MACROBLOCKS[level] >= (size // 16) ** 2, level
+
+
 def test_stage_gives_one_encoder_per_camera(body, demo_avatar) -> None:
     from streamer.render import get_renderer
     from streamer.stream.painter import AvatarPainter

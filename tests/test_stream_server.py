@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 from stream_utils import REPO, http_get, run, silhouette, silhouette_change, ws_exchange
 
+from streamer.errors import StreamError
 from streamer.stream.background import ServerThread
 from streamer.stream.client import ReceivedFrames, StreamClient
 from streamer.stream.server import ServerConfig
@@ -249,8 +250,6 @@ def test_the_answer_takes_the_offers_first_of_vp8_and_h264(server: ServerThread)
     """A client that decodes only H.264 (hardware decoders, some video-call software), or lists it
     first (Safari, the web page's ``?codec=h264``), gets the avatar as H.264; one that lists VP8 first
     (aiortc's and Chromium's order) gets VP8. One encode of the camera per codec."""
-    from aiortc import sdp
-
     async def main() -> None:
         clients = {
             "video/VP8": StreamClient(server.url, "viewer", received=ReceivedFrames(keep_every=1)),
@@ -262,9 +261,7 @@ def test_the_answer_takes_the_offers_first_of_vp8_and_h264(server: ServerThread)
         for client in (*clients.values(), h264_first):
             await client.connect(timeout=FRAMES_TIMEOUT_S)
         for mime, client in (*clients.items(), ("video/H264", h264_first)):
-            answer = sdp.SessionDescription.parse(client.pc.remoteDescription.sdp)
-            video = next(m for m in answer.media if m.kind == "video")
-            assert next(c.mimeType for c in video.rtp.codecs if c.mimeType != "video/rtx") == mime
+            assert client.video_codec == mime
             assert await client.wait_frames(20, FRAMES_TIMEOUT_S) >= 20  # aiortc decoded them
         assert clients["video/H264"].received.size == (128, 128)
         stage = server.call(lambda: server.server.stages["main"].stage)
@@ -278,6 +275,39 @@ def test_the_answer_takes_the_offers_first_of_vp8_and_h264(server: ServerThread)
 
     run(main())
     _assert_freed(server)
+
+
+def test_without_libx264_h264_is_neither_answered_nor_named(
+    server: ServerThread, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A PyAV built without libx264: a client that lists H.264 first gets VP8 (not a black stream in
+    a codec the server cannot encode), and one that offers only H.264 is refused in words."""
+    from streamer.stream import session
+
+    monkeypatch.setattr(session, "AVAILABLE_CODECS", ("video/VP8",))
+
+    async def main() -> None:
+        client = StreamClient(server.url, "viewer", codecs=("video/H264", "video/VP8"))
+        await client.connect(timeout=FRAMES_TIMEOUT_S)
+        assert client.video_codec == "video/VP8"
+        assert await client.wait_frames(5, FRAMES_TIMEOUT_S) >= 5
+        await client.close()
+        only = StreamClient(server.url, "viewer", codecs=("video/H264",))
+        with pytest.raises(StreamError, match="bad_sdp"):
+            await only.connect(timeout=FRAMES_TIMEOUT_S)
+        await only.close()
+        assert only.errors and "H.264" not in only.errors[-1]["message"], only.errors
+
+    run(main())
+    _assert_freed(server)
+
+
+def test_client_codecs_are_checked_and_spelled_as_aiortc_does() -> None:
+    client = StreamClient("http://127.0.0.1:9/", "viewer", codecs=("video/h264", "VIDEO/vp8"))
+    assert client.codecs == ("video/H264", "video/VP8")
+    for bad in (("video/VP9",), (), ("video/rtx",)):
+        with pytest.raises(ValueError, match="video codecs must be some of"):
+            StreamClient("http://127.0.0.1:9/", "viewer", codecs=bad)
 
 
 def test_offer_without_vp8_or_h264_is_refused_with_a_reason(server: ServerThread) -> None:
@@ -300,7 +330,7 @@ def test_offer_without_vp8_or_h264_is_refused_with_a_reason(server: ServerThread
     replies, close_code = run(ws_exchange(server.url, messages))
     errors = [r for r in replies if r["type"] == "error"]
     assert errors and errors[-1]["code"] == "bad_sdp", replies
-    assert "VP8" in errors[-1]["message"] and "H.264" in errors[-1]["message"], replies
+    assert "VP8" in errors[-1]["message"] and "H.264 constrained baseline" in errors[-1]["message"], replies
     assert close_code == 1008
     _assert_freed(server)
     _still_serving(server)

@@ -113,6 +113,7 @@ class Measured:
     cpu_by_thread: dict[str, float]  # percent of one core per thread group (ThreadCpu)
     elapsed: float
     counts: dict[str, int]
+    codecs: list[str | None]  # the avatar video's codec per client (performer first)
 
 
 async def _measure(st: ServerThread, args: argparse.Namespace, video: Path | None) -> Measured:
@@ -164,6 +165,7 @@ async def _measure(st: ServerThread, args: argparse.Namespace, video: Path | Non
             cpu_cores=(time.process_time() - cpu0) / elapsed,
             cpu_by_thread=by_thread,
             elapsed=elapsed,
+            codecs=[c.video_codec for c in clients],
             counts={
                 "sent": stats.frames_out.count,
                 "tracked": stats.tracked.count,
@@ -234,6 +236,7 @@ def run_stream(args: argparse.Namespace) -> int:
         "target_fps": args.fps,
         "viewers": args.viewers,
         "viewer_codec": args.viewer_codec,
+        "video_codec_per_client": result.codecs,
         "seconds": round(elapsed, 2),
         "fps": round(min(result.received_fps), 2),
         "fps_per_client": [round(f, 2) for f in result.received_fps],
@@ -250,6 +253,7 @@ def run_stream(args: argparse.Namespace) -> int:
         "dropped_output_frames": snap["dropped_output_frames"],
         **{f"{name}_ms_p50": value for name, value in stage_ms.items()},
         **{f"{name}_ms_p50": value for name, value in wait_ms.items()},
+        "encode_ms_p50_by_codec": {name: _p50(times) for name, times in snap["encode_ms_by_codec"].items()},
         "process_cpu_cores": round(result.cpu_cores, 2),
         "cpu_percent_by_thread": result.cpu_by_thread,
     }
@@ -277,6 +281,8 @@ def run_stream(args: argparse.Namespace) -> int:
     )
     print("  stage medians ms: " + "  ".join(f"{k} {v}" for k, v in stage_ms.items()))
     print("  waits medians ms: " + "  ".join(f"{k} {v}" for k, v in wait_ms.items()))
+    by_codec = "  ".join(f"{k} {v}" for k, v in out["encode_ms_p50_by_codec"].items())
+    print(f"  encode medians ms by codec: {by_codec}  (clients got {', '.join(map(str, result.codecs))})")
     print(f"  process CPU {out['process_cpu_cores']} cores (server and clients)")
     if result.cpu_by_thread:
         shares = "  ".join(f"{k} {v}" for k, v in result.cpu_by_thread.items())

@@ -11,8 +11,8 @@ further behind than the history, or whose browser reports a loss (RTCP PLI), wai
 keyframe, which it asks the encoder for.
 
 The price: one bit rate (:data:`BITRATE`) for every peer of a camera, instead of aiortc adapting
-each peer's encoder to that peer's link. Peers negotiate VP8 or H.264 (:data:`CODEC_MIME_TYPES`; the
-answer takes the first of them that the offer lists, so browsers get VP8). H.264 (constrained
+each peer's encoder to that peer's link. Peers negotiate VP8 or H.264 (:data:`AVAILABLE_CODECS`; the
+answer takes the first of them that the offer lists: Chromium gets VP8). H.264 (constrained
 baseline, libx264) is for clients that decode it in hardware or have nothing else; a camera whose
 peers use both codecs is encoded once per codec.
 """
@@ -34,8 +34,11 @@ if TYPE_CHECKING:
     from .stats import PipelineStats
 
 VP8, H264 = "video/VP8", "video/H264"
-#: The codecs a peer may negotiate for the avatar video.
+#: The codecs the avatar video can be sent in, the encoder library of each, and those this
+#: install of PyAV has (a build without libx264 sends VP8 only).
 CODEC_MIME_TYPES = (VP8, H264)
+_LIBRARIES = {VP8: "libvpx", H264: "libx264"}
+AVAILABLE_CODECS = tuple(c for c in CODEC_MIME_TYPES if _LIBRARIES[c] in av.codecs_available)
 #: Bit rate of every camera's stream (bits/s; aiortc adapts its own between 0.25 and 1.5 Mbit/s).
 BITRATE = 1_000_000
 #: A keyframe at least this often (seconds), so that a peer recovers from losses RTCP did not report.
@@ -78,14 +81,14 @@ class CameraEncoder:
 
     Args:
         stats: where the encode times go (``encode``, once per picture).
-        codec: the stream's MIME type, one of :data:`CODEC_MIME_TYPES`.
+        codec: the stream's MIME type, one of :data:`AVAILABLE_CODECS`.
         fps: the stage's output rate. H.264's rate control spends :data:`BITRATE` over this many
             pictures a second (libx264 budgets by the frame rate, not by the pictures' timestamps).
     """
 
     def __init__(self, stats: PipelineStats | None = None, codec: str = VP8, fps: float = 30.0) -> None:
-        if codec not in CODEC_MIME_TYPES:
-            raise ValueError(f"codec must be one of {CODEC_MIME_TYPES}, got {codec!r}")
+        if codec not in AVAILABLE_CODECS:
+            raise ValueError(f"codec must be one of {AVAILABLE_CODECS} (this PyAV's), got {codec!r}")
         self.stats, self.codec, self.fps = stats, codec, fps
         self._lock = threading.Lock()
         self._codec: av.VideoCodecContext | None = None
@@ -145,7 +148,9 @@ class CameraEncoder:
         t = time.perf_counter()
         data = b"".join(bytes(p) for p in self._codec.encode(video))
         if self.stats is not None:
-            self.stats.times["encode"].add((time.perf_counter() - t) * 1000.0)
+            ms = (time.perf_counter() - t) * 1000.0
+            self.stats.times["encode"].add(ms)
+            self.stats.encode_times(self.codec).add(ms)
         is_key = (_is_vp8_keyframe if self.codec == VP8 else _is_h264_keyframe)(data)
         if is_key:
             self._want_keyframe, self._last_keyframe = False, now
@@ -187,10 +192,12 @@ def _is_vp8_keyframe(data: bytes) -> bool:
 
 
 def _h264_encoder(width: int, height: int, fps: float) -> av.VideoCodecContext:
-    """A real-time H.264 encoder: libx264, constrained baseline (what WebRTC peers all decode), level
-    3.1 as aiortc signals it, no lookahead or B-frames, IDR keyframes when asked for, :data:`BITRATE`
-    at ``fps`` pictures a second. (Without a frame rate libx264 takes the 90 kHz clock for one and
-    sends grey pictures of a few bytes.)"""
+    """A real-time H.264 encoder: libx264, constrained baseline (what WebRTC peers all decode), no
+    lookahead or B-frames, IDR keyframes when asked for, :data:`BITRATE` at ``fps`` pictures a
+    second. (Without a frame rate libx264 takes the 90 kHz clock for one and sends grey pictures of a
+    few bytes.) The level is x264's, the lowest that fits: 3.0 at 512x512 and 30 fps, within the 3.1
+    that aiortc's answer signals up to 960x960 (3,600 macroblocks); above that the stream needs more
+    than it signals, which software decoders accept."""
     codec = av.CodecContext.create("libx264", "w")
     codec.width, codec.height, codec.pix_fmt = width, height, "yuv420p"
     codec.bit_rate = BITRATE
@@ -201,7 +208,6 @@ def _h264_encoder(width: int, height: int, fps: float) -> av.VideoCodecContext:
     codec.options = {
         "bufsize": str(BITRATE),
         "forced-idr": "1",  # a forced keyframe is an IDR (with SPS and PPS): a peer can start there
-        "level": "31",
         "maxrate": str(BITRATE),
         "preset": "veryfast",
         "tune": "zerolatency",

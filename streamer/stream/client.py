@@ -26,7 +26,14 @@ from urllib.parse import urlsplit, urlunsplit
 
 import av
 import numpy as np
-from aiortc import MediaStreamTrack, RTCConfiguration, RTCPeerConnection, RTCRtpSender, RTCSessionDescription
+from aiortc import (
+    MediaStreamTrack,
+    RTCConfiguration,
+    RTCPeerConnection,
+    RTCRtpSender,
+    RTCSessionDescription,
+    sdp,
+)
 from aiortc.mediastreams import MediaStreamError
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
@@ -201,6 +208,17 @@ class ReceivedFrames:
             self.kept.append(Received(received_at, rgb, clock))
 
 
+def _known_codecs(codecs: tuple[str, ...]) -> tuple[str, ...]:
+    """``codecs`` spelled as aiortc spells them (``video/h264`` -> ``video/H264``); ValueError if
+    one is not aiortc's or none is given."""
+    known = {c.mimeType.lower(): c.mimeType for c in RTCRtpSender.getCapabilities("video").codecs}
+    unknown = [c for c in codecs if c.lower() not in known or c.lower() == "video/rtx"]
+    if unknown or not codecs:
+        choices = sorted(set(known.values()) - {"video/rtx"})
+        raise ValueError(f"video codecs must be some of {choices}, got {list(codecs)}")
+    return tuple(known[c.lower()] for c in codecs)
+
+
 def _source_codecs(source: MediaStreamTrack | None) -> tuple[str, ...] | None:
     """A track of pre-encoded packets can be sent only in its own codec."""
     mime = getattr(source, "codec_mime_type", None)
@@ -240,7 +258,7 @@ class StreamClient:
         codecs: tuple[str, ...] | None = None,
     ) -> None:
         self.url, self.role, self.stage, self.source = ws_url(url), role, stage, source
-        self.codecs = codecs if codecs is not None else _source_codecs(source)
+        self.codecs = _known_codecs(codecs) if codecs is not None else _source_codecs(source)
         self.received = received or ReceivedFrames()
         if isinstance(source, VideoFileTrack) and self.received.clock is None:
             self.received.clock = source
@@ -303,6 +321,16 @@ class StreamClient:
         answer = await self._expect("answer", timeout)
         await pc.setRemoteDescription(RTCSessionDescription(sdp=answer["sdp"], type="answer"))
         self._tasks.append(asyncio.ensure_future(self._read_ws()))
+
+    @property
+    def video_codec(self) -> str | None:
+        """The avatar video's codec (MIME type) as the answer settled it; None before the answer."""
+        if self.pc is None or self.pc.remoteDescription is None:
+            return None
+        for media in sdp.SessionDescription.parse(self.pc.remoteDescription.sdp).media:
+            if media.kind == "video":
+                return next((c.mimeType for c in media.rtp.codecs if c.mimeType != "video/rtx"), None)
+        return None
 
     async def _read_ws(self) -> None:
         assert self.ws is not None

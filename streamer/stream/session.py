@@ -19,7 +19,7 @@ from websockets.exceptions import ConnectionClosed
 
 from ..errors import SignallingError
 from . import protocol
-from .camera_encoder import CODEC_MIME_TYPES
+from .camera_encoder import AVAILABLE_CODECS, H264
 from .ice import browser_ice_servers
 from .pose_source import TrackingPoseSource
 from .protocol import Bye, Join, Offer, Orbit, Ping, StatsRequest
@@ -163,10 +163,7 @@ class Session:
             if self._freed:  # closed meanwhile: the peer connection went with it
                 return
             if video.mid is not None and "video description" in str(exc):
-                raise SignallingError(
-                    "bad_sdp",
-                    "the offer's video section has neither VP8 nor H.264; the avatar is sent as one of them",
-                ) from None
+                raise SignallingError("bad_sdp", _no_common_codec()) from None
             # (an assert in aiortc's parser carries no message)
             detail = f"{type(exc).__name__}: {exc}" if str(exc) else "aiortc's SDP parser rejected it"
             raise SignallingError(
@@ -296,12 +293,20 @@ class Session:
         self._done.set()
 
 
-def _codec_preferences(offer: str) -> list[Any]:
-    """aiortc's VP8 and H.264 (with RTX), ordered as the offer's first video section lists them.
+def _no_common_codec() -> str:
+    """Why an offer's video section was refused: no codec in common."""
+    h264 = ", or H.264 constrained baseline with packetization-mode=1" if H264 in AVAILABLE_CODECS else ""
+    return f"the offer's video section has no codec the avatar can be sent in: VP8{h264}"
 
-    aiortc orders an answer by the answerer's preferences, not the offer's; this hands the choice
-    back to the client (a browser's ``setCodecPreferences``, Safari's H.264 first). VP8 goes first
-    when the offer cannot be read (aiortc then refuses it with its own words).
+
+def _codec_preferences(offer: str) -> list[Any]:
+    """aiortc's codecs that this server encodes (VP8, H.264 when PyAV has libx264; with RTX), in the
+    order the offer's first video section lists them.
+
+    Preferences keep the answer to codecs we encode (aiortc would also take one it adds later), and
+    aiortc orders an answer by them: sorted as the offer lists its codecs, the client's first choice
+    wins (a browser's ``setCodecPreferences``, the pages' ``?codec=``). VP8 goes first when the offer
+    cannot be read (aiortc then refuses it with its own words).
     """
     order: list[str] = []
     try:
@@ -309,7 +314,7 @@ def _codec_preferences(offer: str) -> list[Any]:
         order = [c.mimeType.lower() for c in media.rtp.codecs]
     except Exception as exc:  # noqa: BLE001 (aiortc's parser raises many kinds; setRemoteDescription reports it)
         logger.debug("offer's codec order unreadable (%s); VP8 first", type(exc).__name__)
-    wanted = (*CODEC_MIME_TYPES, "video/rtx")
+    wanted = (*AVAILABLE_CODECS, "video/rtx")
     codecs = [c for c in RTCRtpSender.getCapabilities("video").codecs if c.mimeType in wanted]
     rank = {mime: i for i, mime in reversed(list(enumerate(order)))}  # the first mention counts
     return sorted(codecs, key=lambda c: rank.get(c.mimeType.lower(), len(order)))
@@ -319,5 +324,8 @@ def _answer_codec(answer: str, mid: str | None) -> str:
     """The video codec an answer settled on: the first of its section ``mid`` (aiortc's sender uses it)."""
     for media in sdp.SessionDescription.parse(answer).media:
         if media.kind == "video" and media.rtp.muxId == mid:
-            return next(c.mimeType for c in media.rtp.codecs if c.mimeType in CODEC_MIME_TYPES)
+            first = next((c.mimeType for c in media.rtp.codecs if c.mimeType != "video/rtx"), None)
+            if first not in AVAILABLE_CODECS:
+                raise SignallingError("internal", f"the answer chose {first}, which this server does not encode")
+            return first
     raise SignallingError("internal", "the answer has no video section")

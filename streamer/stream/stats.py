@@ -114,6 +114,7 @@ class PipelineStats:
 
     Attributes:
         times: per name in :data:`STAGES` and :data:`WAITS`, rolling milliseconds.
+        encode_by_codec: the ``encode`` times again, per codec (``VP8``, ``H264``; see :meth:`encode_times`).
         latency: server-added latency, ms: webcam frame taken from aiortc's receive queue (or a motion
             pose sampled) -> the first avatar frame showing it handed to the network, per peer.
         frames_in: webcam frames received. tracked: webcam frames tracked. poses: new poses skinned.
@@ -124,6 +125,7 @@ class PipelineStats:
 
     def __init__(self) -> None:
         self.times = {name: Rolling() for name in STAGES + WAITS}
+        self.encode_by_codec: dict[str, Rolling] = {}
         self.latency = Rolling()
         self.frames_in = Rate()
         self.tracked = Rate()
@@ -135,9 +137,17 @@ class PipelineStats:
         self.dropped_out = 0
         self.started = time.monotonic()
 
+    def encode_times(self, codec: str) -> Rolling:
+        """The encode times of one codec (a MIME type such as ``video/VP8``), made on first use."""
+        name = codec.rpartition("/")[2]
+        with self._lock:
+            return self.encode_by_codec.setdefault(name, Rolling())
+
     def reset(self) -> None:
         """Forget everything measured so far (benchmarks: start measuring after a warm-up)."""
-        for rolling in [*self.times.values(), self.latency]:
+        with self._lock:
+            by_codec = list(self.encode_by_codec.values())
+        for rolling in [*self.times.values(), *by_codec, self.latency]:
             rolling.clear()
         for rate in (self.frames_in, self.tracked, self.poses, self.renders, self.frames_out):
             rate.clear()
@@ -169,5 +179,6 @@ class PipelineStats:
             "latency_ms": self.latency.summary(),
             "stages_ms": {name: self.times[name].summary() for name in STAGES},
             "waits_ms": {name: self.times[name].summary() for name in WAITS},
+            "encode_ms_by_codec": {name: times.summary() for name, times in sorted(self.encode_by_codec.items())},
             "uptime_s": round(now - self.started, 1),
         }
