@@ -369,6 +369,28 @@ def test_performer_page_with_codec_h264_sends_and_plays_h264(browser: Any, serve
             }"""
         )
         assert codecs and set(codecs) == {"video/H264"}, codecs
+        page.wait_for_function("() => document.getElementById('overlay').textContent.includes('H264')")
+    finally:
+        page.close()
+
+
+def test_codec_h264_in_a_browser_without_it_says_so_and_plays_vp8(browser: Any, server: ServerThread) -> None:
+    page = browser.new_page()
+    page.add_init_script(  # a browser that cannot receive H.264
+        """(() => {
+          const caps = RTCRtpReceiver.getCapabilities.bind(RTCRtpReceiver);
+          RTCRtpReceiver.getCapabilities = (kind) => {
+            const c = caps(kind);
+            return c && {...c, codecs: c.codecs.filter((x) => x.mimeType !== 'video/H264')};
+          };
+        })()"""
+    )
+    try:
+        page.goto(server.url + "view?autostart=1&stage=noh264&codec=h264")
+        status = _wait_playing(page)
+        assert "cannot be asked for H264 first" in status["message"], status  # and it stays
+        page.wait_for_function("() => document.getElementById('overlay').textContent.includes('VP8')")
+        assert "cannot be asked for H264 first" in _status(page)["message"]
     finally:
         page.close()
 

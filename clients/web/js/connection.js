@@ -25,19 +25,34 @@ const ERROR_WORDS = {
 /** Codes whose words say it all: the server's own message would only repeat them. */
 const SELF_EXPLAINED = new Set(["replaced", "timeout"]);
 
+/** The browser's video codecs it can receive (RTCRtpCodec[]), or null if it does not say. */
+function receiveCodecs() {
+  const caps = window.RTCRtpReceiver && RTCRtpReceiver.getCapabilities && RTCRtpReceiver.getCapabilities("video");
+  return caps ? caps.codecs : null;
+}
+
+/** Whether this browser can be asked for ``codec`` ("vp8" or "h264") first. */
+export function canPreferCodec(codec) {
+  const codecs = receiveCodecs();
+  return (
+    codecs !== null &&
+    "setCodecPreferences" in RTCRtpTransceiver.prototype &&
+    codecs.some((c) => c.mimeType.toLowerCase() === `video/${codec}`)
+  );
+}
+
 /**
  * Offer ``codec`` ("vp8" or "h264") first in every video transceiver (the one video section carries
  * both directions). False when the browser has no such codec or cannot reorder its codecs.
  */
 function preferCodec(pc, codec) {
-  const caps = window.RTCRtpReceiver && RTCRtpReceiver.getCapabilities && RTCRtpReceiver.getCapabilities("video");
-  if (!caps) return false;
+  if (!canPreferCodec(codec)) return false;
+  const codecs = receiveCodecs();
   const isIt = (c) => c.mimeType.toLowerCase() === `video/${codec}`;
-  const first = caps.codecs.filter(isIt);
-  if (!first.length) return false;
+  const first = codecs.filter(isIt);
   try {
     for (const transceiver of pc.getTransceivers()) {
-      transceiver.setCodecPreferences([...first, ...caps.codecs.filter((c) => !isIt(c))]);
+      transceiver.setCodecPreferences([...first, ...codecs.filter((c) => !isIt(c))]);
     }
   } catch (_) {
     return false;
@@ -237,8 +252,9 @@ export class AvatarConnection extends EventTarget {
     } else {
       pc.addTransceiver("video", { direction: "recvonly" });
     }
-    if (this.codec && !preferCodec(pc, this.codec)) {
-      this.#problem("codec", `This browser cannot choose ${this.codec.toUpperCase()} for the avatar video; it uses its own choice.`);
+    // (a browser without the codec is told on the page from the start: canPreferCodec)
+    if (this.codec && canPreferCodec(this.codec) && !preferCodec(pc, this.codec)) {
+      this.#problem("codec", `This browser refused to put ${this.codec.toUpperCase()} first; it uses its own choice.`);
     }
     const channel = pc.createDataChannel("control");
     this.channel = channel;

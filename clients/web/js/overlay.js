@@ -1,4 +1,4 @@
-// The overlay on the avatar video: frames per second shown here, and latency.
+// The overlay on the avatar video: frames per second shown here, latency, and the video's codec.
 //
 // Latency = what the server adds (webcam frame received -> avatar frame sent, p50 from its stats
 // message) + what the network and this browser add (half the round trip + jitter-buffer delay,
@@ -22,6 +22,7 @@ export class StatsOverlay {
     this.lastTime = performance.now();
     this.fps = 0;
     this.clientMs = null;
+    this.codec = null;
     this.timer = null;
     this.#countFrames();
   }
@@ -55,21 +56,25 @@ export class StatsOverlay {
     this.element.textContent = "";
   }
 
-  async #clientLatency(pc) {
-    if (!pc) return null;
+  /** From getStats(): what the network and this browser add (ms, or null), and the avatar video's codec. */
+  async #clientFigures(pc) {
+    if (!pc) return { ms: null, codec: null };
     let rtt = null;
     let buffer = null;
+    let codecId = null;
     const report = await pc.getStats();
     report.forEach((s) => {
       if (s.type === "candidate-pair" && s.state === "succeeded" && s.currentRoundTripTime !== undefined) {
         rtt = s.currentRoundTripTime;
       }
-      if (s.type === "inbound-rtp" && s.kind === "video" && s.jitterBufferEmittedCount) {
-        buffer = s.jitterBufferDelay / s.jitterBufferEmittedCount;
+      if (s.type === "inbound-rtp" && s.kind === "video") {
+        codecId = s.codecId || codecId;
+        if (s.jitterBufferEmittedCount) buffer = s.jitterBufferDelay / s.jitterBufferEmittedCount;
       }
     });
-    if (rtt === null && buffer === null) return null;
-    return 1000 * ((rtt || 0) / 2 + (buffer || 0));
+    const codec = codecId && report.get(codecId) ? report.get(codecId).mimeType.replace(/^video\//i, "") : null;
+    const ms = rtt === null && buffer === null ? null : 1000 * ((rtt || 0) / 2 + (buffer || 0));
+    return { ms, codec };
   }
 
   async update() {
@@ -84,9 +89,9 @@ export class StatsOverlay {
       return;
     }
     try {
-      this.clientMs = await this.#clientLatency(this.source().pc);
+      ({ ms: this.clientMs, codec: this.codec } = await this.#clientFigures(this.source().pc));
     } catch (_) {
-      this.clientMs = null;
+      this.clientMs = this.codec = null;
     }
     if (!showing()) return; // stopped or disconnected while getStats() ran: stop() cleared the text
     const { lastStats } = this.source();
@@ -100,6 +105,7 @@ export class StatsOverlay {
     if (this.clientMs !== null) parts.push(`network+buffer ${Math.round(this.clientMs)} ms`);
     if (serverMs !== null && this.clientMs !== null) parts.push(`≈ ${Math.round(serverMs + this.clientMs)} ms total`);
     if (stage && stage.source === "webcam") parts.push(`tracking ${stage.tracked_per_s.toFixed(0)}/s`);
+    if (this.codec) parts.push(this.codec);
     if (stage && stage.error) parts.push(`⚠ ${stage.error}`);
     this.element.textContent = parts.join(" · ");
   }

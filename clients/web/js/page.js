@@ -1,7 +1,7 @@
 // What the performer and viewer pages share: buttons, connection state, messages in words,
 // the avatar video with its overlay, ?stage=, ?codec= and ?autostart=1.
 
-import { AvatarConnection } from "./connection.js";
+import { AvatarConnection, canPreferCodec } from "./connection.js";
 import { StatsOverlay } from "./overlay.js";
 
 const STAGE_NAME = /^[A-Za-z0-9_-]{1,64}$/;
@@ -91,6 +91,8 @@ export function setupPage({ role, getStream, onStop = () => {} }) {
   }
   if (refusedCodec !== null) {
     notices.push(`“${refusedCodec.slice(0, 80)}” is not a codec of this server (vp8, h264): the browser chooses.`);
+  } else if (codec !== null && !canPreferCodec(codec)) {
+    notices.push(`This browser cannot be asked for ${codec.toUpperCase()} first: it chooses the codec itself.`);
   }
   const notice = notices.join(" ");
   const showMessage = (text) => {
