@@ -369,28 +369,62 @@ def test_performer_page_with_codec_h264_sends_and_plays_h264(browser: Any, serve
             }"""
         )
         assert codecs and set(codecs) == {"video/H264"}, codecs
-        page.wait_for_function("() => document.getElementById('overlay').textContent.includes('H264')")
+        page.wait_for_function(_OVERLAY_NAMES % "H264")
     finally:
         page.close()
 
 
-def test_codec_h264_in_a_browser_without_it_says_so_and_plays_vp8(browser: Any, server: ServerThread) -> None:
-    page = browser.new_page()
-    page.add_init_script(  # a browser that cannot receive H.264
+#: The overlay's codec segment (`` · H264`` at its end), for ``page.wait_for_function``.
+_OVERLAY_NAMES = "() => document.getElementById('overlay').textContent.endsWith(' · %s')"
+
+
+@pytest.mark.parametrize(
+    "browser_lacks",
+    [
+        # H.264 among the codecs it can receive
         """(() => {
           const caps = RTCRtpReceiver.getCapabilities.bind(RTCRtpReceiver);
           RTCRtpReceiver.getCapabilities = (kind) => {
             const c = caps(kind);
             return c && {...c, codecs: c.codecs.filter((x) => x.mimeType !== 'video/H264')};
           };
-        })()"""
-    )
+        })()""",
+        # a way to reorder its codecs at all (no RTCRtpTransceiver)
+        "delete window.RTCRtpTransceiver;",
+    ],
+    ids=["h264", "transceiver"],
+)
+def test_codec_h264_in_a_browser_that_cannot_says_so_and_plays_vp8(
+    browser: Any, server: ServerThread, browser_lacks: str
+) -> None:
+    page = browser.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    page.add_init_script(browser_lacks)
     try:
         page.goto(server.url + "view?autostart=1&stage=noh264&codec=h264")
         status = _wait_playing(page)
         assert "cannot be asked for H264 first" in status["message"], status  # and it stays
-        page.wait_for_function("() => document.getElementById('overlay').textContent.includes('VP8')")
-        assert "cannot be asked for H264 first" in _status(page)["message"]
+        page.wait_for_function(_OVERLAY_NAMES % "VP8")
+        later = _status(page)
+        assert "cannot be asked for H264 first" in later["message"], later
+        assert later["problems"] == [] and errors == [], (later, errors)  # it did not even try
+    finally:
+        page.close()
+
+
+def test_a_browser_that_refuses_the_codec_order_is_told_for_good(browser: Any, server: ServerThread) -> None:
+    page = browser.new_page()
+    page.add_init_script(
+        "RTCRtpTransceiver.prototype.setCodecPreferences = () => { throw new Error('not today'); };"
+    )
+    try:
+        page.goto(server.url + "view?autostart=1&stage=refusing&codec=h264")
+        _wait_playing(page)
+        page.wait_for_function(_OVERLAY_NAMES % "VP8")
+        status = _status(page)
+        assert "refused to put H264 first" in status["message"], status  # still there once connected
+        assert [p["code"] for p in status["problems"]] == ["codec"], status
     finally:
         page.close()
 

@@ -207,10 +207,12 @@ def test_rate_counts_events_in_the_window() -> None:
 def test_pipeline_stats_snapshot_and_reset() -> None:
     stats = PipelineStats()
     stats.times["render"].add(12.0)
+    stats.encode_times("video/H264").add(3.0)
     stats.latency.add(50.0)
     stats.add_dropped(inputs=3, outputs=1)
     snap = stats.snapshot()
     assert snap["stages_ms"]["render"] == {"p50": 12.0, "p95": 12.0, "n": 1}
+    assert snap["encode_ms_by_codec"] == {"H264": {"p50": 3.0, "p95": 3.0, "n": 1}}
     assert set(snap["stages_ms"]) == {"tracking", "fit", "lbs", "render", "encode"}
     assert (snap["dropped_frames"], snap["dropped_output_frames"], snap["latency_ms"]["p50"]) == (3, 1, 50.0)
     json.dumps(snap)
@@ -219,6 +221,7 @@ def test_pipeline_stats_snapshot_and_reset() -> None:
     assert (
         snap["dropped_frames"] == 0 and snap["latency_ms"]["n"] == 0 and snap["stages_ms"]["render"]["n"] == 0
     )
+    assert snap["encode_ms_by_codec"]["H264"]["n"] == 0
 
 
 # -- HTTP routes ---------------------------------------------------------------------------------------

@@ -282,9 +282,13 @@ def test_without_libx264_h264_is_neither_answered_nor_named(
 ) -> None:
     """A PyAV built without libx264: a client that lists H.264 first gets VP8 (not a black stream in
     a codec the server cannot encode), and one that offers only H.264 is refused in words."""
-    from streamer.stream import session
+    import av
 
-    monkeypatch.setattr(session, "AVAILABLE_CODECS", ("video/VP8",))
+    from streamer.stream.camera_encoder import H264, CameraEncoder
+
+    monkeypatch.setattr(av, "codecs_available", av.codecs_available - {"libx264"})
+    with pytest.raises(ValueError, match="this PyAV's"):
+        CameraEncoder(codec=H264)
 
     async def main() -> None:
         client = StreamClient(server.url, "viewer", codecs=("video/H264", "video/VP8"))

@@ -11,7 +11,7 @@ further behind than the history, or whose browser reports a loss (RTCP PLI), wai
 keyframe, which it asks the encoder for.
 
 The price: one bit rate (:data:`BITRATE`) for every peer of a camera, instead of aiortc adapting
-each peer's encoder to that peer's link. Peers negotiate VP8 or H.264 (:data:`AVAILABLE_CODECS`; the
+each peer's encoder to that peer's link. Peers negotiate VP8 or H.264 (:func:`available_codecs`; the
 answer takes the first of them that the offer lists: Chromium gets VP8). H.264 (constrained
 baseline, libx264) is for clients that decode it in hardware or have nothing else; a camera whose
 peers use both codecs is encoded once per codec.
@@ -34,11 +34,15 @@ if TYPE_CHECKING:
     from .stats import PipelineStats
 
 VP8, H264 = "video/VP8", "video/H264"
-#: The codecs the avatar video can be sent in, the encoder library of each, and those this
-#: install of PyAV has (a build without libx264 sends VP8 only).
+#: The codecs the avatar video can be sent in, and the encoder library of each.
 CODEC_MIME_TYPES = (VP8, H264)
 _LIBRARIES = {VP8: "libvpx", H264: "libx264"}
-AVAILABLE_CODECS = tuple(c for c in CODEC_MIME_TYPES if _LIBRARIES[c] in av.codecs_available)
+
+
+def available_codecs() -> tuple[str, ...]:
+    """The codecs of :data:`CODEC_MIME_TYPES` that this install of PyAV can encode (a build without
+    libx264 sends VP8 only), in that order."""
+    return tuple(c for c in CODEC_MIME_TYPES if _LIBRARIES[c] in av.codecs_available)
 #: Bit rate of every camera's stream (bits/s; aiortc adapts its own between 0.25 and 1.5 Mbit/s).
 BITRATE = 1_000_000
 #: A keyframe at least this often (seconds), so that a peer recovers from losses RTCP did not report.
@@ -81,14 +85,14 @@ class CameraEncoder:
 
     Args:
         stats: where the encode times go (``encode``, once per picture).
-        codec: the stream's MIME type, one of :data:`AVAILABLE_CODECS`.
+        codec: the stream's MIME type, one of :func:`available_codecs`.
         fps: the stage's output rate. H.264's rate control spends :data:`BITRATE` over this many
             pictures a second (libx264 budgets by the frame rate, not by the pictures' timestamps).
     """
 
     def __init__(self, stats: PipelineStats | None = None, codec: str = VP8, fps: float = 30.0) -> None:
-        if codec not in AVAILABLE_CODECS:
-            raise ValueError(f"codec must be one of {AVAILABLE_CODECS} (this PyAV's), got {codec!r}")
+        if codec not in available_codecs():
+            raise ValueError(f"codec must be one of {available_codecs()} (this PyAV's), got {codec!r}")
         self.stats, self.codec, self.fps = stats, codec, fps
         self._lock = threading.Lock()
         self._codec: av.VideoCodecContext | None = None
@@ -195,9 +199,9 @@ def _h264_encoder(width: int, height: int, fps: float) -> av.VideoCodecContext:
     """A real-time H.264 encoder: libx264, constrained baseline (what WebRTC peers all decode), no
     lookahead or B-frames, IDR keyframes when asked for, :data:`BITRATE` at ``fps`` pictures a
     second. (Without a frame rate libx264 takes the 90 kHz clock for one and sends grey pictures of a
-    few bytes.) The level is x264's, the lowest that fits: 3.0 at 512x512 and 30 fps, within the 3.1
-    that aiortc's answer signals up to 960x960 (3,600 macroblocks); above that the stream needs more
-    than it signals, which software decoders accept."""
+    few bytes.) The level is x264's, the lowest that fits: 3.0 at 512x512 and 30 fps. Browsers offer
+    to receive level 3.1 (Chromium's 42e01f), which holds up to 960x960 at 30 fps; beyond that the
+    stream needs more than the peer offered, which software decoders accept."""
     codec = av.CodecContext.create("libx264", "w")
     codec.width, codec.height, codec.pix_fmt = width, height, "yuv420p"
     codec.bit_rate = BITRATE

@@ -19,7 +19,7 @@ from websockets.exceptions import ConnectionClosed
 
 from ..errors import SignallingError
 from . import protocol
-from .camera_encoder import AVAILABLE_CODECS, H264
+from .camera_encoder import H264, available_codecs
 from .ice import browser_ice_servers
 from .pose_source import TrackingPoseSource
 from .protocol import Bye, Join, Offer, Orbit, Ping, StatsRequest
@@ -295,7 +295,7 @@ class Session:
 
 def _no_common_codec() -> str:
     """Why an offer's video section was refused: no codec in common."""
-    h264 = ", or H.264 constrained baseline with packetization-mode=1" if H264 in AVAILABLE_CODECS else ""
+    h264 = ", or H.264 constrained baseline with packetization-mode=1" if H264 in available_codecs() else ""
     return f"the offer's video section has no codec the avatar can be sent in: VP8{h264}"
 
 
@@ -314,9 +314,11 @@ def _codec_preferences(offer: str) -> list[Any]:
         order = [c.mimeType.lower() for c in media.rtp.codecs]
     except Exception as exc:  # noqa: BLE001 (aiortc's parser raises many kinds; setRemoteDescription reports it)
         logger.debug("offer's codec order unreadable (%s); VP8 first", type(exc).__name__)
-    wanted = (*AVAILABLE_CODECS, "video/rtx")
+    wanted = (*available_codecs(), "video/rtx")
     codecs = [c for c in RTCRtpSender.getCapabilities("video").codecs if c.mimeType in wanted]
-    rank = {mime: i for i, mime in reversed(list(enumerate(order)))}  # the first mention counts
+    rank: dict[str, int] = {}
+    for i, mime in enumerate(order):
+        rank.setdefault(mime, i)  # a codec's first mention counts
     return sorted(codecs, key=lambda c: rank.get(c.mimeType.lower(), len(order)))
 
 
@@ -325,7 +327,7 @@ def _answer_codec(answer: str, mid: str | None) -> str:
     for media in sdp.SessionDescription.parse(answer).media:
         if media.kind == "video" and media.rtp.muxId == mid:
             first = next((c.mimeType for c in media.rtp.codecs if c.mimeType != "video/rtx"), None)
-            if first not in AVAILABLE_CODECS:
+            if first not in available_codecs():
                 raise SignallingError("internal", f"the answer chose {first}, which this server does not encode")
             return first
     raise SignallingError("internal", "the answer has no video section")

@@ -164,6 +164,8 @@ class PipelineStats:
         """A JSON-ready summary; ``peers`` turns the all-peers output rate into a per-peer ``fps``."""
         now = time.monotonic()
         out_rate = self.frames_out.per_second(now)
+        with self._lock:
+            by_codec = sorted(self.encode_by_codec.items())
         return {
             "fps": round(out_rate / max(1, peers), 2),
             "frames_out_per_s": out_rate,
@@ -179,6 +181,6 @@ class PipelineStats:
             "latency_ms": self.latency.summary(),
             "stages_ms": {name: self.times[name].summary() for name in STAGES},
             "waits_ms": {name: self.times[name].summary() for name in WAITS},
-            "encode_ms_by_codec": {name: times.summary() for name, times in sorted(self.encode_by_codec.items())},
+            "encode_ms_by_codec": {name: times.summary() for name, times in by_codec},
             "uptime_s": round(now - self.started, 1),
         }

@@ -36,6 +36,7 @@ export function canPreferCodec(codec) {
   const codecs = receiveCodecs();
   return (
     codecs !== null &&
+    typeof RTCRtpTransceiver !== "undefined" &&
     "setCodecPreferences" in RTCRtpTransceiver.prototype &&
     codecs.some((c) => c.mimeType.toLowerCase() === `video/${codec}`)
   );

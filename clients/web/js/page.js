@@ -94,9 +94,8 @@ export function setupPage({ role, getStream, onStop = () => {} }) {
   } else if (codec !== null && !canPreferCodec(codec)) {
     notices.push(`This browser cannot be asked for ${codec.toUpperCase()} first: it chooses the codec itself.`);
   }
-  const notice = notices.join(" ");
   const showMessage = (text) => {
-    messageEl.textContent = text || notice;
+    messageEl.textContent = text || notices.join(" ");
     messageEl.hidden = !messageEl.textContent;
   };
   showMessage("");
@@ -127,6 +126,8 @@ export function setupPage({ role, getStream, onStop = () => {} }) {
   });
   connection.addEventListener("problem", (event) => {
     status.problems.push(event.detail);
+    // the browser would not reorder its codecs: true for the whole visit, so it stays said
+    if (event.detail.code === "codec" && !notices.includes(event.detail.message)) notices.push(event.detail.message);
     showMessage(event.detail.message);
   });
   connection.addEventListener("joined", (event) => {
