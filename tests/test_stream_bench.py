@@ -1,8 +1,10 @@
-"""``streamer bench stream``: a real performer and viewer over loopback; the report has its keys."""
+"""``streamer bench stream``: a real performer and viewer over loopback; the report has its keys.
+``streamer bench viewers``: viewers of a server running elsewhere (here: a server thread)."""
 
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
 from stream_utils import require_shared_video
@@ -68,3 +70,28 @@ def test_bench_stream_reports_json(capsys: pytest.CaptureFixture[str]) -> None:
 def test_bench_stream_refuses_a_missing_video(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["bench", "stream", "--video", "no-such-video.mp4"]) == 2
     assert "file not found" in capsys.readouterr().err
+
+
+def test_bench_viewers_measures_a_running_server(body, demo_avatar, capsys: pytest.CaptureFixture[str]) -> None:
+    from streamer.stream.background import ServerThread
+    from streamer.stream.server import ServerConfig
+
+    config = ServerConfig(host="127.0.0.1", port=0, size=64, fps=15.0, backend="cpu", motion="demo")
+    with ServerThread(config, avatar=demo_avatar, body=body) as st:
+        code = main(["bench", "viewers", st.url, "--count", "3", "--seconds", "2", "--warmup", "0.5",
+                     "--codec", "h264", "--json"])  # fmt: skip
+        assert code == 0
+        report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+        assert report["bench"] == "viewers" and report["count"] == 3 and report["codecs"] == ["video/H264"]
+        assert len(report["fps_per_client"]) == 3 and report["fps_min"] > 0  # every viewer got pictures
+        assert report["fps_max"] <= 15.0 * 1.5  # at the stage's rate, not more
+        assert report["server_cpu_cores"] > 0 and report["latency_ms_p50"] > 0
+        deadline = time.monotonic() + 30
+        while st.call(lambda: len(st.server.sessions)) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert st.call(lambda: len(st.server.sessions)) == 0  # the viewers left
+
+
+def test_bench_viewers_says_when_there_is_no_server(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["bench", "viewers", "http://127.0.0.1:9/", "--count", "1"]) == 2
+    assert "cannot read http://127.0.0.1:9/stats" in capsys.readouterr().err

@@ -171,6 +171,7 @@ def test_stats_endpoint_reports_the_pipeline(server: ServerThread) -> None:
             and stage["latency_ms"]["p95"] >= stage["latency_ms"]["p50"]
         )
         assert stats["server"]["sessions"] == 1
+        assert stats["server"]["cpu_seconds"] > 0
 
     run(main())
     _assert_freed(server)

@@ -335,6 +335,7 @@ class AvatarServer:
             "server": {
                 "url": self.url,
                 "uptime_s": round(time.monotonic() - self._started, 1),
+                "cpu_seconds": round(time.process_time(), 3),  # the process's, for CPU use over an interval
                 "sessions": len(self.sessions),
                 "backend": self.backend,
                 "size": self.config.size,

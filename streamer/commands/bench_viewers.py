@@ -1,0 +1,135 @@
+"""``streamer bench viewers URL``: what a running server gives many viewers, measured from outside.
+
+``bench stream`` runs its clients in the server's process, so with many viewers their decoding
+shares the server's cores and the figures say more about the clients than the server. This one
+connects ``--count`` viewers (real aiortc peers, :class:`~streamer.stream.client.StreamClient`) to a
+server started elsewhere (``streamer serve``, another process or machine), waits until each shows
+a picture, and measures for ``--seconds``: each viewer's frame rate, the stage's server-added
+latency, and the server process's CPU (from the ``cpu_seconds`` of its ``/stats``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import statistics
+import time
+import urllib.request
+from typing import Any
+
+from ..errors import InputError, StreamError
+from .bench_stream import VIEWER_CODECS
+
+#: Most seconds to wait for every viewer's first picture.
+FIRST_PICTURE_TIMEOUT_S = 60.0
+
+
+def add_bench_parser(sub: argparse._SubParsersAction) -> None:
+    """``streamer bench viewers``."""
+    q = sub.add_parser(
+        "viewers",
+        help="many viewers on a running server: fps per viewer, latency, server CPU",
+        description="Connect COUNT viewers to a server started elsewhere (streamer serve) and measure each "
+        "viewer's frame rate, the stage's server-added latency and the server process's CPU. Run it in "
+        "another process or on another machine than the server.",
+    )
+    q.add_argument("url", metavar="URL", help="the server's page URL, e.g. http://127.0.0.1:8080/")
+    q.add_argument("--count", type=int, default=8, help="viewers to connect (default: %(default)s)")
+    q.add_argument("--seconds", type=float, default=10.0, help="measured seconds (default: %(default)s)")
+    q.add_argument(
+        "--warmup", type=float, default=2.0, help="seconds after every viewer's first picture (default: %(default)s)"
+    )
+    q.add_argument("--stage", default="main", help="stage to watch (default: %(default)s)")
+    q.add_argument(
+        "--codec",
+        choices=sorted(VIEWER_CODECS),
+        help="the only codec the viewers offer (default: aiortc's order, VP8 first)",
+    )
+    q.add_argument("--json", action="store_true", help="print one JSON object")
+    q.set_defaults(func=run_viewers)
+
+
+def _server_stats(url: str) -> dict[str, Any]:
+    """The server's ``/stats`` (StreamError when it cannot be read)."""
+    try:
+        with urllib.request.urlopen(url.rstrip("/") + "/stats", timeout=10) as reply:
+            return json.loads(reply.read())
+    except (OSError, ValueError) as exc:  # unreachable, an HTTP error, not JSON
+        raise StreamError(f"cannot read {url.rstrip('/')}/stats: {exc}") from None
+
+
+async def _measure(args: argparse.Namespace) -> dict[str, Any]:
+    from ..stream.client import StreamClient
+
+    codecs = (VIEWER_CODECS[args.codec],) if args.codec else None
+    clients = [StreamClient(args.url, "viewer", stage=args.stage, codecs=codecs) for _ in range(args.count)]
+    try:
+        for client in clients:
+            try:
+                await client.connect(timeout=FIRST_PICTURE_TIMEOUT_S)
+            except OSError as exc:
+                raise StreamError(f"cannot reach {args.url}: {exc}") from None
+        deadline = time.monotonic() + FIRST_PICTURE_TIMEOUT_S
+        while any(c.received.count == 0 for c in clients):
+            if time.monotonic() > deadline:
+                waiting = sum(c.received.count == 0 for c in clients)
+                raise StreamError(f"{waiting} of {args.count} viewers got no picture within {FIRST_PICTURE_TIMEOUT_S:g} s")
+            await asyncio.sleep(0.1)
+        await asyncio.sleep(args.warmup)
+        before = await asyncio.to_thread(_server_stats, args.url)
+        counts = [c.received.count for c in clients]
+        cpu0, t0 = time.process_time(), time.monotonic()
+        await asyncio.sleep(args.seconds)
+        elapsed = time.monotonic() - t0
+        cpu = (time.process_time() - cpu0) / elapsed
+        after = await asyncio.to_thread(_server_stats, args.url)
+        fps = [(c.received.count - n) / elapsed for c, n in zip(clients, counts)]
+        codecs_got = sorted({c.video_codec or "?" for c in clients})
+    finally:
+        for client in clients:
+            await client.close()
+    stage = after["stages"].get(args.stage, {})
+    server_cpu = after["server"]["cpu_seconds"] - before["server"]["cpu_seconds"]
+    return {
+        "bench": "viewers",
+        "url": args.url,
+        "stage": args.stage,
+        "count": args.count,
+        "codecs": codecs_got,
+        "seconds": round(elapsed, 2),
+        "fps_min": round(min(fps), 2),
+        "fps_median": round(statistics.median(fps), 2),
+        "fps_max": round(max(fps), 2),
+        "fps_per_client": [round(f, 2) for f in fps],
+        "stage_fps": stage.get("fps"),
+        "latency_ms_p50": stage.get("latency_ms", {}).get("p50"),
+        "latency_ms_p95": stage.get("latency_ms", {}).get("p95"),
+        "server_cpu_cores": round(server_cpu / elapsed, 2),
+        "viewers_cpu_cores": round(cpu, 2),
+        "load_average_1min": round(os.getloadavg()[0], 2),
+    }
+
+
+def run_viewers(args: argparse.Namespace) -> int:
+    if args.count < 1 or args.seconds <= 0 or args.warmup < 0:
+        raise InputError("--count must be at least 1, --seconds positive and --warmup not negative")
+    stats = _server_stats(args.url)  # reachable, and a server of ours (it says its CPU time)
+    if "cpu_seconds" not in stats.get("server", {}):
+        raise StreamError(f"{args.url} is not an avatar server of this version (its /stats has no cpu_seconds)")
+    out = asyncio.run(_measure(args))
+    if args.json:
+        print(json.dumps(out))
+        return 0
+    print(f"bench viewers  {out['count']} viewers of stage {out['stage']} at {out['url']}, {out['seconds']} s")
+    print(
+        f"  fps per viewer: min {out['fps_min']}  median {out['fps_median']}  max {out['fps_max']}  "
+        f"(stage {out['stage_fps']} per peer; codecs {', '.join(out['codecs'])})"
+    )
+    print(f"  server-added latency ms: p50 {out['latency_ms_p50']}  p95 {out['latency_ms_p95']}")
+    print(
+        f"  server process CPU {out['server_cpu_cores']} cores; these viewers {out['viewers_cpu_cores']} cores "
+        f"(load {out['load_average_1min']})"
+    )
+    return 0
