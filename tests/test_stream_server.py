@@ -310,6 +310,7 @@ def test_without_libx264_h264_is_neither_answered_nor_named(
 def test_client_codecs_are_checked_and_spelled_as_aiortc_does() -> None:
     client = StreamClient("http://127.0.0.1:9/", "viewer", codecs=("video/h264", "VIDEO/vp8"))
     assert client.codecs == ("video/H264", "video/VP8")
+    assert StreamClient("http://127.0.0.1:9/", "viewer", codecs="video/h264").codecs == ("video/H264",)
     for bad in (("video/VP9",), (), ("video/rtx",)):
         with pytest.raises(ValueError, match="video codecs must be some of"):
             StreamClient("http://127.0.0.1:9/", "viewer", codecs=bad)

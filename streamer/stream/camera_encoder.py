@@ -43,6 +43,8 @@ def available_codecs() -> tuple[str, ...]:
     """The codecs of :data:`CODEC_MIME_TYPES` that this install of PyAV can encode (a build without
     libx264 sends VP8 only), in that order."""
     return tuple(c for c in CODEC_MIME_TYPES if _LIBRARIES[c] in av.codecs_available)
+
+
 #: Bit rate of every camera's stream (bits/s; aiortc adapts its own between 0.25 and 1.5 Mbit/s).
 BITRATE = 1_000_000
 #: A keyframe at least this often (seconds), so that a peer recovers from losses RTCP did not report.

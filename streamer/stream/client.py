@@ -208,9 +208,10 @@ class ReceivedFrames:
             self.kept.append(Received(received_at, rgb, clock))
 
 
-def _known_codecs(codecs: tuple[str, ...]) -> tuple[str, ...]:
+def _known_codecs(codecs: tuple[str, ...] | str) -> tuple[str, ...]:
     """``codecs`` spelled as aiortc spells them (``video/h264`` -> ``video/H264``); ValueError if
-    one is not aiortc's or none is given."""
+    one is not aiortc's or none is given. A single name may come as a plain string."""
+    codecs = (codecs,) if isinstance(codecs, str) else tuple(codecs)
     known = {c.mimeType.lower(): c.mimeType for c in RTCRtpSender.getCapabilities("video").codecs}
     unknown = [c for c in codecs if c.lower() not in known or c.lower() == "video/rtx"]
     if unknown or not codecs:

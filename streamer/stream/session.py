@@ -327,7 +327,7 @@ def _answer_codec(answer: str, mid: str | None) -> str:
     for media in sdp.SessionDescription.parse(answer).media:
         if media.kind == "video" and media.rtp.muxId == mid:
             first = next((c.mimeType for c in media.rtp.codecs if c.mimeType != "video/rtx"), None)
-            if first not in available_codecs():
+            if first is None or first not in available_codecs():
                 raise SignallingError("internal", f"the answer chose {first}, which this server does not encode")
             return first
     raise SignallingError("internal", "the answer has no video section")

@@ -13,9 +13,10 @@ Two parts keep the output live while tracking and rendering take as long as they
   encoded again and again: with a webcam the video runs at the tracking rate (capped at ``fps``),
   and the CPU that repeats would cost goes to tracking and rendering instead.
 
-Each camera's pictures are encoded once per codec in use (:class:`~streamer.stream.camera_encoder.CameraEncoder`,
-from :meth:`Stage.encoder_for`), and every peer's :class:`~streamer.stream.tracks.AvatarTrack`
-sends that stream. Views on the same camera get the same repeats, so they stay one stream.
+Each camera's pictures are encoded once per codec in use
+(:class:`~streamer.stream.camera_encoder.CameraEncoder`, from :meth:`Stage.encoder_for`), and every
+peer's :class:`~streamer.stream.tracks.AvatarTrack` sends that stream. Views on the same camera get
+the same repeats, so they stay one stream.
 """
 
 from __future__ import annotations
