@@ -307,6 +307,31 @@ def test_without_libx264_h264_is_neither_answered_nor_named(
     _assert_freed(server)
 
 
+def test_an_answer_in_a_codec_the_server_does_not_encode_is_an_error() -> None:
+    """The stage must never be given a codec it cannot encode: the answer's first codec is checked
+    (aiortc follows our preferences today; this guards the day it does not)."""
+    from aiortc import RTCPeerConnection
+
+    from streamer.errors import SignallingError
+    from streamer.stream.session import _answer_codec
+
+    async def description() -> tuple[str, str]:
+        pc = RTCPeerConnection()
+        try:
+            video = pc.addTransceiver("video", direction="sendrecv")
+            await pc.setLocalDescription(await pc.createOffer())
+            return pc.localDescription.sdp, video.mid
+        finally:
+            await pc.close()
+
+    sdp, mid = run(description())
+    assert _answer_codec(sdp, mid) == "video/VP8"  # aiortc lists VP8 first
+    with pytest.raises(SignallingError, match="chose video/VP9, which this server does not encode"):
+        _answer_codec(sdp.replace("VP8/90000", "VP9/90000"), mid)
+    with pytest.raises(SignallingError, match="no video section"):
+        _answer_codec(sdp, "not-a-mid")
+
+
 def test_client_codecs_are_checked_and_spelled_as_aiortc_does() -> None:
     client = StreamClient("http://127.0.0.1:9/", "viewer", codecs=("video/h264", "VIDEO/vp8"))
     assert client.codecs == ("video/H264", "video/VP8")
