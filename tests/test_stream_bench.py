@@ -78,7 +78,8 @@ def test_bench_viewers_measures_a_running_server(body, demo_avatar, capsys: pyte
 
     config = ServerConfig(host="127.0.0.1", port=0, size=64, fps=15.0, backend="cpu", motion="demo")
     with ServerThread(config, avatar=demo_avatar, body=body) as st:
-        code = main(["bench", "viewers", st.url, "--count", "3", "--seconds", "2", "--warmup", "0.5",
+        page = st.url + "view?stage=main"  # any page of the server will do
+        code = main(["bench", "viewers", page, "--count", "3", "--seconds", "2", "--warmup", "0.5",
                      "--codec", "h264", "--json"])  # fmt: skip
         assert code == 0
         report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
@@ -95,3 +96,5 @@ def test_bench_viewers_measures_a_running_server(body, demo_avatar, capsys: pyte
 def test_bench_viewers_says_when_there_is_no_server(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["bench", "viewers", "http://127.0.0.1:9/", "--count", "1"]) == 2
     assert "cannot read http://127.0.0.1:9/stats" in capsys.readouterr().err
+    assert main(["bench", "viewers", "ftp://127.0.0.1/", "--count", "1"]) == 2
+    assert "not an http(s) or ws(s) URL" in capsys.readouterr().err

@@ -249,7 +249,7 @@ def test_bad_messages_get_an_error_and_free_the_session(server: ServerThread, me
 
 def test_the_answer_takes_the_offers_first_of_vp8_and_h264(server: ServerThread) -> None:
     """A client that decodes only H.264 (hardware decoders, some video-call software), or lists it
-    first (Safari, the web page's ``?codec=h264``), gets the avatar as H.264; one that lists VP8 first
+    first (the web page's ``?codec=h264``), gets the avatar as H.264; one that lists VP8 first
     (aiortc's and Chromium's order) gets VP8. One encode of the camera per codec."""
     async def main() -> None:
         clients = {

@@ -52,12 +52,15 @@ def add_bench_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def _server_stats(url: str) -> dict[str, Any]:
-    """The server's ``/stats`` (StreamError when it cannot be read)."""
+    """The ``/stats`` of the server behind page ``url`` (StreamError when it cannot be read)."""
+    from ..stream.client import stats_url
+
+    where = stats_url(url)
     try:
-        with urllib.request.urlopen(url.rstrip("/") + "/stats", timeout=10) as reply:
+        with urllib.request.urlopen(where, timeout=10) as reply:
             return json.loads(reply.read())
     except (OSError, ValueError) as exc:  # unreachable, an HTTP error, not JSON
-        raise StreamError(f"cannot read {url.rstrip('/')}/stats: {exc}") from None
+        raise StreamError(f"cannot read {where}: {exc}") from None
 
 
 async def _measure(args: argparse.Namespace) -> dict[str, Any]:

@@ -235,6 +235,12 @@ def ws_url(page_url: str) -> str:
     return urlunsplit((scheme, parts.netloc, "/ws", "", ""))
 
 
+def stats_url(page_url: str) -> str:
+    """``http://host:port/...`` (any page, or its ws URL) -> ``http://host:port/stats`` (https kept)."""
+    ws = urlsplit(ws_url(page_url))
+    return urlunsplit(({"ws": "http", "wss": "https"}[ws.scheme], ws.netloc, "/stats", "", ""))
+
+
 class StreamClient:
     """One performer or viewer connection to the avatar server.
 
