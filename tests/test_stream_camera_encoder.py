@@ -131,6 +131,19 @@ def test_a_keyframe_comes_every_interval(monkeypatch, codec: str) -> None:
     assert keys == [True, False, False, False, True, False, False, False]
 
 
+@pytest.mark.parametrize("codec", CODEC_MIME_TYPES)
+def test_streams_share_one_clock(codec: str) -> None:
+    """A peer moved to another stream (another camera) must go on forward in time: a stream started
+    later carries later timestamps than one started earlier."""
+    early = CameraEncoder(codec=codec)
+    first = early.take(_frame(1), None)[0]
+    time.sleep(0.05)
+    later = CameraEncoder(codec=codec)
+    second = later.take(_frame(2), None)[0]
+    assert second.pts - first.pts >= 0.04 * camera_encoder.VIDEO_CLOCK_RATE
+    assert len(_decode([second], codec)) == 1
+
+
 #: H.264's most macroblocks per picture by level_idc (ITU-T H.264 Table A-1).
 _MAX_MACROBLOCKS = {
     9: 99, 10: 99, 11: 396, 12: 396, 13: 396, 20: 396, 21: 792, 22: 1620, 30: 1620, 31: 3600,

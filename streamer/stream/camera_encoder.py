@@ -53,6 +53,9 @@ KEYFRAME_INTERVAL_S = 3.0
 HISTORY = 8
 VIDEO_CLOCK_RATE = 90000
 VIDEO_TIME_BASE = Fraction(1, VIDEO_CLOCK_RATE)
+#: Every stream's timestamps count from here, so a peer moved to another stream (another camera or
+#: bit rate) goes on forward in time (a browser holds back pictures whose time went backwards).
+_CLOCK_ORIGIN = time.monotonic()
 
 
 @dataclass(frozen=True)
@@ -62,7 +65,7 @@ class EncodedPicture:
     Attributes:
         index: position in the camera's stream (0, 1, 2, ...; each follows the one before).
         data: the encoded frame (a VP8 frame, or an H.264 access unit in Annex B form).
-        pts: presentation time, 90 kHz ticks since the stream started.
+        pts: presentation time, 90 kHz ticks on a clock all streams share.
         keyframe: decodable on its own.
         frame: the picture it encodes (its timing fields feed the latency figures).
     """
@@ -102,7 +105,6 @@ class CameraEncoder:
         self._next_index = 0
         self._want_keyframe = True
         self._last_keyframe = -1e9
-        self._t0: float | None = None
         self.encoded = 0  # pictures encoded so far
 
     def request_keyframe(self) -> None:
@@ -142,12 +144,10 @@ class CameraEncoder:
                 self._codec = _h264_encoder(size, height, self.fps)
             self._want_keyframe = True
         now = time.monotonic()
-        if self._t0 is None:
-            self._t0 = now
         keyframe = self._want_keyframe or now - self._last_keyframe >= KEYFRAME_INTERVAL_S
         video = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame.i420), format="yuv420p")
         last_pts = self._history[-1].pts if self._history else -1
-        video.pts = max(last_pts + 1, int((now - self._t0) * VIDEO_CLOCK_RATE))
+        video.pts = max(last_pts + 1, int((now - _CLOCK_ORIGIN) * VIDEO_CLOCK_RATE))
         video.time_base = VIDEO_TIME_BASE
         if keyframe:
             video.pict_type = av.video.frame.PictureType.I
