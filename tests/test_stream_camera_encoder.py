@@ -132,13 +132,33 @@ def test_a_keyframe_comes_every_interval(monkeypatch, codec: str) -> None:
 
 
 @pytest.mark.parametrize("codec", CODEC_MIME_TYPES)
+def test_a_stream_keeps_to_its_bit_rate(codec: str) -> None:
+    """Faint noise on a gradient takes all the bits it gets: a quarter of the rate gives well under
+    half the bytes."""
+    rng = np.random.default_rng(0)
+    base = np.tile(np.linspace(40, 200, 256), (384, 1))
+    pictures = [(base + rng.normal(0, 6, base.shape)).clip(0, 255).astype(np.uint8) for _ in range(30)]
+    sizes = {}
+    for rate in (1_000_000, 250_000):
+        encoder = CameraEncoder(codec=codec, bitrate=rate)
+        cursor, total = None, 0
+        for seq, i420 in enumerate(pictures, start=1):
+            got = encoder.take(AvatarFrame(seq, i420, seq, None, False, time.monotonic()), cursor)
+            cursor, total = got[-1].index, total + sum(len(p.data) for p in got)
+        sizes[rate] = total
+    assert sizes[250_000] < 0.5 * sizes[1_000_000], sizes
+    with pytest.raises(ValueError, match="bitrate"):
+        CameraEncoder(codec=codec, bitrate=0)
+
+
+@pytest.mark.parametrize("codec", CODEC_MIME_TYPES)
 def test_streams_share_one_clock(codec: str) -> None:
-    """A peer moved to another stream (another camera) must go on forward in time: a stream started
-    later carries later timestamps than one started earlier."""
+    """A peer moved to another stream (another camera or bit rate) must go on forward in time: a
+    stream started later carries later timestamps than one started earlier."""
     early = CameraEncoder(codec=codec)
     first = early.take(_frame(1), None)[0]
     time.sleep(0.05)
-    later = CameraEncoder(codec=codec)
+    later = CameraEncoder(codec=codec, bitrate=250_000)
     second = later.take(_frame(2), None)[0]
     assert second.pts - first.pts >= 0.04 * camera_encoder.VIDEO_CLOCK_RATE
     assert len(_decode([second], codec)) == 1

@@ -1,6 +1,7 @@
-"""The avatar server over loopback with real aiortc clients: pages, stats, orbiting, and bad input
-(malformed JSON, unknown types, invalid SDP, oversize messages, clients vanishing mid-negotiation
-or mid-stream): the server answers with an error where it can, frees the session, keeps serving."""
+"""The avatar server over loopback with real aiortc clients: pages, stats, orbiting, each viewer's
+bit rate, and bad input (malformed JSON, unknown types, invalid SDP, oversize messages, clients
+vanishing mid-negotiation or mid-stream): the server answers with an error where it can, frees the
+session, keeps serving."""
 
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ from stream_utils import REPO, http_get, run, silhouette, silhouette_change, ws_
 
 from streamer.errors import StreamError
 from streamer.stream.background import ServerThread
+from streamer.stream.bitrate import BITRATES
 from streamer.stream.client import ReceivedFrames, StreamClient
 from streamer.stream.server import ServerConfig
 
@@ -365,6 +367,61 @@ def test_offer_without_vp8_or_h264_is_refused_with_a_reason(server: ServerThread
     assert close_code == 1008
     _assert_freed(server)
     _still_serving(server)
+
+
+class SlowLinkEstimate:
+    """Stands in for aiortc's receive-side estimator in a client: a link that carries ``bps``,
+    reported in a REMB once a second (as aiortc's own estimator would on such a link)."""
+
+    def __init__(self, bps: int) -> None:
+        self.bps = bps
+        self._last = 0.0
+
+    def add(self, abs_send_time: int, arrival_time_ms: int, payload_size: int, ssrc: int):  # type: ignore[no-untyped-def]
+        now = time.monotonic()
+        if now - self._last < 1.0:
+            return None
+        self._last = now
+        return self.bps, [ssrc]
+
+
+def test_a_viewer_on_a_slow_link_gets_a_smaller_stream_of_its_own(server: ServerThread) -> None:
+    async def main() -> None:
+        fast = StreamClient(server.url, "viewer", stage="links")
+        slow = StreamClient(server.url, "viewer", stage="links")
+        try:
+            for client in (fast, slow):
+                await client.connect(timeout=120)
+            # The slow link carries less than even this 128-pixel stream: that viewer goes to the lowest
+            # rate. (aiortc's own estimator over loopback could take a busy machine's stalls for a full link.)
+            for client, bps in ((fast, 5_000_000), (slow, 50_000)):
+                (receiver,) = client.pc.getReceivers()
+                receiver._RTCRtpReceiver__remote_bitrate_estimator = SlowLinkEstimate(bps)
+            stage = server.call(lambda: server.server.stages["links"].stage)
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline:
+                streams = server.call(stage.streams)
+                if {s["bitrate"] for s in streams} == {BITRATES[0], 250_000}:
+                    break
+                await asyncio.sleep(0.2)
+            assert sorted(s["bitrate"] for s in streams) == [250_000, BITRATES[0]], streams
+            # the slow viewer's pictures now come from the smaller stream, and keep coming
+            before = slow.received.count
+            assert await slow.wait_frames(before + 10, 60) >= before + 10
+            before = fast.received.count
+            assert await fast.wait_frames(before + 10, 60) >= before + 10
+            for client in (fast, slow):
+                client.send_control({"type": "stats"})
+            await asyncio.sleep(1.0)
+            assert slow.stats["peer"]["bitrate"] == 250_000 and slow.stats["peer"]["steps_down"] == 1
+            assert slow.stats["peer"]["estimate_bps"] == 50_000
+            assert fast.stats["peer"]["bitrate"] == BITRATES[0] and fast.stats["peer"]["steps_down"] == 0
+            assert sorted(s["bitrate"] for s in slow.stats["stage"]["streams"]) == [250_000, BITRATES[0]]
+        finally:
+            for client in (fast, slow):
+                await client.close()
+
+    run(main())
 
 
 def test_message_beyond_the_websocket_limit_closes_with_1009(server: ServerThread) -> None:

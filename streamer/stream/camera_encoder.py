@@ -10,8 +10,9 @@ sends those it missed, back to back (bandwidth, no extra encode). A peer that st
 further behind than the history, or whose browser reports a loss (RTCP PLI), waits for a
 keyframe, which it asks the encoder for.
 
-The price: one bit rate (:data:`BITRATE`) for every peer of a camera, instead of aiortc adapting
-each peer's encoder to that peer's link. Peers negotiate VP8 or H.264 (:func:`available_codecs`; the
+A camera's stream is also encoded once per bit rate its peers use: each peer's rate follows its link
+(:class:`~streamer.stream.bitrate.PeerBitrate`), one of a few fixed steps, so peers on good links
+still share one encode. Peers negotiate VP8 or H.264 (:func:`available_codecs`; the
 answer takes the first of them that the offer lists: Chromium gets VP8). H.264 (constrained
 baseline, libx264) is for clients that decode it in hardware or have nothing else; a camera whose
 peers use both codecs is encoded once per codec.
@@ -29,6 +30,8 @@ from typing import TYPE_CHECKING
 import av
 import numpy as np
 
+from .bitrate import BITRATES
+
 if TYPE_CHECKING:
     from .stage import AvatarFrame
     from .stats import PipelineStats
@@ -45,8 +48,6 @@ def available_codecs() -> tuple[str, ...]:
     return tuple(c for c in CODEC_MIME_TYPES if _LIBRARIES[c] in av.codecs_available)
 
 
-#: Bit rate of every camera's stream (bits/s; aiortc adapts its own between 0.25 and 1.5 Mbit/s).
-BITRATE = 1_000_000
 #: A keyframe at least this often (seconds), so that a peer recovers from losses RTCP did not report.
 KEYFRAME_INTERVAL_S = 3.0
 #: Encoded pictures kept for peers that fell behind.
@@ -91,14 +92,23 @@ class CameraEncoder:
     Args:
         stats: where the encode times go (``encode``, once per picture).
         codec: the stream's MIME type, one of :func:`available_codecs`.
-        fps: the stage's output rate. H.264's rate control spends :data:`BITRATE` over this many
+        fps: the stage's output rate. H.264's rate control spends ``bitrate`` over this many
             pictures a second (libx264 budgets by the frame rate, not by the pictures' timestamps).
+        bitrate: the stream's constant bit rate (bits/s).
     """
 
-    def __init__(self, stats: PipelineStats | None = None, codec: str = VP8, fps: float = 30.0) -> None:
+    def __init__(
+        self,
+        stats: PipelineStats | None = None,
+        codec: str = VP8,
+        fps: float = 30.0,
+        bitrate: int = BITRATES[0],
+    ) -> None:
         if codec not in available_codecs():
             raise ValueError(f"codec must be one of {available_codecs()} (this PyAV's), got {codec!r}")
-        self.stats, self.codec, self.fps = stats, codec, fps
+        if bitrate <= 0:
+            raise ValueError(f"bitrate must be positive, got {bitrate}")
+        self.stats, self.codec, self.fps, self.bitrate = stats, codec, fps, int(bitrate)
         self._lock = threading.Lock()
         self._codec: av.VideoCodecContext | None = None
         self._history: deque[EncodedPicture] = deque(maxlen=HISTORY)
@@ -139,9 +149,9 @@ class CameraEncoder:
         height = frame.i420.shape[0] * 2 // 3
         if self._codec is None or self._codec.width != size or self._codec.height != height:
             if self.codec == VP8:
-                self._codec = _vp8_encoder(size, height)
+                self._codec = _vp8_encoder(size, height, self.bitrate)
             else:
-                self._codec = _h264_encoder(size, height, self.fps)
+                self._codec = _h264_encoder(size, height, self.fps, self.bitrate)
             self._want_keyframe = True
         now = time.monotonic()
         keyframe = self._want_keyframe or now - self._last_keyframe >= KEYFRAME_INTERVAL_S
@@ -167,21 +177,21 @@ class CameraEncoder:
         return picture
 
 
-def _vp8_encoder(width: int, height: int) -> av.VideoCodecContext:
-    """A real-time VP8 encoder (aiortc's settings, constant bit rate :data:`BITRATE`, no lag)."""
+def _vp8_encoder(width: int, height: int, bitrate: int) -> av.VideoCodecContext:
+    """A real-time VP8 encoder (aiortc's settings, constant bit rate, no lag)."""
     codec = av.CodecContext.create("libvpx", "w")
     codec.width, codec.height, codec.pix_fmt = width, height, "yuv420p"
-    codec.bit_rate = BITRATE
+    codec.bit_rate = bitrate
     codec.time_base = VIDEO_TIME_BASE
     codec.gop_size = 1_000_000  # keyframes when asked for (and every KEYFRAME_INTERVAL_S)
     codec.qmin, codec.qmax = 2, 56
     codec.options = {
-        "bufsize": str(BITRATE),
+        "bufsize": str(bitrate),
         "cpu-used": "-6",
         "deadline": "realtime",
         "lag-in-frames": "0",
-        "minrate": str(BITRATE),
-        "maxrate": str(BITRATE),
+        "minrate": str(bitrate),
+        "maxrate": str(bitrate),
         "noise-sensitivity": "4",
         "overshoot-pct": "15",
         "partitions": "0",
@@ -197,24 +207,24 @@ def _is_vp8_keyframe(data: bytes) -> bool:
     return bool(data) and not data[0] & 1
 
 
-def _h264_encoder(width: int, height: int, fps: float) -> av.VideoCodecContext:
+def _h264_encoder(width: int, height: int, fps: float, bitrate: int) -> av.VideoCodecContext:
     """A real-time H.264 encoder: libx264, constrained baseline (what WebRTC peers all decode), no
-    lookahead or B-frames, IDR keyframes when asked for, :data:`BITRATE` at ``fps`` pictures a
+    lookahead or B-frames, IDR keyframes when asked for, ``bitrate`` at ``fps`` pictures a
     second. (Without a frame rate libx264 takes the 90 kHz clock for one and sends grey pictures of a
     few bytes.) The level is x264's, the lowest that fits: 3.0 at 512x512 and 30 fps. Browsers offer
     to receive level 3.1 (Chromium's 42e01f), which holds up to 960x960 at 30 fps; beyond that the
     stream needs more than the peer offered, which software decoders accept."""
     codec = av.CodecContext.create("libx264", "w")
     codec.width, codec.height, codec.pix_fmt = width, height, "yuv420p"
-    codec.bit_rate = BITRATE
+    codec.bit_rate = bitrate
     codec.time_base = VIDEO_TIME_BASE
     codec.framerate = Fraction(fps).limit_denominator(1001)
     codec.gop_size = 1_000_000
     codec.profile = "Baseline"
     codec.options = {
-        "bufsize": str(BITRATE),
+        "bufsize": str(bitrate),
         "forced-idr": "1",  # a forced keyframe is an IDR (with SPS and PPS): a peer can start there
-        "maxrate": str(BITRATE),
+        "maxrate": str(bitrate),
         "preset": "veryfast",
         "tune": "zerolatency",
     }

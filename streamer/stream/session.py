@@ -173,8 +173,8 @@ class Session:
             return
         if video.mid is None:
             raise SignallingError("bad_sdp", "the offer has no video section; offer to receive video")
-        self.track = AvatarTrack(stage.add_view(), stage.stats, stage.encoder_for)
-        self.track.sender = video.sender
+        self.track = AvatarTrack(stage.add_view(), stage.stats, stage.encoder_for, stage.set_bitrate)
+        self.track.attach(video.sender)
         video.sender.replaceTrack(self.track)
         try:
             await pc.setLocalDescription(await pc.createAnswer())

@@ -13,7 +13,7 @@ Two parts keep the output live while tracking and rendering take as long as they
   encoded again and again: with a webcam the video runs at the tracking rate (capped at ``fps``),
   and the CPU that repeats would cost goes to tracking and rendering instead.
 
-Each camera's pictures are encoded once per codec in use
+Each camera's pictures are encoded once per codec and bit rate in use
 (:class:`~streamer.stream.camera_encoder.CameraEncoder`, from :meth:`Stage.encoder_for`), and every
 peer's :class:`~streamer.stream.tracks.AvatarTrack` sends that stream. Views on the same camera get
 the same repeats, so they stay one stream.
@@ -32,6 +32,7 @@ from typing import Any
 
 import numpy as np
 
+from .bitrate import BITRATES
 from .camera_encoder import VP8, CameraEncoder
 from .latest import FrameBus
 from .painter import AvatarPainter
@@ -51,7 +52,7 @@ REPEAT_AFTER_PERIODS = 3.0
 #: stage's rate) always finds a token when its next frame falls due, so renders stay on its frames.
 RENDER_BURST = 2.0
 OrbitKey = tuple[float, float, float]
-StreamKey = tuple[OrbitKey, str]  # a camera and a codec
+StreamKey = tuple[OrbitKey, str, int]  # a camera, a codec and a bit rate
 
 
 @dataclass(frozen=True)
@@ -79,11 +80,12 @@ class AvatarFrame:
 
 @dataclass(eq=False)
 class View:
-    """One peer's camera on the stage, the codec its peer negotiated, and the feed of pictures for it."""
+    """One peer's camera on the stage, the codec and bit rate of its stream, and the feed of pictures for it."""
 
     id: int = field(default_factory=lambda: next(_view_ids))
     orbit: Orbit = field(default_factory=Orbit)
     codec: str = VP8  # MIME type (set once the peer's answer is made, before any picture is sent)
+    bitrate: int = BITRATES[0]  # bits/s (follows the peer's link: Stage.set_bitrate)
     bus: FrameBus[AvatarFrame] = field(default_factory=FrameBus)
     last_original: int = 0  # seq of the newest picture handed over as new (not as a repeat)
     handed_at: float = 0.0  # time.monotonic() of the last hand-over (new or repeat)
@@ -118,7 +120,7 @@ class Stage:
         self.loop = loop
         self._views: dict[int, View] = {}
         self._latest: dict[OrbitKey, AvatarFrame] = {}  # newest picture per camera
-        self._encoders: dict[StreamKey, CameraEncoder] = {}  # one stream per camera and codec in use
+        self._encoders: dict[StreamKey, CameraEncoder] = {}  # one per camera, codec and bit rate in use
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._stop = threading.Event()
@@ -145,7 +147,7 @@ class Stage:
         view.bus.close()
 
     def encoder_for(self, view: View, previous: CameraEncoder | None = None) -> CameraEncoder:
-        """The encoder of ``view``'s camera in the view's codec (made on first use).
+        """The encoder of ``view``'s camera in the view's codec and bit rate (made on first use).
 
         ``previous``: the encoder the caller used so far. When the view moved to a camera nobody
         else uses and left one nobody else uses (a viewer orbiting alone), that encoder moves
@@ -157,19 +159,32 @@ class Stage:
             if encoder is None:
                 in_use = {_stream_key(v) for v in self._views.values()}
                 old = next((k for k, e in self._encoders.items() if e is previous), None)
-                if old is not None and old[1] == view.codec and old not in in_use:
+                if old is not None and old[1:] == key[1:] and old not in in_use:
                     encoder = self._encoders.pop(old)
                 else:
-                    encoder = CameraEncoder(self.stats, view.codec, self.fps)
+                    encoder = CameraEncoder(self.stats, view.codec, self.fps, view.bitrate)
                 self._encoders[key] = encoder
             self._forget_encoders()
             return encoder
 
     def _forget_encoders(self) -> None:
-        """Drop the encoders of cameras and codecs no view uses (call with the lock held)."""
+        """Drop the encoders of streams no view uses (call with the lock held)."""
         in_use = {_stream_key(v) for v in self._views.values()}
         for key in [k for k in self._encoders if k not in in_use]:
             del self._encoders[key]
+
+    def set_bitrate(self, view: View, bitrate: int) -> None:
+        """Send ``view`` the stream of its camera at ``bitrate`` (bits/s) from its next picture on."""
+        with self._lock:
+            view.bitrate = int(bitrate)
+
+    def streams(self) -> list[dict[str, Any]]:
+        """The streams being encoded: codec, bit rate and pictures so far (for the stats)."""
+        with self._lock:
+            return [
+                {"codec": key[1], "bitrate": key[2], "encoded": encoder.encoded}
+                for key, encoder in self._encoders.items()
+            ]
 
     def set_orbit(self, view: View, orbit: Orbit) -> None:
         with self._lock:
@@ -328,6 +343,7 @@ class Stage:
                 "target_fps": self.fps,
                 "size": self.painter.size,
                 "views": self.view_count,
+                "streams": self.streams(),
                 "error": self.render_error or self.source.error,
             }
         )
@@ -342,4 +358,4 @@ def _by_orbit(views: list[tuple[View, Orbit]]) -> dict[OrbitKey, list[tuple[View
 
 
 def _stream_key(view: View) -> StreamKey:
-    return view.orbit.key, view.codec
+    return view.orbit.key, view.codec, view.bitrate

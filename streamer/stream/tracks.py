@@ -4,7 +4,9 @@
 encoded by its camera's :class:`~streamer.stream.camera_encoder.CameraEncoder` (one encode per
 camera, shared by its peers); the sender loop is ``recv() -> packetize -> send RTP packets ->
 recv() ...``, so the next call marks the previous picture as *sent*: server-added latency is
-measured up to that moment.
+measured up to that moment. The track also reads its peer's bandwidth estimates (RTCP REMB) and
+moves the peer to the stream of its camera at the bit rate its link carries
+(:class:`~streamer.stream.bitrate.PeerBitrate`).
 """
 
 from __future__ import annotations
@@ -19,7 +21,9 @@ from typing import Any
 import av
 from aiortc import MediaStreamTrack
 from aiortc.mediastreams import MediaStreamError
+from aiortc.rtp import RTCP_PSFB_APP, RtcpPsfbPacket, unpack_remb_fci
 
+from .bitrate import PeerBitrate
 from .camera_encoder import CameraEncoder, EncodedPicture
 from .latest import BusClosed
 from .stage import AvatarFrame, View
@@ -33,18 +37,21 @@ _SENDER_KEYFRAME_FLAG = "_RTCRtpSender__force_keyframe"
 
 
 class AvatarTrack(MediaStreamTrack):
-    """The avatar video of one view, for one peer connection, as encoded VP8 pictures.
+    """The avatar video of one view, for one peer connection, as encoded pictures.
 
     Args:
         view: the view whose pictures to send.
         stats: the stage's figures (latency, frames out, skipped frames).
         encoder_for: the stage's :meth:`~streamer.stream.stage.Stage.encoder_for` (the encoder of
-            the view's camera, given the one the track used before).
+            the view's stream, given the one the track used before).
+        set_bitrate: the stage's :meth:`~streamer.stream.stage.Stage.set_bitrate` (called when the
+            peer's link calls for another rate); None keeps the view's rate.
 
     Attributes:
-        sender: the ``RTCRtpSender`` sending this track (set after negotiation; used to notice the
-            peer's keyframe requests).
+        sender: the ``RTCRtpSender`` sending this track (set by :meth:`attach`; used to notice the
+            peer's keyframe requests and bandwidth estimates).
         fps, latency, send: this peer's own rate, latency and time to packetize and send a picture.
+        bitrate: this peer's rate, adapted to its estimates.
     """
 
     kind = "video"
@@ -54,13 +61,16 @@ class AvatarTrack(MediaStreamTrack):
         view: View,
         stats: PipelineStats,
         encoder_for: Callable[[View, CameraEncoder | None], CameraEncoder],
+        set_bitrate: Callable[[View, int], None] | None = None,
     ) -> None:
         super().__init__()
         self.view, self.stats, self._encoder_for = view, stats, encoder_for
+        self._set_bitrate = set_bitrate
         self.sender: Any = None
         self.fps = Rate()
         self.latency = Rolling()
         self.send = Rolling()
+        self.bitrate = PeerBitrate()
         self._created = time.monotonic()
         self._last_seq = 0
         self._skipped = 0
@@ -69,6 +79,44 @@ class AvatarTrack(MediaStreamTrack):
         self._cursor: int | None = None  # index of the last picture of the encoder's stream sent
         self._queue: deque[EncodedPicture] = deque()  # pictures to send next, in order
         self._pending: tuple[AvatarFrame, float] | None = None  # (frame handed out, when)
+
+    def attach(self, sender: Any) -> None:
+        """Send through ``sender`` (aiortc's ``RTCRtpSender`` of the peer's video section).
+
+        aiortc hands a REMB to the sender's own encoder only; this track encodes elsewhere, so it
+        listens to the sender's RTCP as well (aiortc's transport calls ``_handle_rtcp_packet`` on
+        the sender for every RTCP packet about its stream). The sender's resends go through the
+        peer's budget (:meth:`~streamer.stream.bitrate.PeerBitrate.may_resend`).
+        """
+        self.sender = sender
+        handle, resend = sender._handle_rtcp_packet, sender._retransmit
+
+        async def handle_rtcp(packet: Any) -> None:
+            if isinstance(packet, RtcpPsfbPacket) and packet.fmt == RTCP_PSFB_APP:
+                self._on_remb(packet.fci)
+            await handle(packet)
+
+        async def budgeted_resend(seq: int) -> None:
+            if self.bitrate.may_resend():
+                await resend(seq)
+
+        sender._handle_rtcp_packet = handle_rtcp
+        sender._retransmit = budgeted_resend
+
+    def _on_remb(self, fci: bytes) -> None:
+        try:
+            bps, ssrcs = unpack_remb_fci(fci)
+        except ValueError:  # not a REMB (another application-layer feedback)
+            return
+        if self.sender is None or self.sender._ssrc not in ssrcs:
+            return
+        self.bitrate.estimate(bps)
+        if self.bitrate.bitrate != self.view.bitrate and self._set_bitrate is not None:
+            logger.info(
+                "view %d: %d kbit/s (the peer estimates %d kbit/s)",
+                self.view.id, self.bitrate.bitrate // 1000, bps // 1000,
+            )
+            self._set_bitrate(self.view, self.bitrate.bitrate)
 
     def _sent(self, now: float) -> None:
         """The previous picture went out: record the send time and, for a new live pose, the latency."""
@@ -121,6 +169,7 @@ class AvatarTrack(MediaStreamTrack):
             self._queue.extend(await loop.run_in_executor(None, encoder.take, frame, self._cursor))
         picture = self._queue.popleft()
         self._cursor = picture.index
+        self.bitrate.sent(len(picture.data))
         self._pending = (picture.frame, time.monotonic())
         return picture.packet()
 
@@ -129,6 +178,7 @@ class AvatarTrack(MediaStreamTrack):
             "fps": self.fps.per_second(),
             "latency_ms": self.latency.summary(),
             "send_ms": self.send.summary(),
+            **self.bitrate.summary(),
         }
 
 

@@ -1,0 +1,166 @@
+"""Each peer's bit rate: one step down when its link is full, a probe back up when it has room.
+
+A camera's stream is encoded once per bit rate its peers use (one of :data:`BITRATES`), so a
+viewer on a slow link gets a smaller stream without lowering anybody else's, at the price of one
+more encode for each rate in use. :class:`PeerBitrate` picks the rate of one peer from the
+*REMB* messages of its browser (RTCP "receiver estimated maximum bitrate": Chromium and aiortc
+send one about once a second, and at once when the estimate falls) and from what was sent to it:
+
+* **down** when the estimate falls below :data:`CONGESTED` times the rate the peer was sent over
+  the last :data:`RATE_WINDOW_S` (the receiver's delay-based estimator drops to 0.85 times what
+  arrives once packets queue up), straight to the highest rate at or below the estimate;
+* **up** one step when the estimate stayed at or above the next rate up, and at or above
+  :data:`HEADROOM` times the rate sent (a healthy link's estimate climbs to 1.5 times what
+  arrives), for :data:`PROBE_AFTER_S`. A probe that
+  is pushed back down within :data:`FAILED_PROBE_S` doubles the wait before the next one (up to
+  :data:`MAX_PROBE_WAIT_S`), so a link at its limit is not flooded every few seconds; one that
+  holds sets it back.
+
+A peer that sends no REMB keeps the top rate, as every peer did before rates were adapted.
+
+Retransmissions (answers to the peer's RTCP NACKs) are held to :data:`RETRANSMIT_SHARE` of the
+peer's rate. aiortc resends every packet asked for, at once: on a full link each loss asks for
+more resends, which cause more losses, until resends fill the link (measured behind a 500 kbit/s
+link: about 190 resends a second beside 60 new packets, and the picture froze).
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+#: The bit rates a stream is encoded at (bits/s), highest first. Neighbours are less than 1.5x
+#: apart: a healthy link's estimate tops out at 1.5x what it carries, so it can show room for the
+#: next rate up.
+BITRATES = (1_000_000, 700_000, 500_000, 350_000, 250_000)
+#: What was sent is measured over this many seconds (about one keyframe interval, so that each
+#: window holds about one keyframe).
+RATE_WINDOW_S = 3.0
+#: An estimate below this share of the rate sent means the link is full.
+CONGESTED = 0.9
+#: An estimate at least this many times the rate sent means room to try the next rate up.
+HEADROOM = 1.3
+#: Seconds with room (once the rate sent at this bit rate is known) before a probe up.
+PROBE_AFTER_S = 4.0
+#: A step down this soon after a step up means the probe failed; a probe that held this long resets
+#: the wait to :data:`PROBE_AFTER_S`.
+FAILED_PROBE_S = 15.0
+#: The longest wait before probing again.
+MAX_PROBE_WAIT_S = 60.0
+#: Resent packets may use at most this share of the peer's rate ...
+RETRANSMIT_SHARE = 0.15
+#: ... counted as packets of this size (aiortc's largest), saved up for at most this long.
+RETRANSMIT_PACKET_BYTES = 1200
+RETRANSMIT_BURST_S = 0.5
+
+
+class PeerBitrate:
+    """The bit rate one peer's stream is encoded at, adapted to its REMB estimates.
+
+    Call :meth:`sent` for each picture sent and :meth:`estimate` for each REMB; read
+    :attr:`bitrate`. Not thread-safe: both run on the event loop.
+
+    Args:
+        clock: seconds, monotonic (tests pass their own).
+    """
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self.level = 0  # index into BITRATES
+        self.estimate_bps: int | None = None  # the newest REMB
+        self.steps_down = self.steps_up = 0
+        self._changed_at = clock()
+        self._last_step_up: float | None = None
+        self._probe_wait = PROBE_AFTER_S
+        self._room_since: float | None = None  # when the estimate last rose above HEADROOM x sent
+        self._sent: deque[tuple[float, int]] = deque()  # (when, bytes) since the last change
+        self.resent = self.resends_refused = 0
+        self._resend_tokens = self._resend_capacity()
+        self._resend_at = self._changed_at
+
+    @property
+    def bitrate(self) -> int:
+        """The rate (bits/s) to encode this peer's stream at."""
+        return BITRATES[self.level]
+
+    def sent(self, nbytes: int) -> None:
+        """A picture of ``nbytes`` went out to the peer."""
+        now = self._clock()
+        self._sent.append((now, nbytes))
+        while self._sent and self._sent[0][0] < now - RATE_WINDOW_S:
+            self._sent.popleft()
+
+    def sent_bps(self) -> float | None:
+        """The rate sent over the last :data:`RATE_WINDOW_S` at this bit rate; None until a whole
+        window has passed since the last change (a shorter one is mostly the switch's keyframe)."""
+        now = self._clock()
+        if now - self._changed_at < RATE_WINDOW_S:
+            return None
+        return sum(n for t, n in self._sent if t >= now - RATE_WINDOW_S) * 8 / RATE_WINDOW_S
+
+    def estimate(self, bps: int) -> None:
+        """The peer's receiver estimated it can take ``bps`` bits/s: step down or up if need be."""
+        now = self._clock()
+        self.estimate_bps = int(bps)
+        sent = self.sent_bps()
+        if sent is None or sent <= 0:
+            return
+        if self._last_step_up is not None and now - self._last_step_up >= FAILED_PROBE_S:
+            self._probe_wait = PROBE_AFTER_S  # the last probe up held
+        if bps < CONGESTED * sent and self.level < len(BITRATES) - 1:
+            # the highest lower rate that fits the estimate (a stream sends about its rate, or less)
+            level = next(
+                (i for i in range(self.level + 1, len(BITRATES)) if BITRATES[i] <= bps),
+                len(BITRATES) - 1,
+            )
+            failed_probe = self._last_step_up is not None and now - self._last_step_up < FAILED_PROBE_S
+            self._probe_wait = min(2 * self._probe_wait, MAX_PROBE_WAIT_S) if failed_probe else PROBE_AFTER_S
+            self._last_step_up = None  # (a probe holds only while nothing pushes it down)
+            self.steps_down += 1
+            self._change(level, now)
+        elif self.level > 0 and bps >= max(HEADROOM * sent, BITRATES[self.level - 1]):
+            if self._room_since is None:
+                self._room_since = now
+            if now - max(self._room_since, self._changed_at) >= self._probe_wait:
+                self._last_step_up = now
+                self.steps_up += 1
+                self._change(self.level - 1, now)
+        else:
+            self._room_since = None
+
+    def may_resend(self) -> bool:
+        """Whether a packet the peer asked for again (RTCP NACK) may be resent now (and count it)."""
+        now = self._clock()
+        capacity = self._resend_capacity()
+        per_second = capacity / RETRANSMIT_BURST_S
+        self._resend_tokens = min(capacity, self._resend_tokens + (now - self._resend_at) * per_second)
+        self._resend_at = now
+        if self._resend_tokens < 1.0:
+            self.resends_refused += 1
+            return False
+        self._resend_tokens -= 1.0
+        self.resent += 1
+        return True
+
+    def _resend_capacity(self) -> float:
+        """Packets that may be resent in a burst: RETRANSMIT_BURST_S of the share of the rate."""
+        return RETRANSMIT_SHARE * self.bitrate / 8 / RETRANSMIT_PACKET_BYTES * RETRANSMIT_BURST_S
+
+    def _change(self, level: int, now: float) -> None:
+        self.level, self._changed_at, self._room_since = level, now, None
+        self._sent.clear()
+
+    def summary(self) -> dict[str, Any]:
+        """This peer's rate for the stats message."""
+        sent = self.sent_bps()
+        return {
+            "bitrate": self.bitrate,
+            "estimate_bps": self.estimate_bps,
+            "sent_bps": None if sent is None else round(sent),
+            "steps_down": self.steps_down,
+            "steps_up": self.steps_up,
+            "resent": self.resent,
+            "resends_refused": self.resends_refused,
+        }

@@ -1,0 +1,208 @@
+"""Each peer's bit rate follows its link: down when its REMB says the link is full, probing back up
+when there is room, never flooding a link at its limit; resends held to a budget; the track hears
+its peer's REMB through aiortc's sender. (Over loopback: ``test_stream_server.py``.)"""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+from aiortc.rtp import RTCP_PSFB_APP, RTCP_PSFB_PLI, RtcpPsfbPacket, pack_remb_fci
+from stream_utils import run
+
+from streamer.stream import bitrate
+from streamer.stream.bitrate import BITRATES, PeerBitrate
+from streamer.stream.camera_encoder import CameraEncoder
+from streamer.stream.stage import View
+from streamer.stream.stats import PipelineStats
+from streamer.stream.tracks import AvatarTrack
+
+FPS = 30
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class Link:
+    """A link of ``capacity`` bits/s and a receiver that estimates it as WebRTC's delay-based
+    estimator does: once more is sent than fits, 0.85 x what arrives; otherwise climbing 8% a
+    second, to at most 1.5 x what arrives (+10 kbit/s)."""
+
+    def __init__(self, capacity: float) -> None:
+        self.capacity = capacity
+        self.estimate: float | None = None
+
+    def remb(self, sent_bps: float) -> int:
+        arriving = min(sent_bps, self.capacity)
+        if sent_bps > self.capacity:
+            self.estimate = 0.85 * arriving
+        elif self.estimate is None:
+            self.estimate = arriving
+        else:
+            self.estimate = max(self.estimate, min(1.08 * self.estimate, 1.5 * arriving + 10_000))
+        return int(self.estimate)
+
+
+def _drive(
+    peer: PeerBitrate, clock: Clock, link: Link, seconds: float, content_bps: float = 900_000
+) -> list[int]:
+    """Send ``seconds`` of pictures (each stream sends what the content needs, at most its rate) and
+    a REMB each second; returns the peer's rate each second."""
+    rates = []
+    for second in range(int(seconds)):
+        sent_bits = 0.0
+        for _ in range(FPS):
+            bps = min(content_bps, peer.bitrate)
+            peer.sent(int(bps / FPS / 8))
+            sent_bits += bps / FPS
+            clock.now += 1.0 / FPS
+        peer.estimate(link.remb(sent_bits))
+        rates.append(peer.bitrate)
+    return rates
+
+
+def test_a_healthy_link_keeps_the_top_rate() -> None:
+    clock = Clock()
+    peer = PeerBitrate(clock)
+    rates = _drive(peer, clock, Link(capacity=20_000_000), seconds=120)
+    assert set(rates) == {BITRATES[0]} and peer.steps_down == 0
+    assert peer.estimate_bps is not None and peer.estimate_bps > BITRATES[0]
+
+
+def test_no_estimate_keeps_the_top_rate() -> None:
+    clock = Clock()
+    peer = PeerBitrate(clock)
+    for _ in range(10 * FPS):
+        peer.sent(4000)
+        clock.now += 1.0 / FPS
+    assert peer.bitrate == BITRATES[0] and peer.summary()["estimate_bps"] is None
+    assert peer.summary()["sent_bps"] == pytest.approx(4000 * 8 * FPS, rel=0.05)
+
+
+def test_a_slow_link_steps_down_at_once_and_probes_up_ever_less_often() -> None:
+    clock = Clock()
+    peer = PeerBitrate(clock)
+    rates = _drive(peer, clock, Link(capacity=450_000), seconds=300)
+    # the first decision (a whole window after the start) goes straight to a rate that fits
+    first_low = next(i for i, r in enumerate(rates) if r < BITRATES[0])
+    assert first_low <= bitrate.RATE_WINDOW_S + 1 and rates[first_low] <= 450_000
+    # it then sits at the highest rate that fits, probing the next one up ever less often
+    assert sum(r == 350_000 for r in rates[first_low:]) >= 0.9 * len(rates[first_low:])
+    probes = [i for i in range(1, len(rates)) if rates[i] > rates[i - 1]]
+    assert 2 <= len(probes) <= 6, probes
+    gaps = [b - a for a, b in itertools.pairwise(probes)]
+    assert gaps == sorted(gaps) and gaps[-1] >= bitrate.MAX_PROBE_WAIT_S, gaps
+    assert max(rates[first_low:]) <= 500_000  # never back to the top on this link
+
+
+def test_the_rate_follows_a_link_that_narrows_and_recovers() -> None:
+    clock = Clock()
+    peer, link = PeerBitrate(clock), Link(capacity=20_000_000)
+    assert set(_drive(peer, clock, link, seconds=30)) == {BITRATES[0]}
+    link.capacity = 300_000
+    narrow = _drive(peer, clock, link, seconds=30)
+    assert narrow[bitrate.RATE_WINDOW_S.__ceil__() + 1 :].count(250_000) >= 20, narrow
+    link.capacity = 20_000_000
+    recovered = _drive(peer, clock, link, seconds=60)
+    back = recovered.index(BITRATES[0])  # one step at a time, each after a wait with room
+    assert 4 * bitrate.PROBE_AFTER_S <= back <= 40, recovered
+    assert recovered[back:] == [BITRATES[0]] * len(recovered[back:])
+
+
+def test_content_that_needs_little_is_not_taken_for_a_slow_link() -> None:
+    """A still avatar sends far below its rate; the estimate then sits at 1.5 x that, which is
+    plenty for what is sent: no step down, and no climbing race either."""
+    clock = Clock()
+    peer = PeerBitrate(clock)
+    rates = _drive(peer, clock, Link(capacity=20_000_000), seconds=60, content_bps=120_000)
+    assert set(rates) == {BITRATES[0]}
+
+
+def test_resends_are_held_to_a_share_of_the_rate() -> None:
+    """A NACK storm (every lost packet asked for again and again) gets a budget's worth of resends,
+    refilled over time; a lower rate gets a smaller budget."""
+    clock = Clock()
+    peer = PeerBitrate(clock)
+    per_second = bitrate.RETRANSMIT_SHARE * BITRATES[0] / 8 / bitrate.RETRANSMIT_PACKET_BYTES
+    burst = [peer.may_resend() for _ in range(200)]
+    assert sum(burst) == int(per_second * bitrate.RETRANSMIT_BURST_S) and not burst[-1]
+    clock.now += 0.2
+    assert sum(peer.may_resend() for _ in range(200)) == int(per_second * 0.2)
+    assert peer.summary()["resent"] == sum(burst) + int(per_second * 0.2)
+    assert peer.summary()["resends_refused"] == 400 - peer.summary()["resent"]
+    clock.now += 10.0  # saved up for no longer than the burst
+    assert sum(peer.may_resend() for _ in range(200)) == int(per_second * bitrate.RETRANSMIT_BURST_S)
+    _drive(peer, clock, Link(capacity=100_000), seconds=5)  # a link that takes only the lowest rate
+    assert peer.bitrate == BITRATES[-1]
+    low = per_second * BITRATES[-1] / BITRATES[0]
+    assert sum(peer.may_resend() for _ in range(200)) == int(low * bitrate.RETRANSMIT_BURST_S)
+
+
+# -- the track reads REMB from aiortc's sender ----------------------------------------------------
+
+
+class FakeSender:
+    """What the track uses of aiortc's RTCRtpSender: its SSRC and its RTCP handler."""
+
+    def __init__(self) -> None:
+        self._ssrc = 1234
+        self.handled: list[object] = []
+        self.resent: list[int] = []
+
+    async def _handle_rtcp_packet(self, packet: object) -> None:
+        self.handled.append(packet)
+
+    async def _retransmit(self, seq: int) -> None:
+        self.resent.append(seq)
+
+
+def _remb(bps: int, ssrcs: list[int]) -> RtcpPsfbPacket:
+    return RtcpPsfbPacket(fmt=RTCP_PSFB_APP, ssrc=99, media_ssrc=0, fci=pack_remb_fci(bps, ssrcs))
+
+
+def test_the_track_hears_its_peers_remb_and_moves_the_view() -> None:
+    clock = Clock()
+    moved: list[tuple[View, int]] = []
+    view = View()
+    track = AvatarTrack(
+        view, PipelineStats(), lambda v, previous: CameraEncoder(), lambda v, b: moved.append((v, b))
+    )
+    track.bitrate = PeerBitrate(clock)
+    sender = FakeSender()
+    track.attach(sender)
+    for _ in range(4 * FPS):  # 4 s of pictures at 1 Mbit/s
+        track.bitrate.sent(int(BITRATES[0] / FPS / 8))
+        clock.now += 1.0 / FPS
+    pli = RtcpPsfbPacket(fmt=RTCP_PSFB_PLI, ssrc=99, media_ssrc=1234)
+
+    async def main() -> None:
+        await sender._handle_rtcp_packet(_remb(400_000, [777]))  # another stream's estimate
+        await sender._handle_rtcp_packet(pli)
+        assert moved == []
+        await sender._handle_rtcp_packet(_remb(400_000, [777, 1234]))
+
+    run(main())
+    assert moved == [(view, 350_000)]
+    assert len(sender.handled) == 3  # aiortc's own handling still gets every packet
+    assert track.peer_stats()["bitrate"] == 350_000 and track.peer_stats()["estimate_bps"] == 400_000
+
+
+def test_the_track_holds_its_senders_resends_to_the_budget() -> None:
+    clock = Clock()
+    track = AvatarTrack(View(), PipelineStats(), lambda v, previous: CameraEncoder())
+    track.bitrate = PeerBitrate(clock)
+    sender = FakeSender()
+    track.attach(sender)
+
+    async def main() -> None:
+        for seq in range(500):  # what aiortc's NACK handler calls, once per packet asked for
+            await sender._retransmit(seq)
+
+    run(main())
+    assert 0 < len(sender.resent) == track.peer_stats()["resent"] < 20
+    assert sender.resent == list(range(len(sender.resent)))  # the first ones asked for went out
