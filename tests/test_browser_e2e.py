@@ -20,6 +20,7 @@ import pytest
 from stream_utils import CHROMIUM_FLAGS, ensure_chromium, ensure_playwright, make_y4m, require_shared_video
 
 from streamer.stream.background import ServerThread
+from streamer.stream.bitrate import BITRATES
 from streamer.stream.server import ServerConfig
 
 WAIT_S = 180.0  # generous: a shared 2-core CI machine runs the browser, the server and the tracking
@@ -139,6 +140,14 @@ def test_performer_page_plays_an_avatar_that_moves(browser: Any, server: ServerT
         assert stats["stages"]["main"]["frames_tracked"] > 0, stats  # the fake webcam drives the avatar
         # the overlay shows the frame rate (and latency once the first stats message arrived)
         assert "fps" in page.inner_text("#overlay")
+        # Chromium's bandwidth estimates (RTCP REMB) reach the server, which sets the stream's rate by them
+        deadline = time.monotonic() + WAIT_S
+        peer: dict = {}
+        while not peer.get("estimate_bps") and time.monotonic() < deadline:
+            time.sleep(0.5)
+            peer = page.evaluate("() => (window.avatarClient.stats || {}).peer || {}")
+        assert peer.get("estimate_bps", 0) > 0 and peer["bitrate"] in BITRATES, peer
+        page.wait_for_function("() => / kbit\\/s · VP8$/.test(document.getElementById('overlay').textContent)")
     finally:
         page.close()
 

@@ -10,6 +10,7 @@ import pytest
 from stream_utils import require_shared_video
 
 from streamer.cli import main
+from streamer.stream.bitrate import BITRATES
 
 KEYS = (
     "fps",
@@ -87,6 +88,9 @@ def test_bench_viewers_measures_a_running_server(body, demo_avatar, capsys: pyte
         assert len(report["fps_per_client"]) == 3 and report["fps_min"] > 0  # every viewer got pictures
         assert report["fps_max"] <= 15.0 * 1.5  # at the stage's rate, not more
         assert report["server_cpu_cores"] > 0 and report["latency_ms_p50"] > 0
+        # each viewer's own figures came back from the server: the rate it chose for that viewer
+        assert len(report["bitrate_per_client"]) == 3 and set(report["bitrate_per_client"]) <= set(BITRATES)
+        assert all(n is not None for n in report["resent_per_client"] + report["steps_down_per_client"])
         deadline = time.monotonic() + 30
         while st.call(lambda: len(st.server.sessions)) and time.monotonic() < deadline:
             time.sleep(0.1)

@@ -5,7 +5,10 @@ shares the server's cores and the figures say more about the clients than the se
 connects ``--count`` viewers (real aiortc peers, :class:`~streamer.stream.client.StreamClient`) to a
 server started elsewhere (``streamer serve``, another process or machine), waits until each shows
 a picture, and measures for ``--seconds``: each viewer's frame rate, the stage's server-added
-latency, and the server process's CPU (from the ``cpu_seconds`` of its ``/stats``).
+latency, and the server process's CPU (from the ``cpu_seconds`` of its ``/stats``). At the end each
+viewer asks for its own figures on the data channel: the bit rate the server chose for its link
+(from the viewer's bandwidth estimates), its packets resent, and its steps down and up. Run behind a
+shaped link (``docs/slow-link.md``) this shows the rate adapting.
 """
 
 from __future__ import annotations
@@ -90,6 +93,7 @@ async def _measure(args: argparse.Namespace) -> dict[str, Any]:
         after = await asyncio.to_thread(_server_stats, args.url)
         fps = [(c.received.count - n) / elapsed for c, n in zip(clients, counts)]
         codecs_got = sorted({c.video_codec or "?" for c in clients})
+        peers = await _peer_figures(clients)
     finally:
         for client in clients:
             await client.close()
@@ -109,10 +113,27 @@ async def _measure(args: argparse.Namespace) -> dict[str, Any]:
         "stage_fps": stage.get("fps"),
         "latency_ms_p50": stage.get("latency_ms", {}).get("p50"),
         "latency_ms_p95": stage.get("latency_ms", {}).get("p95"),
+        "bitrate_per_client": [p.get("bitrate") for p in peers],
+        "estimate_bps_per_client": [p.get("estimate_bps") for p in peers],
+        "resent_per_client": [p.get("resent") for p in peers],
+        "steps_down_per_client": [p.get("steps_down") for p in peers],
+        "steps_up_per_client": [p.get("steps_up") for p in peers],
         "server_cpu_cores": round(server_cpu / elapsed, 2),
         "viewers_cpu_cores": round(cpu, 2),
         "load_average_1min": round(os.getloadavg()[0], 2),
     }
+
+
+async def _peer_figures(clients: list[Any], timeout: float = 3.0) -> list[dict[str, Any]]:
+    """Each viewer's own figures from the server (a stats message on its data channel; {} when none
+    came within ``timeout``)."""
+    for client in clients:
+        client.stats = None
+        client.send_control({"type": "stats"})
+    deadline = time.monotonic() + timeout
+    while any(c.stats is None for c in clients) and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+    return [(c.stats or {}).get("peer") or {} for c in clients]
 
 
 def run_viewers(args: argparse.Namespace) -> int:
@@ -131,6 +152,12 @@ def run_viewers(args: argparse.Namespace) -> int:
         f"(stage {out['stage_fps']} per peer; codecs {', '.join(out['codecs'])})"
     )
     print(f"  server-added latency ms: p50 {out['latency_ms_p50']}  p95 {out['latency_ms_p95']}")
+    rates = sorted({r for r in out["bitrate_per_client"] if r is not None})
+    print(
+        f"  bit rates chosen (kbit/s): {', '.join(str(r // 1000) for r in rates) or '?'}; "
+        f"steps down {sum(n or 0 for n in out['steps_down_per_client'])}, "
+        f"packets resent {sum(n or 0 for n in out['resent_per_client'])}"
+    )
     print(
         f"  server process CPU {out['server_cpu_cores']} cores; these viewers {out['viewers_cpu_cores']} cores "
         f"(load {out['load_average_1min']})"

@@ -1,4 +1,5 @@
-// The overlay on the avatar video: frames per second shown here, latency, and the video's codec.
+// The overlay on the avatar video: frames per second shown here, latency, the bit rate the server
+// chose for this browser's link, and the video's codec.
 //
 // Latency = what the server adds (webcam frame received -> avatar frame sent, p50 from its stats
 // message) + what the network and this browser add (half the round trip + jitter-buffer delay,
@@ -105,6 +106,7 @@ export class StatsOverlay {
     if (this.clientMs !== null) parts.push(`network+buffer ${Math.round(this.clientMs)} ms`);
     if (serverMs !== null && this.clientMs !== null) parts.push(`≈ ${Math.round(serverMs + this.clientMs)} ms total`);
     if (stage && stage.source === "webcam") parts.push(`tracking ${stage.tracked_per_s.toFixed(0)}/s`);
+    if (peer && peer.bitrate) parts.push(`${Math.round(peer.bitrate / 1000)} kbit/s`);
     if (this.codec) parts.push(this.codec);
     if (stage && stage.error) parts.push(`⚠ ${stage.error}`);
     this.element.textContent = parts.join(" · ");
