@@ -20,7 +20,6 @@ import pytest
 from stream_utils import CHROMIUM_FLAGS, ensure_chromium, ensure_playwright, make_y4m, require_shared_video
 
 from streamer.stream.background import ServerThread
-from streamer.stream.bitrate import BITRATES
 from streamer.stream.server import ServerConfig
 
 WAIT_S = 180.0  # generous: a shared 2-core CI machine runs the browser, the server and the tracking
@@ -146,7 +145,7 @@ def test_performer_page_plays_an_avatar_that_moves(browser: Any, server: ServerT
         while not peer.get("estimate_bps") and time.monotonic() < deadline:
             time.sleep(0.5)
             peer = page.evaluate("() => (window.avatarClient.stats || {}).peer || {}")
-        assert peer.get("estimate_bps", 0) > 0 and peer["bitrate"] in BITRATES, peer
+        assert peer.get("estimate_bps", 0) > 0, peer
         page.wait_for_function("() => / kbit\\/s · VP8$/.test(document.getElementById('overlay').textContent)")
     finally:
         page.close()
@@ -367,7 +366,8 @@ def test_performer_page_with_codec_h264_sends_and_plays_h264(browser: Any, serve
         change = _wait_for_change(page)
         assert change > 2.0, f"the H.264 avatar video did not change over time ({change:.2f})"
         stage = server.call(lambda: server.server.stages["h264"].stage)
-        assert server.call(lambda: [e.codec for e in stage._encoders.values()]) == ["video/H264"]
+        # (a stream per bit rate in use: the set of codecs, not the list of streams)
+        assert server.call(lambda: {s["codec"] for s in stage.streams()}) == {"video/H264"}
         assert server.call(lambda: server.server.stats())["stages"]["h264"]["frames_tracked"] > 0
         codecs = page.evaluate(
             """async () => {

@@ -90,7 +90,7 @@ def test_bench_viewers_measures_a_running_server(body, demo_avatar, capsys: pyte
         assert report["server_cpu_cores"] > 0 and report["latency_ms_p50"] > 0
         # each viewer's own figures came back from the server: the rate it chose for that viewer
         assert len(report["bitrate_per_client"]) == 3 and set(report["bitrate_per_client"]) <= set(BITRATES)
-        assert all(n is not None for n in report["resent_per_client"] + report["steps_down_per_client"])
+        assert all(n is not None for n in report["resends_per_client"] + report["steps_down_per_client"])
         deadline = time.monotonic() + 30
         while st.call(lambda: len(st.server.sessions)) and time.monotonic() < deadline:
             time.sleep(0.1)

@@ -5,6 +5,7 @@ its peer's REMB through aiortc's sender. (Over loopback: ``test_stream_server.py
 from __future__ import annotations
 
 import itertools
+import math
 
 import pytest
 from aiortc.rtp import RTCP_PSFB_APP, RTCP_PSFB_PLI, RtcpPsfbPacket, pack_remb_fci
@@ -94,10 +95,12 @@ def test_a_slow_link_steps_down_at_once_and_probes_up_ever_less_often() -> None:
     # it then sits at the highest rate that fits, probing the next one up ever less often
     assert sum(r == 350_000 for r in rates[first_low:]) >= 0.9 * len(rates[first_low:])
     probes = [i for i in range(1, len(rates)) if rates[i] > rates[i - 1]]
-    assert 2 <= len(probes) <= 6, probes
+    assert 2 <= len(probes) <= 8, probes  # (in 300 s; each overfills the link for one estimate)
     gaps = [b - a for a, b in itertools.pairwise(probes)]
     assert gaps == sorted(gaps) and gaps[-1] >= bitrate.MAX_PROBE_WAIT_S, gaps
     assert max(rates[first_low:]) <= 500_000  # never back to the top on this link
+    # a failed probe is taken back at the first estimate that falls under it, not a window later
+    assert all(rates[i + 1] < rates[i] for i in probes if i + 1 < len(rates)), probes
 
 
 def test_the_rate_follows_a_link_that_narrows_and_recovers() -> None:
@@ -106,21 +109,26 @@ def test_the_rate_follows_a_link_that_narrows_and_recovers() -> None:
     assert set(_drive(peer, clock, link, seconds=30)) == {BITRATES[0]}
     link.capacity = 300_000
     narrow = _drive(peer, clock, link, seconds=30)
-    assert narrow[bitrate.RATE_WINDOW_S.__ceil__() + 1 :].count(250_000) >= 20, narrow
+    assert narrow[math.ceil(bitrate.RATE_WINDOW_S) + 1 :].count(250_000) >= 20, narrow
     link.capacity = 20_000_000
-    recovered = _drive(peer, clock, link, seconds=60)
-    back = recovered.index(BITRATES[0])  # one step at a time, each after a wait with room
-    assert 4 * bitrate.PROBE_AFTER_S <= back <= 40, recovered
+    recovered = _drive(peer, clock, link, seconds=90)
+    # one step at a time, each after a wait with room (longer at first: probes failed on the narrow
+    # link, and a probe that holds sets the wait back)
+    back = recovered.index(BITRATES[0])
+    assert 4 * bitrate.PROBE_AFTER_S <= back <= 60, recovered
     assert recovered[back:] == [BITRATES[0]] * len(recovered[back:])
 
 
 def test_content_that_needs_little_is_not_taken_for_a_slow_link() -> None:
-    """A still avatar sends far below its rate; the estimate then sits at 1.5 x that, which is
-    plenty for what is sent: no step down, and no climbing race either."""
+    """A still avatar sends far below its rate; the estimate then sits at 1.5 x that. When it starts
+    to move, what is sent jumps over the estimate, which climbs after it: a rising estimate is not
+    a full link, so the rate stays."""
     clock = Clock()
-    peer = PeerBitrate(clock)
-    rates = _drive(peer, clock, Link(capacity=20_000_000), seconds=60, content_bps=120_000)
-    assert set(rates) == {BITRATES[0]}
+    peer, link = PeerBitrate(clock), Link(capacity=20_000_000)
+    still = _drive(peer, clock, link, seconds=60, content_bps=120_000)
+    assert peer.estimate_bps is not None and peer.estimate_bps < 0.3 * BITRATES[0]
+    moving = _drive(peer, clock, link, seconds=30, content_bps=900_000)
+    assert set(still + moving) == {BITRATES[0]} and peer.steps_down == 0
 
 
 def test_resends_are_held_to_a_share_of_the_rate() -> None:
@@ -133,8 +141,8 @@ def test_resends_are_held_to_a_share_of_the_rate() -> None:
     assert sum(burst) == int(per_second * bitrate.RETRANSMIT_BURST_S) and not burst[-1]
     clock.now += 0.2
     assert sum(peer.may_resend() for _ in range(200)) == int(per_second * 0.2)
-    assert peer.summary()["resent"] == sum(burst) + int(per_second * 0.2)
-    assert peer.summary()["resends_refused"] == 400 - peer.summary()["resent"]
+    assert peer.summary()["resends_allowed"] == sum(burst) + int(per_second * 0.2)
+    assert peer.summary()["resends_refused"] == 400 - peer.summary()["resends_allowed"]
     clock.now += 10.0  # saved up for no longer than the burst
     assert sum(peer.may_resend() for _ in range(200)) == int(per_second * bitrate.RETRANSMIT_BURST_S)
     _drive(peer, clock, Link(capacity=100_000), seconds=5)  # a link that takes only the lowest rate
@@ -172,11 +180,11 @@ def test_the_track_hears_its_peers_remb_and_moves_the_view() -> None:
     track = AvatarTrack(
         view, PipelineStats(), lambda v, previous: CameraEncoder(), lambda v, b: moved.append((v, b))
     )
-    track.bitrate = PeerBitrate(clock)
+    track.link = PeerBitrate(clock)
     sender = FakeSender()
     track.attach(sender)
     for _ in range(4 * FPS):  # 4 s of pictures at 1 Mbit/s
-        track.bitrate.sent(int(BITRATES[0] / FPS / 8))
+        track.link.sent(int(BITRATES[0] / FPS / 8))
         clock.now += 1.0 / FPS
     pli = RtcpPsfbPacket(fmt=RTCP_PSFB_PLI, ssrc=99, media_ssrc=1234)
 
@@ -194,8 +202,8 @@ def test_the_track_hears_its_peers_remb_and_moves_the_view() -> None:
 
 def test_the_track_holds_its_senders_resends_to_the_budget() -> None:
     clock = Clock()
-    track = AvatarTrack(View(), PipelineStats(), lambda v, previous: CameraEncoder())
-    track.bitrate = PeerBitrate(clock)
+    track = AvatarTrack(View(), PipelineStats(), lambda v, previous: CameraEncoder(), lambda v, b: None)
+    track.link = PeerBitrate(clock)
     sender = FakeSender()
     track.attach(sender)
 
@@ -204,5 +212,5 @@ def test_the_track_holds_its_senders_resends_to_the_budget() -> None:
             await sender._retransmit(seq)
 
     run(main())
-    assert 0 < len(sender.resent) == track.peer_stats()["resent"] < 20
+    assert 0 < len(sender.resent) == track.peer_stats()["resends_allowed"] < 20
     assert sender.resent == list(range(len(sender.resent)))  # the first ones asked for went out

@@ -268,8 +268,8 @@ def test_the_answer_takes_the_offers_first_of_vp8_and_h264(server: ServerThread)
             assert await client.wait_frames(20, FRAMES_TIMEOUT_S) >= 20  # aiortc decoded them
         assert clients["video/H264"].received.size == (128, 128)
         stage = server.call(lambda: server.server.stages["main"].stage)
-        encoders = server.call(lambda: [e.codec for e in stage._encoders.values()])
-        assert sorted(encoders) == ["video/H264", "video/VP8"]
+        # (a stream per codec and bit rate in use: a peer's link could call for a lower one)
+        assert server.call(lambda: {s["codec"] for s in stage.streams()}) == {"video/H264", "video/VP8"}
         # the same avatar: both pictures show a body of about the same size
         a, b = (c.received.kept[-1].rgb for c in clients.values())
         assert silhouette(a).mean() > 0.05 and abs(silhouette(a).mean() - silhouette(b).mean()) < 0.05
@@ -377,7 +377,7 @@ class SlowLinkEstimate:
         self.bps = bps
         self._last = 0.0
 
-    def add(self, abs_send_time: int, arrival_time_ms: int, payload_size: int, ssrc: int):  # type: ignore[no-untyped-def]
+    def add(self, abs_send_time: int, arrival_time_ms: int, payload_size: int, ssrc: int) -> tuple[int, list[int]] | None:
         now = time.monotonic()
         if now - self._last < 1.0:
             return None
@@ -411,8 +411,11 @@ def test_a_viewer_on_a_slow_link_gets_a_smaller_stream_of_its_own(server: Server
             before = fast.received.count
             assert await fast.wait_frames(before + 10, 60) >= before + 10
             for client in (fast, slow):
+                client.stats = None
                 client.send_control({"type": "stats"})
-            await asyncio.sleep(1.0)
+            deadline = time.monotonic() + 30
+            while (fast.stats is None or slow.stats is None) and time.monotonic() < deadline:
+                await asyncio.sleep(0.05)
             assert slow.stats["peer"]["bitrate"] == 250_000 and slow.stats["peer"]["steps_down"] == 1
             assert slow.stats["peer"]["estimate_bps"] == 50_000
             assert fast.stats["peer"]["bitrate"] == BITRATES[0] and fast.stats["peer"]["steps_down"] == 0

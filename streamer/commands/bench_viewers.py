@@ -7,7 +7,7 @@ server started elsewhere (``streamer serve``, another process or machine), waits
 a picture, and measures for ``--seconds``: each viewer's frame rate, the stage's server-added
 latency, and the server process's CPU (from the ``cpu_seconds`` of its ``/stats``). At the end each
 viewer asks for its own figures on the data channel: the bit rate the server chose for its link
-(from the viewer's bandwidth estimates), its packets resent, and its steps down and up. Run behind a
+(from the viewer's bandwidth estimates), the resends it was allowed, and its steps down and up. Run behind a
 shaped link (``docs/slow-link.md``) this shows the rate adapting.
 """
 
@@ -20,10 +20,13 @@ import os
 import statistics
 import time
 import urllib.request
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import InputError, StreamError
 from .bench_stream import VIEWER_CODECS
+
+if TYPE_CHECKING:
+    from ..stream.client import StreamClient
 
 #: Most seconds to wait for every viewer's first picture.
 FIRST_PICTURE_TIMEOUT_S = 60.0
@@ -115,7 +118,7 @@ async def _measure(args: argparse.Namespace) -> dict[str, Any]:
         "latency_ms_p95": stage.get("latency_ms", {}).get("p95"),
         "bitrate_per_client": [p.get("bitrate") for p in peers],
         "estimate_bps_per_client": [p.get("estimate_bps") for p in peers],
-        "resent_per_client": [p.get("resent") for p in peers],
+        "resends_per_client": [p.get("resends_allowed") for p in peers],
         "steps_down_per_client": [p.get("steps_down") for p in peers],
         "steps_up_per_client": [p.get("steps_up") for p in peers],
         "server_cpu_cores": round(server_cpu / elapsed, 2),
@@ -124,7 +127,7 @@ async def _measure(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
-async def _peer_figures(clients: list[Any], timeout: float = 3.0) -> list[dict[str, Any]]:
+async def _peer_figures(clients: list[StreamClient], timeout: float = 10.0) -> list[dict[str, Any]]:
     """Each viewer's own figures from the server (a stats message on its data channel; {} when none
     came within ``timeout``)."""
     for client in clients:
@@ -156,7 +159,7 @@ def run_viewers(args: argparse.Namespace) -> int:
     print(
         f"  bit rates chosen (kbit/s): {', '.join(str(r // 1000) for r in rates) or '?'}; "
         f"steps down {sum(n or 0 for n in out['steps_down_per_client'])}, "
-        f"packets resent {sum(n or 0 for n in out['resent_per_client'])}"
+        f"resends {sum(n or 0 for n in out['resends_per_client'])}"
     )
     print(
         f"  server process CPU {out['server_cpu_cores']} cores; these viewers {out['viewers_cpu_cores']} cores "

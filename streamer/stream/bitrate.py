@@ -3,25 +3,30 @@
 A camera's stream is encoded once per bit rate its peers use (one of :data:`BITRATES`), so a
 viewer on a slow link gets a smaller stream without lowering anybody else's, at the price of one
 more encode for each rate in use. :class:`PeerBitrate` picks the rate of one peer from the
-*REMB* messages of its browser (RTCP "receiver estimated maximum bitrate": Chromium and aiortc
-send one about once a second, and at once when the estimate falls) and from what was sent to it:
+*REMB* messages of its receiver (RTCP "receiver estimated maximum bitrate": Chromium sends one
+about once a second and at once when its estimate falls, aiortc at most every half second) and
+from what was sent to it. The receivers' delay-based estimators (WebRTC's AIMD) lower their
+estimate only when packets queue up, to 0.85 times what arrives; otherwise it climbs about 8% a
+second, to at most 1.5 times what arrives. So:
 
-* **down** when the estimate falls below :data:`CONGESTED` times the rate the peer was sent over
-  the last :data:`RATE_WINDOW_S` (the receiver's delay-based estimator drops to 0.85 times what
-  arrives once packets queue up), straight to the highest rate at or below the estimate;
+* **down** when the estimate is not rising and is below :data:`CONGESTED` times the rate the peer
+  was sent over the last :data:`RATE_WINDOW_S`, straight to the highest rate at or below the
+  estimate. (A rising estimate below what is sent is one still catching up, as when a still
+  avatar starts to move: not a full link.)
 * **up** one step when the estimate stayed at or above the next rate up, and at or above
-  :data:`HEADROOM` times the rate sent (a healthy link's estimate climbs to 1.5 times what
-  arrives), for :data:`PROBE_AFTER_S`. A probe that
-  is pushed back down within :data:`FAILED_PROBE_S` doubles the wait before the next one (up to
-  :data:`MAX_PROBE_WAIT_S`), so a link at its limit is not flooded every few seconds; one that
-  holds sets it back.
+  :data:`HEADROOM` times the rate sent, for :data:`PROBE_AFTER_S`. A probe whose estimate falls
+  below the new rate is taken back at once; one pushed back down within :data:`FAILED_PROBE_S`
+  doubles the wait before the next (up to :data:`MAX_PROBE_WAIT_S`), so a link at its limit is not
+  flooded every few seconds; one that holds sets the wait back.
 
-A peer that sends no REMB keeps the top rate, as every peer did before rates were adapted.
+A peer that sends no REMB keeps the top rate, as every peer did before rates were adapted. A peer
+whose stream sends well under its rate (a still avatar) cannot show room for the next rate up (its
+estimate stops at 1.5 times what arrives); it climbs again once the picture needs its rate.
 
-Retransmissions (answers to the peer's RTCP NACKs) are held to :data:`RETRANSMIT_SHARE` of the
-peer's rate. aiortc resends every packet asked for, at once: on a full link each loss asks for
-more resends, which cause more losses, until resends fill the link (measured behind a 500 kbit/s
-link: about 190 resends a second beside 60 new packets, and the picture froze).
+Resends (answers to the peer's RTCP NACKs) are held to :data:`RETRANSMIT_SHARE` of the peer's
+rate. aiortc resends every packet asked for, at once: on a full link each loss asks for more
+resends, which cause more losses, until resends fill the link (measured behind a 500 kbit/s link:
+about 190 resends a second beside 60 new packets, and the picture froze).
 """
 
 from __future__ import annotations
@@ -35,8 +40,8 @@ from typing import Any
 #: apart: a healthy link's estimate tops out at 1.5x what it carries, so it can show room for the
 #: next rate up.
 BITRATES = (1_000_000, 700_000, 500_000, 350_000, 250_000)
-#: What was sent is measured over this many seconds (about one keyframe interval, so that each
-#: window holds about one keyframe).
+#: What was sent is measured over this many seconds (the camera encoder's KEYFRAME_INTERVAL_S, so
+#: that each window holds about one keyframe).
 RATE_WINDOW_S = 3.0
 #: An estimate below this share of the rate sent means the link is full.
 CONGESTED = 0.9
@@ -76,7 +81,7 @@ class PeerBitrate:
         self._probe_wait = PROBE_AFTER_S
         self._room_since: float | None = None  # when the estimate last rose above HEADROOM x sent
         self._sent: deque[tuple[float, int]] = deque()  # (when, bytes) since the last change
-        self.resent = self.resends_refused = 0
+        self.resends_allowed = self.resends_refused = 0
         self._resend_tokens = self._resend_capacity()
         self._resend_at = self._changed_at
 
@@ -103,35 +108,42 @@ class PeerBitrate:
     def estimate(self, bps: int) -> None:
         """The peer's receiver estimated it can take ``bps`` bits/s: step down or up if need be."""
         now = self._clock()
-        self.estimate_bps = int(bps)
-        sent = self.sent_bps()
-        if sent is None or sent <= 0:
-            return
+        previous, self.estimate_bps = self.estimate_bps, int(bps)
+        falling = previous is None or bps <= previous  # (estimators lower it only when packets queue)
         if self._last_step_up is not None and now - self._last_step_up >= FAILED_PROBE_S:
             self._probe_wait = PROBE_AFTER_S  # the last probe up held
-        if bps < CONGESTED * sent and self.level < len(BITRATES) - 1:
-            # the highest lower rate that fits the estimate (a stream sends about its rate, or less)
-            level = next(
-                (i for i in range(self.level + 1, len(BITRATES)) if BITRATES[i] <= bps),
-                len(BITRATES) - 1,
-            )
-            failed_probe = self._last_step_up is not None and now - self._last_step_up < FAILED_PROBE_S
-            self._probe_wait = min(2 * self._probe_wait, MAX_PROBE_WAIT_S) if failed_probe else PROBE_AFTER_S
-            self._last_step_up = None  # (a probe holds only while nothing pushes it down)
-            self.steps_down += 1
-            self._change(level, now)
+        sent = self.sent_bps()
+        if sent is None:  # just changed: too soon to know what this rate sends
+            probing = self._last_step_up is not None and self._last_step_up == self._changed_at
+            if probing and falling and bps < CONGESTED * self.bitrate:
+                self._step_down(bps, now)  # the probe overfills the link: back at once
+            return
+        if falling and bps < CONGESTED * sent and self.level < len(BITRATES) - 1:
+            self._step_down(bps, now)
         elif self.level > 0 and bps >= max(HEADROOM * sent, BITRATES[self.level - 1]):
             if self._room_since is None:
                 self._room_since = now
-            if now - max(self._room_since, self._changed_at) >= self._probe_wait:
+            if now - self._room_since >= self._probe_wait:
                 self._last_step_up = now
                 self.steps_up += 1
                 self._change(self.level - 1, now)
         else:
             self._room_since = None
 
+    def _step_down(self, bps: int, now: float) -> None:
+        """To the highest lower rate that fits ``bps`` (a stream sends about its rate, or less)."""
+        level = next(
+            (i for i in range(self.level + 1, len(BITRATES)) if BITRATES[i] <= bps), len(BITRATES) - 1
+        )
+        failed_probe = self._last_step_up is not None and now - self._last_step_up < FAILED_PROBE_S
+        self._probe_wait = min(2 * self._probe_wait, MAX_PROBE_WAIT_S) if failed_probe else PROBE_AFTER_S
+        self._last_step_up = None  # (a probe holds only while nothing pushes it down)
+        self.steps_down += 1
+        self._change(level, now)
+
     def may_resend(self) -> bool:
-        """Whether a packet the peer asked for again (RTCP NACK) may be resent now (and count it)."""
+        """Whether a packet the peer asked for again (RTCP NACK) may be resent now, counted either way
+        (aiortc then skips packets it no longer holds)."""
         now = self._clock()
         capacity = self._resend_capacity()
         per_second = capacity / RETRANSMIT_BURST_S
@@ -141,7 +153,7 @@ class PeerBitrate:
             self.resends_refused += 1
             return False
         self._resend_tokens -= 1.0
-        self.resent += 1
+        self.resends_allowed += 1
         return True
 
     def _resend_capacity(self) -> float:
@@ -161,6 +173,6 @@ class PeerBitrate:
             "sent_bps": None if sent is None else round(sent),
             "steps_down": self.steps_down,
             "steps_up": self.steps_up,
-            "resent": self.resent,
+            "resends_allowed": self.resends_allowed,
             "resends_refused": self.resends_refused,
         }

@@ -1,4 +1,4 @@
-"""One encode per camera and codec, shared by every peer watching through that camera.
+"""One encode per camera, codec and bit rate, shared by every peer on that stream.
 
 A performer and the viewers on the stage camera see the same pictures. Encoding them once per
 peer cost one encode per peer and picture (5-8 ms each at 512x512 on this CPU), on the cores that
@@ -85,7 +85,8 @@ class EncodedPicture:
 
 
 class CameraEncoder:
-    """The stream of one camera in one codec: each picture encoded once, in the order peers ask for them.
+    """The stream of one camera in one codec at one bit rate: each picture encoded once, in the order
+    peers ask for them.
 
     Thread-safe: tracks call :meth:`take` from executor threads.
 

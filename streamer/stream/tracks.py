@@ -1,8 +1,8 @@
 """aiortc media tracks: the avatar video sent to each peer, and draining a peer's webcam track.
 
 :class:`AvatarTrack` is what aiortc's ``RTCRtpSender`` pulls from. It hands over pictures already
-encoded by its camera's :class:`~streamer.stream.camera_encoder.CameraEncoder` (one encode per
-camera, shared by its peers); the sender loop is ``recv() -> packetize -> send RTP packets ->
+encoded by the :class:`~streamer.stream.camera_encoder.CameraEncoder` of its stream (one encode
+per camera, codec and bit rate, shared by the peers on it); the sender loop is ``recv() -> packetize -> send RTP packets ->
 recv() ...``, so the next call marks the previous picture as *sent*: server-added latency is
 measured up to that moment. The track also reads its peer's bandwidth estimates (RTCP REMB) and
 moves the peer to the stream of its camera at the bit rate its link carries
@@ -45,13 +45,13 @@ class AvatarTrack(MediaStreamTrack):
         encoder_for: the stage's :meth:`~streamer.stream.stage.Stage.encoder_for` (the encoder of
             the view's stream, given the one the track used before).
         set_bitrate: the stage's :meth:`~streamer.stream.stage.Stage.set_bitrate` (called when the
-            peer's link calls for another rate); None keeps the view's rate.
+            peer's link calls for another rate).
 
     Attributes:
         sender: the ``RTCRtpSender`` sending this track (set by :meth:`attach`; used to notice the
             peer's keyframe requests and bandwidth estimates).
         fps, latency, send: this peer's own rate, latency and time to packetize and send a picture.
-        bitrate: this peer's rate, adapted to its estimates.
+        link: this peer's bit rate (adapted to its estimates) and resend budget.
     """
 
     kind = "video"
@@ -61,7 +61,7 @@ class AvatarTrack(MediaStreamTrack):
         view: View,
         stats: PipelineStats,
         encoder_for: Callable[[View, CameraEncoder | None], CameraEncoder],
-        set_bitrate: Callable[[View, int], None] | None = None,
+        set_bitrate: Callable[[View, int], None],
     ) -> None:
         super().__init__()
         self.view, self.stats, self._encoder_for = view, stats, encoder_for
@@ -70,7 +70,7 @@ class AvatarTrack(MediaStreamTrack):
         self.fps = Rate()
         self.latency = Rolling()
         self.send = Rolling()
-        self.bitrate = PeerBitrate()
+        self.link = PeerBitrate()
         self._created = time.monotonic()
         self._last_seq = 0
         self._skipped = 0
@@ -97,7 +97,7 @@ class AvatarTrack(MediaStreamTrack):
             await handle(packet)
 
         async def budgeted_resend(seq: int) -> None:
-            if self.bitrate.may_resend():
+            if self.link.may_resend():
                 await resend(seq)
 
         sender._handle_rtcp_packet = handle_rtcp
@@ -110,13 +110,15 @@ class AvatarTrack(MediaStreamTrack):
             return
         if self.sender is None or self.sender._ssrc not in ssrcs:
             return
-        self.bitrate.estimate(bps)
-        if self.bitrate.bitrate != self.view.bitrate and self._set_bitrate is not None:
+        self.link.estimate(bps)
+        if self.link.bitrate != self.view.bitrate:
             logger.info(
-                "view %d: %d kbit/s (the peer estimates %d kbit/s)",
-                self.view.id, self.bitrate.bitrate // 1000, bps // 1000,
+                "view %d: %d kbit/s (its peer estimates %d)",
+                self.view.id,
+                self.link.bitrate // 1000,
+                bps // 1000,
             )
-            self._set_bitrate(self.view, self.bitrate.bitrate)
+            self._set_bitrate(self.view, self.link.bitrate)
 
     def _sent(self, now: float) -> None:
         """The previous picture went out: record the send time and, for a new live pose, the latency."""
@@ -169,7 +171,7 @@ class AvatarTrack(MediaStreamTrack):
             self._queue.extend(await loop.run_in_executor(None, encoder.take, frame, self._cursor))
         picture = self._queue.popleft()
         self._cursor = picture.index
-        self.bitrate.sent(len(picture.data))
+        self.link.sent(len(picture.data))
         self._pending = (picture.frame, time.monotonic())
         return picture.packet()
 
@@ -178,7 +180,7 @@ class AvatarTrack(MediaStreamTrack):
             "fps": self.fps.per_second(),
             "latency_ms": self.latency.summary(),
             "send_ms": self.send.summary(),
-            **self.bitrate.summary(),
+            **self.link.summary(),
         }
 
 
