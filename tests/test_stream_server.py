@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import http.client
+import itertools
 import json
 import os
 import signal
@@ -423,6 +424,37 @@ def test_a_viewer_on_a_slow_link_gets_a_smaller_stream_of_its_own(server: Server
         finally:
             for client in (fast, slow):
                 await client.close()
+
+    run(main())
+
+
+def test_a_lossy_viewers_resend_requests_go_through_its_budget(server: ServerThread) -> None:
+    """A viewer that loses every third packet asks for them again (RTCP NACK, from aiortc's own
+    receiver); the server's sender resends them through the peer's budget, and the video goes on."""
+
+    async def main() -> None:
+        client = StreamClient(server.url, "viewer", stage="lossy")
+        try:
+            await client.connect(timeout=120)
+            (receiver,) = client.pc.getReceivers()
+            handle, arrived = receiver._handle_rtp_packet, itertools.count()
+
+            async def lose_every_third(packet, arrival_time_ms: int) -> None:  # type: ignore[no-untyped-def]
+                if next(arrived) % 3 != 2:
+                    await handle(packet, arrival_time_ms=arrival_time_ms)
+
+            receiver._handle_rtp_packet = lose_every_third
+            before = client.received.count
+            assert await client.wait_frames(before + 20, 60) >= before + 20  # recovered, and on it goes
+            entry = server.call(lambda: server.server.stages["lossy"])
+            (session,) = server.call(lambda: list(entry.sessions))
+            link = session.track.link
+            deadline = time.monotonic() + 30
+            while link.resends_allowed == 0 and time.monotonic() < deadline:
+                await asyncio.sleep(0.1)
+            assert link.resends_allowed > 0
+        finally:
+            await client.close()
 
     run(main())
 
