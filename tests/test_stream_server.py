@@ -21,11 +21,11 @@ import numpy as np
 import pytest
 from stream_utils import REPO, http_get, run, silhouette, silhouette_change, ws_exchange
 
-from streamer.errors import StreamError
+from streamer.errors import InputError, StreamError
 from streamer.stream.background import ServerThread
 from streamer.stream.bitrate import BITRATES
 from streamer.stream.client import ReceivedFrames, StreamClient
-from streamer.stream.server import ServerConfig
+from streamer.stream.server import AvatarServer, ServerConfig
 
 FRAMES_TIMEOUT_S = 120.0  # generous: CI machines are slow and shared
 
@@ -737,6 +737,8 @@ def test_serve_command_refuses_bad_options() -> None:
         (["--size", "31"], "--size must be an even number"),
         (["--models", "yoga"], "unknown MediaPipe model"),
         (["--render-threads", "-1"], "--render-threads must be in [0, 256]"),
+        (["--background", "0,1"], "--background: background must be 3 numbers in [0, 1]"),
+        (["--background", "green"], "--background: background must be 3 numbers in [0, 1]"),
     ):
         proc = subprocess.run(
             [sys.executable, "-m", "streamer.cli", "serve", "--port", "0", *args],
@@ -780,3 +782,22 @@ def test_render_threads_reach_the_stage_renderer(body, demo_avatar) -> None:
                 assert renderer.num_threads == threads and renderer.max_threads() == threads
             else:
                 assert renderer is get_renderer("cpu") and renderer.max_threads() == default_threads()
+
+
+def test_the_background_colour_reaches_the_viewers_video(body, demo_avatar) -> None:
+    """``--background R,G,B`` (a chroma-key green here) is what a viewer's decoded video shows
+    around the avatar; a colour outside [0, 1] is refused in words."""
+    green = (0.0, 0.69, 0.25)
+    config = ServerConfig(host="127.0.0.1", port=0, size=64, fps=15.0, backend="cpu", motion="demo", background=green)
+    with ServerThread(config, avatar=demo_avatar, body=body) as st:
+
+        async def main() -> np.ndarray:
+            client = await _watch(st.url, frames=3)
+            await client.close()
+            return client.received.kept[-1].rgb
+
+        rgb = run(main()).astype(float)
+    corner = rgb[:2, :2].reshape(-1, 3).mean(axis=0)  # (the avatar stands in the middle)
+    assert np.abs(corner - 255 * np.array(green)).max() < 12, corner
+    with pytest.raises(InputError, match="--background"):
+        AvatarServer(ServerConfig(port=0, background=(0.0, 2.0, 0.0)), avatar=demo_avatar, body=body)

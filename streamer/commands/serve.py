@@ -46,6 +46,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--fps", type=float, default=30.0, help="avatar video frame rate (default: %(default)s)")
     p.add_argument(
+        "--background",
+        default="1,1,1",
+        metavar="R,G,B",
+        help="avatar video background, RGB in [0,1] (default: %(default)s, white; 0,0.69,0.25 is a chroma-key "
+        "green for capturing the viewer page into a video call)",
+    )
+    p.add_argument(
         "--backend", default="auto", choices=["auto", "cpu", "cuda"], help="renderer (default: %(default)s)"
     )
     p.add_argument(
@@ -74,6 +81,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..render.base import check_background
     from ..stream import ServerConfig, run_server
     from ..tracking.mediapipe_runner import parse_models
 
@@ -82,6 +90,10 @@ def run(args: argparse.Namespace) -> int:
     if bool(args.cert) != bool(args.key):
         raise InputError("--cert and --key go together")
     parse_models(args.models)
+    try:
+        background = check_background(args.background.split(","))
+    except InputError as exc:
+        raise InputError(f"--background: {exc}") from None
     config = ServerConfig(
         host=args.host,
         port=args.port,
@@ -90,6 +102,7 @@ def run(args: argparse.Namespace) -> int:
         ice_servers=list(args.ice_server),
         size=args.size,
         fps=args.fps,
+        background=background,
         backend=args.backend,
         mirror=not args.no_mirror,
         models=args.models,

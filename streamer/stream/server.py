@@ -26,6 +26,7 @@ from aiortc import RTCIceServer
 from websockets.asyncio.server import Server, ServerConnection, serve
 
 from ..errors import InputError, SignallingError, StreamError
+from ..render.base import check_background
 from .http import WS_PATH, HttpRoutes, default_web_root
 from .ice import parse_ice_server
 from .painter import AvatarPainter
@@ -66,6 +67,8 @@ class ServerConfig:
         size: avatar video width and height, pixels.
         fps: avatar video frame rate.
         backend: renderer, ``auto``, ``cpu`` or ``cuda``.
+        background: the avatar video's background, RGB in [0, 1] (a flat green for a chroma key when
+            the video is captured into a video call).
         mirror: selfie view for webcam stages (the performer's right hand moves the avatar's left).
         models: MediaPipe models for tracking.
         smplx_dir: real SMPL-X files; None for the built-in body model.
@@ -88,6 +91,7 @@ class ServerConfig:
     size: int = 512
     fps: float = 30.0
     backend: str = "auto"
+    background: tuple[float, float, float] = (1.0, 1.0, 1.0)
     mirror: bool = True
     models: str = "holistic"
     smplx_dir: str | None = None
@@ -144,6 +148,10 @@ class AvatarServer:
             raise InputError(f"--render-threads must be in [0, 256], got {config.render_threads}")
         for url in config.ice_servers:
             parse_ice_server(url)
+        try:
+            check_background(config.background)
+        except InputError as exc:
+            raise InputError(f"--background: {exc}") from None
         self.config = config
         self.web_root = Path(config.web_root) if config.web_root else default_web_root()
         if not (self.web_root / "index.html").is_file():
@@ -282,6 +290,7 @@ class AvatarServer:
             renderer,
             self.config.size,
             source.framing_poses(),
+            background=check_background(self.config.background),
             pin_root=source.kind == "webcam",
         )
         return Stage(name, painter, source, stats, self.config.fps, loop)
