@@ -200,6 +200,25 @@ def test_viewer_page_plays_and_orbits(browser: Any, server: ServerThread) -> Non
         page.close()
 
 
+def test_bare_viewer_page_is_the_video_alone_and_starts_by_itself(browser: Any, server: ServerThread) -> None:
+    """``/view?bare=1`` is for capture into a video call: no header, buttons, notes or figures, the
+    video filling the window; it connects without ?autostart (its buttons are hidden); a problem
+    still shows its words."""
+    page = browser.new_page()
+    page.set_viewport_size({"width": 800, "height": 600})
+    try:
+        page.goto(server.url + "view?bare=1&stage=bare&codec=av1")
+        _wait_playing(page)
+        assert not page.is_visible("header") and not page.is_visible("footer") and not page.is_visible("#overlay")
+        assert not page.is_visible("#orbit-help")
+        box = page.locator("#avatar").bounding_box()
+        assert box == {"x": 0, "y": 0, "width": 800, "height": 600}, box
+        assert page.evaluate("() => document.documentElement.scrollHeight") <= 600  # nothing below it
+        assert page.is_visible("#message") and "av1" in page.inner_text("#message")
+    finally:
+        page.close()
+
+
 def test_vr_page_without_a_headset_plays_flat_and_head_poses_orbit(browser: Any, server: ServerThread) -> None:
     """Headless Chromium has no VR headset: the VR page says so in words, plays the avatar flat,
     and the head-pose path (head position -> orbit message -> server camera) still works."""

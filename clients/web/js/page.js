@@ -1,5 +1,5 @@
 // What the performer and viewer pages share: buttons, connection state, messages in words,
-// the avatar video with its overlay, ?stage=, ?codec= and ?autostart=1.
+// the avatar video with its overlay, ?stage=, ?codec=, ?autostart=1 and (viewer page) ?bare=1.
 
 import { AvatarConnection, canPreferCodec } from "./connection.js";
 import { StatsOverlay } from "./overlay.js";
@@ -24,6 +24,7 @@ export function pageOptions() {
     codec: knownCodec ? codec : null,
     refusedCodec: codec && !knownCodec ? params.get("codec") : null,
     autostart: params.get("autostart") === "1",
+    bare: params.get("bare") === "1",
   };
 }
 
@@ -45,7 +46,13 @@ function connectedWords(role, stats) {
  * @returns {AvatarConnection}
  */
 export function setupPage({ role, getStream, onStop = () => {} }) {
-  const { stage, refused, codec, refusedCodec, autostart } = pageOptions();
+  const options = pageOptions();
+  const { stage, refused, codec, refusedCodec, bare } = options;
+  // ?bare=1 (viewer page): the video alone, for capture into a video call; it starts by itself,
+  // since its buttons are hidden.
+  const viewerBare = bare && role === "viewer";
+  if (viewerBare) document.body.classList.add("bare");
+  const autostart = options.autostart || viewerBare;
   const $ = (id) => document.getElementById(id);
   const avatar = $("avatar");
   const stateEl = $("state");
