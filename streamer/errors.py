@@ -85,8 +85,9 @@ class SignallingError(StreamError):
     """A signalling message the server refuses; ``code`` names the reason for the client.
 
     Codes: ``bad_json``, ``bad_message``, ``unknown_type``, ``bad_sdp``, ``too_large``, ``bad_state``,
-    ``busy``, ``timeout`` (no offer, or no media connection, in time), ``internal`` (and ``replaced``,
-    sent when another performer takes the stage).
+    ``busy``, ``timeout`` (no offer, or no media connection, in time), ``forbidden`` (a performer
+    without the server's performer key), ``internal`` (and ``replaced``, sent when another performer
+    takes the stage).
     """
 
     def __init__(self, code: str, message: str) -> None:

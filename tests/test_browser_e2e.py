@@ -362,6 +362,26 @@ def test_a_replaced_performer_releases_the_webcam(browser: Any, server: ServerTh
         second.close()
 
 
+def test_a_performer_page_without_the_servers_key_is_told_and_stops(browser: Any, body, demo_avatar) -> None:
+    """With ``--performer-key`` the performer page needs ``?key=``: without it the page says so in
+    words and stops (no reconnecting, no camera asked for); with it, it performs."""
+    config = ServerConfig(host="127.0.0.1", port=0, size=128, fps=20.0, backend="cpu", performer_key="k-1")
+    with ServerThread(config, avatar=demo_avatar, body=body) as st:
+        page = browser.new_page()
+        try:
+            page.goto(st.url + "?autostart=1&key=wrong")
+            status = _wait_until(page, lambda s: s["state"] == "idle" and s["problems"], "the page was not stopped")
+            assert [p["code"] for p in status["problems"]] == ["forbidden"], status
+            assert "performer key" in status["message"] and "performer key" in status["stateText"], status
+            assert page.evaluate("() => document.getElementById('preview').srcObject") is None
+            time.sleep(2.5)  # a retry would have come by now
+            assert page.evaluate("() => window.avatarClient.connects") == 1
+            page.goto(st.url + "?autostart=1&key=k-1")
+            _wait_playing(page)
+        finally:
+            page.close()
+
+
 def test_a_refused_stage_name_is_said_in_words(browser: Any, server: ServerThread) -> None:
     page = browser.new_page()
     try:

@@ -29,6 +29,9 @@ def test_parse_valid_messages() -> None:
     assert protocol.parse_client_message(b'{"type": "join", "role": "performer", "stage": "a-1"}') == Join(
         "performer", "a-1"
     )
+    assert protocol.parse_client_message('{"type": "join", "role": "performer", "key": "k 1"}') == Join(
+        "performer", "main", "k 1"
+    )
     assert protocol.parse_client_message('{"type": "offer", "sdp": "v=0\\r\\n"}') == Offer("v=0\r\n")
     assert protocol.parse_client_message('{"type": "ping"}') == Ping()
     assert protocol.parse_client_message('{"type": "bye"}') == Bye()
@@ -60,6 +63,12 @@ def test_parse_valid_messages() -> None:
             "stage names are 1-64",
         ),
         ('{"type": "join", "role": 3}', "bad_message", "field 'role' must be a string"),
+        ('{"type": "join", "role": "performer", "key": 7}', "bad_message", "field 'key' must be a string"),
+        (
+            '{"type": "join", "role": "performer", "key": "' + "k" * 257 + '"}',
+            "bad_message",
+            "the key is longer than 256 characters",
+        ),
         ('{"type": "offer"}', "bad_message", "field 'sdp' must be a string"),
         ('{"type": "offer", "sdp": "hello"}', "bad_sdp", "the SDP must start with 'v=0'"),
         ("[" * 100000 + "]" * 100000, "too_large", "larger than the limit of 65536 bytes"),

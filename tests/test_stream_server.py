@@ -524,6 +524,34 @@ def test_new_performer_replaces_the_old_one(server: ServerThread) -> None:
     _assert_freed(server)
 
 
+def test_with_a_performer_key_only_its_holders_perform(body, demo_avatar) -> None:
+    """``--performer-key``: a performer without the key, or with a wrong one, is refused in words
+    (``forbidden``) and does not take the stage from the one who has it; viewers need no key."""
+    config = ServerConfig(
+        host="127.0.0.1", port=0, size=64, fps=15.0, backend="cpu", motion="demo", performer_key="s3cret key"
+    )
+    with ServerThread(config, avatar=demo_avatar, body=body) as st:
+
+        async def main() -> None:
+            holder = StreamClient(st.url, "performer", key="s3cret key")
+            await holder.connect(timeout=FRAMES_TIMEOUT_S)
+            assert await holder.wait_frames(3, FRAMES_TIMEOUT_S) >= 3
+            for key in (None, "s3cret", "s3cret key!"):
+                intruder = StreamClient(st.url, "performer", key=key)
+                with pytest.raises(StreamError, match="forbidden: .*performer key"):
+                    await intruder.connect(timeout=FRAMES_TIMEOUT_S)
+                await intruder.close()
+            viewer = await _watch(st.url, frames=3)
+            before = holder.received.count
+            assert await holder.wait_frames(before + 5, FRAMES_TIMEOUT_S) >= before + 5  # still its stage
+            assert holder.errors == [] and _sessions(st) == 2
+            await viewer.close()
+            await holder.close()
+
+        run(main())
+        _assert_freed(st)
+
+
 def test_a_control_message_that_fails_gets_an_error_and_the_video_goes_on(
     server: ServerThread, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -703,7 +731,12 @@ def test_limits_answer_busy(body, demo_avatar) -> None:
 
 
 def test_serve_command_prints_the_url_and_serves(tmp_path) -> None:
-    env = {**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    """... with the performer key (here from the environment) in the performer URL, quoted."""
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""),
+        "STREAMER_PERFORMER_KEY": "a b/c",
+    }
     proc = subprocess.Popen(
         [sys.executable, "-m", "streamer.cli", "serve", "--port", "0", "--backend", "cpu", "--size", "64"],
         stdout=subprocess.PIPE,
@@ -718,7 +751,8 @@ def test_serve_command_prints_the_url_and_serves(tmp_path) -> None:
         while "open http" not in line and time.monotonic() < deadline and proc.poll() is None:
             line = proc.stdout.readline()
         assert "open http://127.0.0.1:" in line, line
-        url = line.split("open ", 1)[1].split(" ", 1)[0]
+        url, key = line.split("open ", 1)[1].split(" ", 1)[0].split("?key=")
+        assert key == "a%20b%2Fc", line
         status, _, body = http_get(url)
         assert status == 200 and b'id="avatar"' in body
         assert json.loads(http_get(url + "stats")[2])["stages"] == {}
@@ -739,6 +773,7 @@ def test_serve_command_refuses_bad_options() -> None:
         (["--render-threads", "-1"], "--render-threads must be in [0, 256]"),
         (["--background", "0,1"], "--background: background must be 3 numbers in [0, 1]"),
         (["--background", "green"], "--background: background must be 3 numbers in [0, 1]"),
+        (["--performer-key", "k" * 257], "--performer-key must be 1-256 characters"),
     ):
         proc = subprocess.run(
             [sys.executable, "-m", "streamer.cli", "serve", "--port", "0", *args],

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 
 from ..errors import InputError
 
@@ -74,6 +75,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--web-root", metavar="DIR", help="the web client's folder (default: clients/web of this source tree)"
     )
+    p.add_argument(
+        "--performer-key",
+        metavar="KEY",
+        default=os.environ.get("STREAMER_PERFORMER_KEY"),
+        help="only pages opened with ?key=KEY may perform (viewers need none); the printed performer URL "
+        "carries it (default: $STREAMER_PERFORMER_KEY, else anybody may perform)",
+    )
     p.add_argument("--cert", metavar="CERT.pem", help="serve HTTPS (needed for webcams on other machines)")
     p.add_argument("--key", metavar="KEY.pem", help="private key for --cert")
     p.add_argument("--verbose", "-v", action="store_true", help="log sessions and stages")
@@ -111,6 +119,7 @@ def run(args: argparse.Namespace) -> int:
         web_root=args.web_root,
         certfile=args.cert,
         keyfile=args.key,
+        performer_key=args.performer_key or None,
     )
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING, format="%(asctime)s %(name)s: %(message)s"

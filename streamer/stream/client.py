@@ -253,6 +253,7 @@ class StreamClient:
         received: where the avatar frames go (default: count only).
         codecs: the video codecs to offer, in order (MIME types, e.g. ``("video/H264",)``; None:
             aiortc's, or the source's ``codec_mime_type``). One list serves both directions.
+        key: the server's performer key (``streamer serve --performer-key``), sent on joining.
     """
 
     def __init__(
@@ -263,9 +264,11 @@ class StreamClient:
         source: MediaStreamTrack | None = None,
         received: ReceivedFrames | None = None,
         codecs: tuple[str, ...] | None = None,
+        key: str | None = None,
     ) -> None:
         self.url, self.role, self.stage, self.source = ws_url(url), role, stage, source
         self.codecs = _known_codecs(codecs) if codecs is not None else _source_codecs(source)
+        self.key = key
         self.received = received or ReceivedFrames()
         if isinstance(source, VideoFileTrack) and self.received.clock is None:
             self.received.clock = source
@@ -302,7 +305,10 @@ class StreamClient:
             TimeoutError: no answer within ``timeout`` seconds.
         """
         self.ws = await connect(self.url, max_size=2**22)
-        await self.ws.send(json.dumps({"type": "join", "role": self.role, "stage": self.stage}))
+        join = {"type": "join", "role": self.role, "stage": self.stage}
+        if self.key is not None:
+            join["key"] = self.key
+        await self.ws.send(json.dumps(join))
         self.joined = await self._expect("joined", timeout)
         pc = self.pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
 

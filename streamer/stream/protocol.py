@@ -4,12 +4,15 @@ Signalling runs over one websocket per session, JSON text messages, one object e
 
     client -> server                              server -> client
     {"type": "join", "role": "performer"|"viewer", {"type": "joined", "session": id, "stage": name,
-     "stage": name}                                 "role": ..., "source": "webcam"|"motion",
+     "stage": name, "key": k}                       "role": ..., "source": "webcam"|"motion",
                                                     "ice_servers": [url, ...], "size": px, "fps": f}
     {"type": "offer", "sdp": "v=0..."}            {"type": "answer", "sdp": "v=0..."}
     {"type": "ping"}                              {"type": "pong"}
     {"type": "bye"}                               (the server closes the session)
                                                   {"type": "error", "code": ..., "message": ...}
+
+``key`` (optional) is the server's performer key (``streamer serve --performer-key``): without it a
+server that has one refuses performers (``forbidden``); viewers need none.
 
 The order is ``join`` then one ``offer``, within 2 minutes of connecting, and the media connection
 must be up within 30 s of the answer (else ``timeout``); aiortc does not trickle ICE, so the offer and the answer carry all candidates. Any refused message is answered
@@ -36,6 +39,8 @@ from ..errors import SignallingError
 
 #: Largest signalling message accepted, bytes (a browser's offer is 3-10 KB).
 MAX_MESSAGE_BYTES = 64 * 1024
+#: Longest performer key accepted, characters.
+MAX_KEY_CHARS = 256
 #: Largest data-channel message accepted, bytes.
 MAX_CONTROL_BYTES = 4 * 1024
 #: Stage names: what may follow ``?stage=`` in a page URL.
@@ -55,6 +60,7 @@ class Join:
 
     role: Role
     stage: str
+    key: str | None = None
 
 
 @dataclass(frozen=True)
@@ -161,7 +167,10 @@ def parse_client_message(data: str | bytes) -> ClientMessage:
             raise SignallingError(
                 "bad_message", f"'join' message: stage names are 1-64 of A-Z a-z 0-9 _ -, got {stage!r}"
             )
-        return Join(role=role, stage=stage)  # type: ignore[arg-type]
+        key = _string(obj, "key") if obj.get("key") is not None else None
+        if key is not None and len(key) > MAX_KEY_CHARS:
+            raise SignallingError("bad_message", f"'join' message: the key is longer than {MAX_KEY_CHARS} characters")
+        return Join(role=role, stage=stage, key=key)  # type: ignore[arg-type]
     if kind == "offer":
         sdp = _string(obj, "sdp")
         if not sdp.startswith("v=0"):

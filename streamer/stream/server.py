@@ -17,6 +17,7 @@ import asyncio
 import logging
 import ssl
 import time
+import urllib.parse
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -31,7 +32,7 @@ from .http import WS_PATH, HttpRoutes, default_web_root
 from .ice import parse_ice_server
 from .painter import AvatarPainter
 from .pose_source import MotionPoseSource, PoseSource, TrackingPoseSource
-from .protocol import MAX_MESSAGE_BYTES, error_message
+from .protocol import MAX_KEY_CHARS, MAX_MESSAGE_BYTES, error_message
 from .session import Session
 from .stage import Stage
 from .stats import PipelineStats
@@ -81,6 +82,8 @@ class ServerConfig:
             (2 cores, ``bench stream``: p50 latency 139-145 ms with 2 threads against 115-120 with 1).
         max_stages, max_sessions: beyond these, new stages / sessions are refused (``busy``): each
             webcam stage runs its own tracking worker.
+        performer_key: when set, only a client that sends it may perform (the performer page takes
+            it from ``?key=``); viewers need none. None: anybody may perform.
     """
 
     host: str = "127.0.0.1"
@@ -102,6 +105,7 @@ class ServerConfig:
     render_threads: int = 1
     max_stages: int = 8
     max_sessions: int = 64
+    performer_key: str | None = None
 
 
 @dataclass(eq=False)
@@ -148,6 +152,8 @@ class AvatarServer:
             raise InputError(f"--render-threads must be in [0, 256], got {config.render_threads}")
         for url in config.ice_servers:
             parse_ice_server(url)
+        if config.performer_key is not None and not 1 <= len(config.performer_key) <= MAX_KEY_CHARS:
+            raise InputError(f"--performer-key must be 1-{MAX_KEY_CHARS} characters")
         try:
             check_background(config.background)
         except InputError as exc:
@@ -360,8 +366,11 @@ async def run_server(config: ServerConfig, ready: asyncio.Event | None = None) -
     """Serve until cancelled (Ctrl+C); prints the URLs to open."""
     server = AvatarServer(config)
     await server.start()
+    performer = server.url
+    if config.performer_key is not None:
+        performer += "?key=" + urllib.parse.quote(config.performer_key, safe="")
     print(
-        f"streamer serve: open {server.url} (performer), {server.url}view (viewer) or {server.url}xr (VR viewer)",
+        f"streamer serve: open {performer} (performer), {server.url}view (viewer) or {server.url}xr (VR viewer)",
         flush=True,
     )
     if ready is not None:

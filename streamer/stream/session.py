@@ -8,6 +8,7 @@ answered with an ``error`` message and the session ends; the server keeps servin
 from __future__ import annotations
 
 import asyncio
+import hmac
 import itertools
 import json
 import logging
@@ -101,6 +102,13 @@ class Session:
     async def _join(self, msg: Join) -> None:
         if self.entry is not None:
             raise SignallingError("bad_state", "already joined a stage; one 'join' per session")
+        key = self.server.config.performer_key
+        if msg.role == "performer" and key is not None and not _same_key(msg.key, key):
+            raise SignallingError(
+                "forbidden",
+                "this server lets only holders of its performer key perform: open the performer URL that "
+                "'streamer serve' printed (it ends in ?key=...); viewers need no key",
+            )
         self.role = msg.role
         entry = await self.server.join(self, msg.stage, msg.role)
         if self._freed:  # replaced or closed while joining: close() could not leave the stage for us
@@ -331,3 +339,8 @@ def _answer_codec(answer: str, mid: str | None) -> str:
                 raise SignallingError("internal", f"the answer chose {first}, which this server does not encode")
             return first
     raise SignallingError("internal", "the answer has no video section")
+
+
+def _same_key(given: str | None, key: str) -> bool:
+    """Compare a performer key in constant time (no timing hint of how much of it was right)."""
+    return given is not None and hmac.compare_digest(given.encode(), key.encode())

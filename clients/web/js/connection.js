@@ -17,13 +17,14 @@ const NO_MEDIA_TIMEOUT_MS = 20000;
 const ERROR_WORDS = {
   replaced: "Another performer took over this stage.",
   busy: "The server is full; try again later.",
+  forbidden: "This server lets only holders of its performer key perform: open the performer link that “streamer serve” printed (it ends in ?key=…). Viewer pages need no key.",
   bad_sdp: "The server could not use this browser's video offer.",
   too_large: "A message to the server was too large.",
   timeout: "Starting the video took too long (was the camera prompt left open?); trying again.",
   internal: "The server had a problem.",
 };
 /** Codes whose words say it all: the server's own message would only repeat them. */
-const SELF_EXPLAINED = new Set(["replaced", "timeout"]);
+const SELF_EXPLAINED = new Set(["replaced", "timeout", "forbidden"]);
 
 /** The browser's video codecs it can receive (RTCRtpCodec[]), or null if it does not say. */
 function receiveCodecs() {
@@ -78,12 +79,14 @@ export class AvatarConnection extends EventTarget {
    * @param {string} [options.url] websocket URL (default: this page's server).
    * @param {"vp8"|"h264"|null} [options.codec] the avatar video's codec, offered first (null: the
    *   browser's order; the server answers with the first of VP8 and H.264 that the offer lists).
+   * @param {string|null} [options.key] the server's performer key (streamer serve --performer-key).
    */
-  constructor({ role, stage, getStream = async () => null, url = wsUrl(window.location), codec = null }) {
+  constructor({ role, stage, getStream = async () => null, url = wsUrl(window.location), codec = null, key = null }) {
     super();
     this.role = role;
     this.stage = stage;
     this.codec = codec;
+    this.key = key;
     this.getStream = getStream;
     this.url = url;
     this.ws = null;
@@ -204,7 +207,9 @@ export class AvatarConnection extends EventTarget {
     ws.onopen = () => {
       if (!current()) return;
       opened = true;
-      ws.send(JSON.stringify({ type: "join", role: this.role, stage: this.stage }));
+      const join = { type: "join", role: this.role, stage: this.stage };
+      if (this.key) join.key = this.key;
+      ws.send(JSON.stringify(join));
     };
     ws.onmessage = async (event) => {
       if (!current()) return;
@@ -239,6 +244,7 @@ export class AvatarConnection extends EventTarget {
     const words = ERROR_WORDS[msg.code] || "The server refused the connection.";
     this.#problem(msg.code, SELF_EXPLAINED.has(msg.code) ? words : `${words} (${msg.message})`);
     if (msg.code === "replaced") this.stop("Not connected: another performer has this stage.");
+    if (msg.code === "forbidden") this.stop("Not connected: this server needs its performer key.");
   }
 
   async #negotiate(joined, current) {

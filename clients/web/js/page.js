@@ -1,5 +1,6 @@
 // What the performer and viewer pages share: buttons, connection state, messages in words,
-// the avatar video with its overlay, ?stage=, ?codec=, ?autostart=1 and (viewer page) ?bare=1.
+// the avatar video with its overlay, ?stage=, ?codec=, ?autostart=1, (performer page) ?key= and
+// (viewer page) ?bare=1.
 
 import { AvatarConnection, canPreferCodec } from "./connection.js";
 import { StatsOverlay } from "./overlay.js";
@@ -25,6 +26,7 @@ export function pageOptions() {
     refusedCodec: codec && !knownCodec ? params.get("codec") : null,
     autostart: params.get("autostart") === "1",
     bare: params.get("bare") === "1",
+    key: params.get("key"),
   };
 }
 
@@ -66,7 +68,9 @@ export function setupPage({ role, getStream, onStop = () => {} }) {
   const xrLink = $("xr-link");
   if (xrLink) xrLink.href = `/xr?stage=${encodeURIComponent(stage)}`;
 
-  const connection = new AvatarConnection({ role, stage, getStream, codec });
+  // The performer key (?key=, from the URL "streamer serve" prints) goes to the server on joining.
+  const key = role === "performer" ? options.key : null;
+  const connection = new AvatarConnection({ role, stage, getStream, codec, key });
   const overlay = new StatsOverlay(avatar, $("overlay"), () => connection);
 
   // For people: words. For automation: the same facts on window.avatarClient.
