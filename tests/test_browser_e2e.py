@@ -201,20 +201,25 @@ def test_viewer_page_plays_and_orbits(browser: Any, server: ServerThread) -> Non
 
 
 def test_bare_viewer_page_is_the_video_alone_and_starts_by_itself(browser: Any, server: ServerThread) -> None:
-    """``/view?bare=1`` is for capture into a video call: no header, buttons, notes or figures, the
-    video filling the window; it connects without ?autostart (its buttons are hidden); a problem
-    still shows its words."""
+    """``/view?bare=1`` is for capture into a video call: no header, buttons, notes, figures or
+    cursor, the video filling the window on the stage's background colour; it connects without
+    ?autostart (its buttons are hidden); a notice shows until connected, then leaves the video
+    clear. The VR page does not go bare."""
     page = browser.new_page()
     page.set_viewport_size({"width": 800, "height": 600})
     try:
         page.goto(server.url + "view?bare=1&stage=bare&codec=av1")
+        assert "av1" in page.inner_text("#message")  # (set on load; connecting takes longer)
         _wait_playing(page)
         assert not page.is_visible("header") and not page.is_visible("footer") and not page.is_visible("#overlay")
-        assert not page.is_visible("#orbit-help")
+        assert not page.is_visible("#orbit-help") and not page.is_visible("#message")
         box = page.locator("#avatar").bounding_box()
         assert box == {"x": 0, "y": 0, "width": 800, "height": 600}, box
         assert page.evaluate("() => document.documentElement.scrollHeight") <= 600  # nothing below it
-        assert page.is_visible("#message") and "av1" in page.inner_text("#message")
+        assert page.evaluate("() => getComputedStyle(document.querySelector('.screen')).cursor") == "none"
+        assert page.evaluate("() => getComputedStyle(document.body).backgroundColor") == "rgb(255, 255, 255)"
+        page.goto(server.url + "xr?bare=1")
+        assert page.is_visible("header") and page.evaluate("() => !document.body.classList.contains('bare')")
     finally:
         page.close()
 
@@ -369,15 +374,20 @@ def test_a_performer_page_without_the_servers_key_is_told_and_stops(browser: Any
     with ServerThread(config, avatar=demo_avatar, body=body) as st:
         page = browser.new_page()
         try:
+            page.add_init_script(
+                "window.cameraAsks = 0; const ask = navigator.mediaDevices.getUserMedia.bind(navigator.mediaDevices);"
+                "navigator.mediaDevices.getUserMedia = (c) => { window.cameraAsks += 1; return ask(c); };"
+            )
             page.goto(st.url + "?autostart=1&key=wrong")
             status = _wait_until(page, lambda s: s["state"] == "idle" and s["problems"], "the page was not stopped")
             assert [p["code"] for p in status["problems"]] == ["forbidden"], status
             assert "performer key" in status["message"] and "performer key" in status["stateText"], status
-            assert page.evaluate("() => document.getElementById('preview').srcObject") is None
+            assert page.evaluate("() => window.cameraAsks") == 0
             time.sleep(2.5)  # a retry would have come by now
             assert page.evaluate("() => window.avatarClient.connects") == 1
             page.goto(st.url + "?autostart=1&key=k-1")
             _wait_playing(page)
+            assert page.evaluate("() => window.cameraAsks") == 1
         finally:
             page.close()
 

@@ -15,6 +15,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Iterator
 
 import numpy as np
@@ -544,9 +545,35 @@ def test_with_a_performer_key_only_its_holders_perform(body, demo_avatar) -> Non
             viewer = await _watch(st.url, frames=3)
             before = holder.received.count
             assert await holder.wait_frames(before + 5, FRAMES_TIMEOUT_S) >= before + 5  # still its stage
-            assert holder.errors == [] and _sessions(st) == 2
+            assert holder.errors == [] and _wait_until(lambda: _sessions(st) == 2)
             await viewer.close()
             await holder.close()
+
+        run(main())
+        _assert_freed(st)
+        headers = urllib.request.urlopen(st.url, timeout=30).headers  # the page's URL carries the key:
+        assert headers["Referrer-Policy"] == "no-referrer"  # its links must not pass it on
+
+
+def test_others_filling_the_server_do_not_lock_the_key_holder_out(body, demo_avatar) -> None:
+    """With a performer key, sessions and stages beyond the limits are kept for key holders: a
+    viewer that took the only stage and the only session does not keep the performer out."""
+    config = ServerConfig(
+        host="127.0.0.1", port=0, size=64, fps=15.0, backend="cpu", motion="demo",
+        max_stages=1, max_sessions=1, performer_key="k",
+    )  # fmt: skip
+    with ServerThread(config, avatar=demo_avatar, body=body) as st:
+
+        async def main() -> None:
+            squatter = await _watch(st.url, frames=1, stage="squat")
+            holder = StreamClient(st.url, "performer", stage="main", key="k")
+            await holder.connect(timeout=FRAMES_TIMEOUT_S)
+            assert await holder.wait_frames(3, FRAMES_TIMEOUT_S) >= 3
+            late = StreamClient(st.url, "viewer", stage="main")
+            with pytest.raises(StreamError, match="busy"):
+                await late.connect(timeout=FRAMES_TIMEOUT_S)
+            for client in (late, holder, squatter):
+                await client.close()
 
         run(main())
         _assert_freed(st)
@@ -771,9 +798,10 @@ def test_serve_command_refuses_bad_options() -> None:
         (["--size", "31"], "--size must be an even number"),
         (["--models", "yoga"], "unknown MediaPipe model"),
         (["--render-threads", "-1"], "--render-threads must be in [0, 256]"),
-        (["--background", "0,1"], "--background: background must be 3 numbers in [0, 1]"),
-        (["--background", "green"], "--background: background must be 3 numbers in [0, 1]"),
+        (["--background", "0,1"], "--background must be 3 numbers in [0, 1] (R,G,B), got '0,1'"),
+        (["--background", "green"], "--background must be 3 numbers in [0, 1] (R,G,B), got 'green'"),
         (["--performer-key", "k" * 257], "--performer-key must be 1-256 characters"),
+        (["--performer-key", ""], "--performer-key must be 1-256 characters"),  # not: no key at all
     ):
         proc = subprocess.run(
             [sys.executable, "-m", "streamer.cli", "serve", "--port", "0", *args],

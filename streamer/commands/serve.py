@@ -78,9 +78,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--performer-key",
         metavar="KEY",
-        default=os.environ.get("STREAMER_PERFORMER_KEY"),
+        default=os.environ.get("STREAMER_PERFORMER_KEY") or None,
         help="only pages opened with ?key=KEY may perform (viewers need none); the printed performer URL "
-        "carries it (default: $STREAMER_PERFORMER_KEY, else anybody may perform)",
+        "carries it; use a long random one, e.g. python3 -c 'import secrets; print(secrets.token_urlsafe())' "
+        "(default: $STREAMER_PERFORMER_KEY if set and not empty, else anybody may perform)",
     )
     p.add_argument("--cert", metavar="CERT.pem", help="serve HTTPS (needed for webcams on other machines)")
     p.add_argument("--key", metavar="KEY.pem", help="private key for --cert")
@@ -100,8 +101,8 @@ def run(args: argparse.Namespace) -> int:
     parse_models(args.models)
     try:
         background = check_background(args.background.split(","))
-    except InputError as exc:
-        raise InputError(f"--background: {exc}") from None
+    except InputError:
+        raise InputError(f"--background must be 3 numbers in [0, 1] (R,G,B), got {args.background!r}") from None
     config = ServerConfig(
         host=args.host,
         port=args.port,
@@ -119,7 +120,7 @@ def run(args: argparse.Namespace) -> int:
         web_root=args.web_root,
         certfile=args.cert,
         keyfile=args.key,
-        performer_key=args.performer_key or None,
+        performer_key=args.performer_key,
     )
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING, format="%(asctime)s %(name)s: %(message)s"

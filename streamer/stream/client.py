@@ -306,7 +306,7 @@ class StreamClient:
         """
         self.ws = await connect(self.url, max_size=2**22)
         join = {"type": "join", "role": self.role, "stage": self.stage}
-        if self.key is not None:
+        if self.key:
             join["key"] = self.key
         await self.ws.send(json.dumps(join))
         self.joined = await self._expect("joined", timeout)

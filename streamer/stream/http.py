@@ -58,6 +58,7 @@ def response(status: int, body: bytes, content_type: str) -> Response:
             ("Content-Type", content_type),
             ("Cache-Control", "no-store"),
             ("X-Content-Type-Options", "nosniff"),
+            ("Referrer-Policy", "no-referrer"),  # (the performer page's URL may carry its key)
         ]
     )
     return Response(status_.value, status_.phrase, headers, body)

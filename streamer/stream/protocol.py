@@ -5,7 +5,8 @@ Signalling runs over one websocket per session, JSON text messages, one object e
     client -> server                              server -> client
     {"type": "join", "role": "performer"|"viewer", {"type": "joined", "session": id, "stage": name,
      "stage": name, "key": k}                       "role": ..., "source": "webcam"|"motion",
-                                                    "ice_servers": [url, ...], "size": px, "fps": f}
+                                                    "ice_servers": [url, ...], "size": px, "fps": f,
+                                                    "background": [r, g, b]}
     {"type": "offer", "sdp": "v=0..."}            {"type": "answer", "sdp": "v=0..."}
     {"type": "ping"}                              {"type": "pong"}
     {"type": "bye"}                               (the server closes the session)
@@ -16,8 +17,8 @@ server that has one refuses performers (``forbidden``); viewers need none.
 
 The order is ``join`` then one ``offer``, within 2 minutes of connecting, and the media connection
 must be up within 30 s of the answer (else ``timeout``); aiortc does not trickle ICE, so the offer and the answer carry all candidates. Any refused message is answered
-with an ``error`` and the session is closed (the client reconnects with a new one). Error codes are
-those of :class:`SignallingError`.
+with an ``error`` and the session is closed (the client reconnects with a new one, except after
+``forbidden`` and ``replaced``). Error codes are those of :class:`SignallingError`.
 
 The data channel (label ``control``, created by the client) carries small JSON messages::
 
@@ -32,7 +33,7 @@ from __future__ import annotations
 import json
 import math
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from ..errors import SignallingError
@@ -60,7 +61,7 @@ class Join:
 
     role: Role
     stage: str
-    key: str | None = None
+    key: str | None = field(default=None, repr=False)
 
 
 @dataclass(frozen=True)

@@ -83,7 +83,9 @@ class ServerConfig:
         max_stages, max_sessions: beyond these, new stages / sessions are refused (``busy``): each
             webcam stage runs its own tracking worker.
         performer_key: when set, only a client that sends it may perform (the performer page takes
-            it from ``?key=``); viewers need none. None: anybody may perform.
+            it from ``?key=``); viewers need none. None: anybody may perform. Key holders also get
+            past the limits (:data:`KEY_HOLDER_RESERVE` more sessions, and a stage beyond
+            ``max_stages``), so that others filling the server cannot lock its performer out.
     """
 
     host: str = "127.0.0.1"
@@ -105,7 +107,11 @@ class ServerConfig:
     render_threads: int = 1
     max_stages: int = 8
     max_sessions: int = 64
-    performer_key: str | None = None
+    performer_key: str | None = field(default=None, repr=False)
+
+
+#: Sessions kept for performers with the performer key beyond ``max_sessions`` (when there is a key).
+KEY_HOLDER_RESERVE = 4
 
 
 @dataclass(eq=False)
@@ -155,7 +161,7 @@ class AvatarServer:
         if config.performer_key is not None and not 1 <= len(config.performer_key) <= MAX_KEY_CHARS:
             raise InputError(f"--performer-key must be 1-{MAX_KEY_CHARS} characters")
         try:
-            check_background(config.background)
+            self.background = check_background(config.background)
         except InputError as exc:
             raise InputError(f"--background: {exc}") from None
         self.config = config
@@ -260,7 +266,8 @@ class AvatarServer:
             await ws.close(1008, "not found")
             return
         session = Session(self, ws)
-        if len(self.sessions) >= self.config.max_sessions:
+        reserve = KEY_HOLDER_RESERVE if self.config.performer_key is not None else 0
+        if len(self.sessions) >= self.config.max_sessions + reserve:  # (the reserve: see join)
             await ws.send(
                 error_message("busy", f"the server serves its limit of {self.config.max_sessions} sessions")
             )
@@ -296,17 +303,23 @@ class AvatarServer:
             renderer,
             self.config.size,
             source.framing_poses(),
-            background=check_background(self.config.background),
+            background=self.background,
             pin_root=source.kind == "webcam",
         )
         return Stage(name, painter, source, stats, self.config.fps, loop)
 
-    async def join(self, session: Session, name: str, role: str) -> StageEntry:
-        """Put a session on a stage (created on first use); a new performer replaces the old one."""
+    async def join(self, session: Session, name: str, role: str, key_holder: bool = False) -> StageEntry:
+        """Put a session on a stage (created on first use); a new performer replaces the old one.
+
+        ``key_holder``: a performer with the server's performer key; it may use the sessions kept in
+        reserve and start a stage beyond ``max_stages``.
+        """
         replaced: Session | None = None
+        if not key_holder and len(self.sessions) > self.config.max_sessions:  # in the reserve
+            raise SignallingError("busy", f"the server serves its limit of {self.config.max_sessions} sessions")
         async with self._lock:
             entry = self.stages.get(name)
-            if entry is None and len(self.stages) >= self.config.max_stages:
+            if entry is None and len(self.stages) >= self.config.max_stages and not key_holder:
                 raise SignallingError("busy", f"the server runs its limit of {self.config.max_stages} stages")
             if entry is None:
                 loop = asyncio.get_running_loop()

@@ -41,6 +41,8 @@ OFFER_TIMEOUT_S = 120.0
 #: it never started ICE, or ICE found no path (a firewall, no TURN server). aiortc's own checks
 #: would hold the session about a minute; browsers give up after about 30 s, the web page after 20.
 CONNECT_TIMEOUT_S = 30.0
+#: A performer without the right key waits this long for its refusal (key guessing goes slowly).
+FORBIDDEN_DELAY_S = 1.0
 #: Close codes: policy violation (refused message), message too big, server error.
 CLOSE_REFUSED, CLOSE_TOO_BIG, CLOSE_ERROR = 1008, 1009, 1011
 
@@ -103,14 +105,16 @@ class Session:
         if self.entry is not None:
             raise SignallingError("bad_state", "already joined a stage; one 'join' per session")
         key = self.server.config.performer_key
-        if msg.role == "performer" and key is not None and not _same_key(msg.key, key):
+        key_holder = msg.role == "performer" and key is not None and _same_key(msg.key, key)
+        if msg.role == "performer" and key is not None and not key_holder:
+            await asyncio.sleep(FORBIDDEN_DELAY_S)
             raise SignallingError(
                 "forbidden",
                 "this server lets only holders of its performer key perform: open the performer URL that "
                 "'streamer serve' printed (it ends in ?key=...); viewers need no key",
             )
         self.role = msg.role
-        entry = await self.server.join(self, msg.stage, msg.role)
+        entry = await self.server.join(self, msg.stage, msg.role, key_holder)
         if self._freed:  # replaced or closed while joining: close() could not leave the stage for us
             await self.server.leave(self, entry)
             return
@@ -126,6 +130,7 @@ class Session:
                 ice_servers=browser_ice_servers(self.server.config.ice_servers),
                 size=stage.painter.size,
                 fps=stage.fps,
+                background=list(stage.painter.background),
             )
         )
 

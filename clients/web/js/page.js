@@ -10,8 +10,10 @@ const STAGE_NAME = /^[A-Za-z0-9_-]{1,64}$/;
 const CODECS = ["vp8", "h264"];
 
 /**
- * ``?stage=`` (``main`` when absent or not a stage name: then ``refused`` holds the name given) and
- * ``?codec=`` (null: the browser's first choice; an unknown one goes to ``refusedCodec``).
+ * ``?stage=`` (``main`` when absent or not a stage name: then ``refused`` holds the name given),
+ * ``?codec=`` (null: the browser's first choice; an unknown one goes to ``refusedCodec``),
+ * ``?autostart=1``, ``?bare=1`` (the video alone, on pages that allow it) and ``?key=`` (the
+ * server's performer key).
  */
 export function pageOptions() {
   const params = new URLSearchParams(window.location.search);
@@ -45,16 +47,17 @@ function connectedWords(role, stats) {
  * @param {"performer"|"viewer"} options.role
  * @param {(joined: object) => Promise<MediaStream|null>} [options.getStream]
  * @param {() => void} [options.onStop] release the webcam etc.
+ * @param {boolean} [options.allowBare] the page may show the video alone (?bare=1).
  * @returns {AvatarConnection}
  */
-export function setupPage({ role, getStream, onStop = () => {} }) {
+export function setupPage({ role, getStream, onStop = () => {}, allowBare = false }) {
   const options = pageOptions();
-  const { stage, refused, codec, refusedCodec, bare } = options;
-  // ?bare=1 (viewer page): the video alone, for capture into a video call; it starts by itself,
-  // since its buttons are hidden.
-  const viewerBare = bare && role === "viewer";
-  if (viewerBare) document.body.classList.add("bare");
-  const autostart = options.autostart || viewerBare;
+  const { stage, refused, codec, refusedCodec } = options;
+  // ?bare=1 (viewer page): the video alone, for capture into a video call, on the stage's own
+  // background colour; it starts by itself, since its buttons are hidden.
+  const bare = options.bare && allowBare;
+  if (bare) document.body.classList.add("bare");
+  const autostart = options.autostart || bare;
   const $ = (id) => document.getElementById(id);
   const avatar = $("avatar");
   const stateEl = $("state");
@@ -105,8 +108,9 @@ export function setupPage({ role, getStream, onStop = () => {} }) {
   } else if (codec !== null && !canPreferCodec(codec)) {
     notices.push(`This browser cannot be asked for ${codec.toUpperCase()} first: it chooses the codec itself.`);
   }
+  // (A bare page shows its standing notices only until connected: they would cover the video.)
   const showMessage = (text) => {
-    messageEl.textContent = text || notices.join(" ");
+    messageEl.textContent = text || (bare && connection.state === "connected" ? "" : notices.join(" "));
     messageEl.hidden = !messageEl.textContent;
   };
   showMessage("");
@@ -143,6 +147,11 @@ export function setupPage({ role, getStream, onStop = () => {} }) {
   });
   connection.addEventListener("joined", (event) => {
     status.joined = event.detail;
+    const rgb = event.detail.background;
+    if (bare && Array.isArray(rgb) && rgb.length === 3) {
+      const colour = `rgb(${rgb.map((c) => Math.round(255 * Math.min(1, Math.max(0, Number(c) || 0)))).join(", ")})`;
+      document.body.style.background = avatar.style.background = colour; // letterbox in the video's colour
+    }
   });
   connection.addEventListener("stream", (event) => {
     avatar.srcObject = event.detail;

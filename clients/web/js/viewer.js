@@ -3,7 +3,7 @@
 
 import { setupPage } from "./page.js";
 
-const connection = setupPage({ role: "viewer" });
+const connection = setupPage({ role: "viewer", allowBare: true });
 const screen = document.querySelector(".screen");
 const orbit = { azimuth: 0, elevation: 0, zoom: 1 };
 window.avatarOrbit = orbit; // for automation: the orbit this page asks for
