@@ -146,7 +146,8 @@ def test_performer_page_plays_an_avatar_that_moves(browser: Any, server: ServerT
             time.sleep(0.5)
             peer = page.evaluate("() => (window.avatarClient.stats || {}).peer || {}")
         assert peer.get("estimate_bps", 0) > 0, peer
-        page.wait_for_function("() => / kbit\\/s · VP8$/.test(document.getElementById('overlay').textContent)")
+        overlay_ends = "() => / kbit\\/s · VP8$/.test(document.getElementById('overlay').textContent)"
+        page.wait_for_function(overlay_ends)
     finally:
         page.close()
 
@@ -211,8 +212,8 @@ def test_bare_viewer_page_is_the_video_alone_and_starts_by_itself(browser: Any, 
         page.goto(server.url + "view?bare=1&stage=bare&codec=av1")
         assert "av1" in page.inner_text("#message")  # (set on load; connecting takes longer)
         _wait_playing(page)
-        assert not page.is_visible("header") and not page.is_visible("footer") and not page.is_visible("#overlay")
-        assert not page.is_visible("#orbit-help") and not page.is_visible("#message")
+        for hidden in ("header", "footer", "#overlay", "#orbit-help", "#message"):
+            assert not page.is_visible(hidden), hidden
         box = page.locator("#avatar").bounding_box()
         assert box == {"x": 0, "y": 0, "width": 800, "height": 600}, box
         assert page.evaluate("() => document.documentElement.scrollHeight") <= 600  # nothing below it
@@ -375,11 +376,14 @@ def test_a_performer_page_without_the_servers_key_is_told_and_stops(browser: Any
         page = browser.new_page()
         try:
             page.add_init_script(
-                "window.cameraAsks = 0; const ask = navigator.mediaDevices.getUserMedia.bind(navigator.mediaDevices);"
-                "navigator.mediaDevices.getUserMedia = (c) => { window.cameraAsks += 1; return ask(c); };"
+                "window.cameraAsks = 0; const devices = navigator.mediaDevices;"
+                "const ask = devices.getUserMedia.bind(devices);"
+                "devices.getUserMedia = (c) => { window.cameraAsks += 1; return ask(c); };"
             )
             page.goto(st.url + "?autostart=1&key=wrong")
-            status = _wait_until(page, lambda s: s["state"] == "idle" and s["problems"], "the page was not stopped")
+            status = _wait_until(
+                page, lambda s: s["state"] == "idle" and s["problems"], "the page did not stop"
+            )
             assert [p["code"] for p in status["problems"]] == ["forbidden"], status
             assert "performer key" in status["message"] and "performer key" in status["stateText"], status
             assert page.evaluate("() => window.cameraAsks") == 0

@@ -379,7 +379,9 @@ class SlowLinkEstimate:
         self.bps = bps
         self._last = 0.0
 
-    def add(self, abs_send_time: int, arrival_time_ms: int, payload_size: int, ssrc: int) -> tuple[int, list[int]] | None:
+    def add(
+        self, abs_send_time: int, arrival_time_ms: int, payload_size: int, ssrc: int
+    ) -> tuple[int, list[int]] | None:
         now = time.monotonic()
         if now - self._last < 1.0:
             return None
@@ -851,7 +853,9 @@ def test_the_background_colour_reaches_the_viewers_video(body, demo_avatar) -> N
     """``--background R,G,B`` (a chroma-key green here) is what a viewer's decoded video shows
     around the avatar; a colour outside [0, 1] is refused in words."""
     green = (0.0, 0.69, 0.25)
-    config = ServerConfig(host="127.0.0.1", port=0, size=64, fps=15.0, backend="cpu", motion="demo", background=green)
+    config = ServerConfig(
+        host="127.0.0.1", port=0, size=64, fps=15.0, backend="cpu", motion="demo", background=green
+    )
     with ServerThread(config, avatar=demo_avatar, body=body) as st:
 
         async def main() -> np.ndarray:

@@ -7,8 +7,8 @@ server started elsewhere (``streamer serve``, another process or machine), waits
 a picture, and measures for ``--seconds``: each viewer's frame rate, the stage's server-added
 latency, and the server process's CPU (from the ``cpu_seconds`` of its ``/stats``). At the end each
 viewer asks for its own figures on the data channel: the bit rate the server chose for its link
-(from the viewer's bandwidth estimates), the resends it was allowed, and its steps down and up. Run behind a
-shaped link (``docs/slow-link.md``) this shows the rate adapting.
+(from the viewer's bandwidth estimates), the resends it was allowed, and its steps down and up.
+Run behind a shaped link (``docs/slow-link.md``) this shows the rate adapting.
 """
 
 from __future__ import annotations

@@ -50,8 +50,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "--background",
         default="1,1,1",
         metavar="R,G,B",
-        help="avatar video background, RGB in [0,1] (default: %(default)s, white; 0,0.69,0.25 is a chroma-key "
-        "green for capturing the viewer page into a video call)",
+        help="avatar video background, RGB in [0,1] (default: %(default)s, white; 0,0.69,0.25 is a "
+        "chroma-key green for capturing the viewer page into a video call)",
     )
     p.add_argument(
         "--backend", default="auto", choices=["auto", "cpu", "cuda"], help="renderer (default: %(default)s)"
@@ -102,7 +102,8 @@ def run(args: argparse.Namespace) -> int:
     try:
         background = check_background(args.background.split(","))
     except InputError:
-        raise InputError(f"--background must be 3 numbers in [0, 1] (R,G,B), got {args.background!r}") from None
+        message = f"--background must be 3 numbers in [0, 1] (R,G,B), got {args.background!r}"
+        raise InputError(message) from None
     config = ServerConfig(
         host=args.host,
         port=args.port,

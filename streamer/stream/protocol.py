@@ -170,7 +170,9 @@ def parse_client_message(data: str | bytes) -> ClientMessage:
             )
         key = _string(obj, "key") if obj.get("key") is not None else None
         if key is not None and len(key) > MAX_KEY_CHARS:
-            raise SignallingError("bad_message", f"'join' message: the key is longer than {MAX_KEY_CHARS} characters")
+            raise SignallingError(
+                "bad_message", f"'join' message: the key is longer than {MAX_KEY_CHARS} characters"
+            )
         return Join(role=role, stage=stage, key=key)  # type: ignore[arg-type]
     if kind == "offer":
         sdp = _string(obj, "sdp")

@@ -316,7 +316,9 @@ class AvatarServer:
         """
         replaced: Session | None = None
         if not key_holder and len(self.sessions) > self.config.max_sessions:  # in the reserve
-            raise SignallingError("busy", f"the server serves its limit of {self.config.max_sessions} sessions")
+            raise SignallingError(
+                "busy", f"the server serves its limit of {self.config.max_sessions} sessions"
+            )
         async with self._lock:
             entry = self.stages.get(name)
             if entry is None and len(self.stages) >= self.config.max_stages and not key_holder:
@@ -383,7 +385,8 @@ async def run_server(config: ServerConfig, ready: asyncio.Event | None = None) -
     if config.performer_key is not None:
         performer += "?key=" + urllib.parse.quote(config.performer_key, safe="")
     print(
-        f"streamer serve: open {performer} (performer), {server.url}view (viewer) or {server.url}xr (VR viewer)",
+        f"streamer serve: open {performer} (performer), {server.url}view (viewer) or "
+        f"{server.url}xr (VR viewer)",
         flush=True,
     )
     if ready is not None:

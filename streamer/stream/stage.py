@@ -80,7 +80,8 @@ class AvatarFrame:
 
 @dataclass(eq=False)
 class View:
-    """One peer's camera on the stage, the codec and bit rate of its stream, and the feed of pictures for it."""
+    """One peer's camera on the stage, the codec and bit rate of its stream, and the feed of pictures
+    for it."""
 
     id: int = field(default_factory=lambda: next(_view_ids))
     orbit: Orbit = field(default_factory=Orbit)

@@ -2,11 +2,11 @@
 
 :class:`AvatarTrack` is what aiortc's ``RTCRtpSender`` pulls from. It hands over pictures already
 encoded by the :class:`~streamer.stream.camera_encoder.CameraEncoder` of its stream (one encode
-per camera, codec and bit rate, shared by the peers on it); the sender loop is ``recv() -> packetize -> send RTP packets ->
-recv() ...``, so the next call marks the previous picture as *sent*: server-added latency is
-measured up to that moment. The track also reads its peer's bandwidth estimates (RTCP REMB) and
-moves the peer to the stream of its camera at the bit rate its link carries
-(:class:`~streamer.stream.bitrate.PeerBitrate`).
+per camera, codec and bit rate, shared by the peers on it); the sender loop is ``recv() ->
+packetize -> send RTP packets -> recv() ...``, so the next call marks the previous picture as
+*sent*: server-added latency is measured up to that moment. The track also reads its peer's
+bandwidth estimates (RTCP REMB) and moves the peer to the stream of its camera at the bit rate its
+link carries (:class:`~streamer.stream.bitrate.PeerBitrate`).
 """
 
 from __future__ import annotations
