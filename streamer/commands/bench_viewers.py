@@ -130,13 +130,8 @@ async def _measure(args: argparse.Namespace) -> dict[str, Any]:
 async def _peer_figures(clients: list[StreamClient], timeout: float = 10.0) -> list[dict[str, Any]]:
     """Each viewer's own figures from the server (a stats message on its data channel; {} when none
     came within ``timeout``)."""
-    for client in clients:
-        client.stats = None
-        client.send_control({"type": "stats"})
-    deadline = time.monotonic() + timeout
-    while any(c.stats is None for c in clients) and time.monotonic() < deadline:
-        await asyncio.sleep(0.05)
-    return [(c.stats or {}).get("peer") or {} for c in clients]
+    stats = await asyncio.gather(*(c.fresh_stats(timeout) for c in clients))
+    return [(s or {}).get("peer") or {} for s in stats]
 
 
 def run_viewers(args: argparse.Namespace) -> int:

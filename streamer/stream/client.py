@@ -372,6 +372,16 @@ class StreamClient:
         self.channel.send(json.dumps(msg))
         return True
 
+    async def fresh_stats(self, timeout: float = 10.0) -> dict[str, Any] | None:
+        """Ask the server for a stats message now and wait for it (None if none came in ``timeout``)."""
+        self.stats = None
+        if not self.send_control({"type": "stats"}):
+            return None
+        deadline = time.monotonic() + timeout
+        while self.stats is None and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        return self.stats
+
     async def wait_frames(self, count: int, timeout: float) -> int:
         """Wait until ``count`` avatar frames arrived in total; returns the count reached."""
         deadline = time.monotonic() + timeout
