@@ -32,11 +32,12 @@ class Clock:
 class Link:
     """A link of ``capacity`` bits/s and a receiver that estimates it as WebRTC's delay-based
     estimator does: once more is sent than fits, 0.85 x what arrives; otherwise climbing 8% a
-    second, to at most 1.5 x what arrives (+10 kbit/s)."""
+    second, to at most 1.5 x what arrives (+10 kbit/s). Its first estimate is ``start`` if given
+    (Chromium's starts near 300 kbit/s), else what arrives."""
 
-    def __init__(self, capacity: float) -> None:
+    def __init__(self, capacity: float, start: float | None = None) -> None:
         self.capacity = capacity
-        self.estimate: float | None = None
+        self.estimate: float | None = start
 
     def remb(self, sent_bps: float) -> int:
         arriving = min(sent_bps, self.capacity)
@@ -89,9 +90,10 @@ def test_a_slow_link_steps_down_at_once_and_probes_up_ever_less_often() -> None:
     clock = Clock()
     peer = PeerBitrate(clock)
     rates = _drive(peer, clock, Link(capacity=450_000), seconds=300)
-    # the first decision (a whole window after the start) goes straight to a rate that fits
+    # the second estimate (the first has no trend) goes straight to a rate that fits, without
+    # waiting for a whole window of what was sent
     first_low = next(i for i, r in enumerate(rates) if r < BITRATES[0])
-    assert first_low <= bitrate.RATE_WINDOW_S + 1 and rates[first_low] <= 450_000
+    assert first_low == 1 and rates[first_low] <= 450_000, rates[:5]
     # it then sits at the highest rate that fits, probing the next one up ever less often
     assert sum(r == 350_000 for r in rates[first_low:]) >= 0.9 * len(rates[first_low:])
     probes = [i for i in range(1, len(rates)) if rates[i] > rates[i - 1]]
@@ -117,6 +119,23 @@ def test_the_rate_follows_a_link_that_narrows_and_recovers() -> None:
     back = recovered.index(BITRATES[0])
     assert 4 * bitrate.PROBE_AFTER_S <= back <= 60, recovered
     assert recovered[back:] == [BITRATES[0]] * len(recovered[back:])
+
+
+def test_a_new_peers_estimate_starting_low_is_not_taken_for_a_slow_link() -> None:
+    """Chromium's estimate starts near 300 kbit/s and climbs while the top rate goes out: on a
+    healthy link that is a rising estimate, not a full one. On a slow link it stops rising."""
+    clock = Clock()
+    peer = PeerBitrate(clock)
+    for _ in range(FPS // 2):  # its first estimate comes 1.5 s after the start, as Chromium's did
+        peer.sent(int(BITRATES[0] / FPS / 8))
+        clock.now += 1.0 / FPS
+    rates = _drive(peer, clock, Link(capacity=20_000_000, start=300_000), seconds=40)
+    assert set(rates) == {BITRATES[0]} and peer.steps_down == 0
+    assert peer.estimate_bps is not None and peer.estimate_bps > BITRATES[0]  # (it climbed past it)
+    clock = Clock()
+    peer = PeerBitrate(clock)
+    rates = _drive(peer, clock, Link(capacity=450_000, start=300_000), seconds=10)
+    assert rates[2] <= 450_000, rates  # (its second estimate rose from the start; the third did not)
 
 
 def test_content_that_needs_little_is_not_taken_for_a_slow_link() -> None:
@@ -191,12 +210,13 @@ def test_the_track_hears_its_peers_remb_and_moves_the_view() -> None:
     async def main() -> None:
         await sender._handle_rtcp_packet(_remb(400_000, [777]))  # another stream's estimate
         await sender._handle_rtcp_packet(pli)
+        await sender._handle_rtcp_packet(_remb(420_000, [1234]))  # the first: no trend yet
         assert moved == []
         await sender._handle_rtcp_packet(_remb(400_000, [777, 1234]))
 
     run(main())
     assert moved == [(view, 350_000)]
-    assert len(sender.handled) == 3  # aiortc's own handling still gets every packet
+    assert len(sender.handled) == 4  # aiortc's own handling still gets every packet
     assert track.peer_stats()["bitrate"] == 350_000 and track.peer_stats()["estimate_bps"] == 400_000
 
 

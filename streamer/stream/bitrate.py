@@ -12,7 +12,11 @@ second, to at most 1.5 times what arrives. So:
 * **down** when the estimate is not rising and is below :data:`CONGESTED` times the rate the peer
   was sent over the last :data:`RATE_WINDOW_S`, straight to the highest rate at or below the
   estimate. (A rising estimate below what is sent is one still catching up, as when a still
-  avatar starts to move: not a full link.)
+  avatar starts to move or a new peer's estimator starts low: Chromium's starts near 300 kbit/s
+  and climbs 8% a second. A peer's first estimate has nothing to rise from, so it decides
+  nothing.) Right after a change (a new peer, a new rate) what was sent is counted from the change
+  once :data:`FIRST_WINDOW_S` have passed, so that a new viewer on a slow link steps down within
+  a second or two instead of sending the top rate into it for a whole window.
 * **up** one step when the estimate stayed at or above the next rate up, and at or above
   :data:`HEADROOM` times the rate sent, for :data:`PROBE_AFTER_S`. A probe whose estimate falls
   below the new rate is taken back at once; one pushed back down within :data:`FAILED_PROBE_S`
@@ -43,6 +47,10 @@ BITRATES = (1_000_000, 700_000, 500_000, 350_000, 250_000)
 #: What was sent is measured over this many seconds (the camera encoder's KEYFRAME_INTERVAL_S, so
 #: that each window holds about one keyframe).
 RATE_WINDOW_S = 3.0
+#: Right after a change, what was sent is counted over the time since the change, once this many
+#: seconds have passed (behind a 500 kbit/s link Chromium's estimate is steady 1.5 s after it
+#: joins, and the link's queue overflows soon after).
+FIRST_WINDOW_S = 1.0
 #: An estimate below this share of the rate sent means the link is full.
 CONGESTED = 0.9
 #: An estimate at least this many times the rate sent means room to try the next rate up.
@@ -98,18 +106,21 @@ class PeerBitrate:
             self._sent.popleft()
 
     def sent_bps(self) -> float | None:
-        """The rate sent over the last :data:`RATE_WINDOW_S` at this bit rate; None until a whole
-        window has passed since the last change (a shorter one is mostly the switch's keyframe)."""
+        """The rate sent at this bit rate over the last :data:`RATE_WINDOW_S`, or since the change
+        when that was less long ago; None until :data:`FIRST_WINDOW_S` have passed since the change
+        (a shorter span is mostly the switch's keyframe)."""
         now = self._clock()
-        if now - self._changed_at < RATE_WINDOW_S:
+        window = min(now - self._changed_at, RATE_WINDOW_S)
+        if window < FIRST_WINDOW_S:
             return None
-        return sum(n for t, n in self._sent if t >= now - RATE_WINDOW_S) * 8 / RATE_WINDOW_S
+        return sum(n for t, n in self._sent if t >= now - window) * 8 / window
 
     def estimate(self, bps: int) -> None:
         """The peer's receiver estimated it can take ``bps`` bits/s: step down or up if need be."""
         now = self._clock()
         previous, self.estimate_bps = self.estimate_bps, int(bps)
-        falling = previous is None or bps <= previous  # (estimators lower it only when packets queue)
+        # (estimators lower it only when packets queue; a first estimate has no trend)
+        falling = previous is not None and bps <= previous
         if self._last_step_up is not None and now - self._last_step_up >= FAILED_PROBE_S:
             self._probe_wait = PROBE_AFTER_S  # the last probe up held
         sent = self.sent_bps()
