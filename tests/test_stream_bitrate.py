@@ -8,7 +8,14 @@ import itertools
 import math
 
 import pytest
-from aiortc.rtp import RTCP_PSFB_APP, RTCP_PSFB_PLI, RtcpPsfbPacket, pack_remb_fci
+from aiortc.rtp import (
+    RTCP_PSFB_APP,
+    RTCP_PSFB_PLI,
+    RtcpPsfbPacket,
+    RtcpReceiverInfo,
+    RtcpRrPacket,
+    pack_remb_fci,
+)
 from stream_utils import run
 
 from streamer.stream import bitrate
@@ -50,11 +57,35 @@ class Link:
         return int(self.estimate)
 
 
+class Policer:
+    """A link that drops what exceeds ``capacity`` bits/s without queueing it first (a token-bucket
+    policer): its receiver's delay-based estimate never falls, but its receiver reports count the
+    losses (cumulative, as RTCP does, over packets of 1200 bytes)."""
+
+    def __init__(self, capacity: float, loss: float = 0.0) -> None:
+        self.capacity, self.random_loss = capacity, loss
+        self.highest_seq, self.lost = 0, 0.0
+
+    def carry(self, sent_bps: float) -> float:
+        """One second of ``sent_bps``: what arrives (bits/s)."""
+        packets = round(sent_bps / 8 / 1200)
+        share = max(0.0, 1.0 - self.capacity / sent_bps) if sent_bps > 0 else 0.0
+        self.highest_seq += packets
+        self.lost += packets * (share + (1.0 - share) * self.random_loss)
+        return min(sent_bps, self.capacity)
+
+
 def _drive(
-    peer: PeerBitrate, clock: Clock, link: Link, seconds: float, content_bps: float = 900_000
+    peer: PeerBitrate,
+    clock: Clock,
+    link: Link | None,
+    seconds: float,
+    content_bps: float = 900_000,
+    policer: Policer | None = None,
 ) -> list[int]:
-    """Send ``seconds`` of pictures (each stream sends what the content needs, at most its rate) and
-    a REMB each second; returns the peer's rate each second."""
+    """Send ``seconds`` of pictures (each stream sends what the content needs, at most its rate), a
+    REMB each second (none without a ``link``) and, behind a ``policer``, a receiver report each
+    second; returns the peer's rate each second."""
     rates = []
     for second in range(int(seconds)):
         sent_bits = 0.0
@@ -63,7 +94,11 @@ def _drive(
             peer.sent(int(bps / FPS / 8))
             sent_bits += bps / FPS
             clock.now += 1.0 / FPS
-        peer.estimate(link.remb(sent_bits))
+        arriving = sent_bits if policer is None else policer.carry(sent_bits)
+        if link is not None:
+            peer.estimate(link.remb(arriving))
+        if policer is not None:
+            peer.report(policer.highest_seq, int(policer.lost))
         rates.append(peer.bitrate)
     return rates
 
@@ -150,6 +185,53 @@ def test_content_that_needs_little_is_not_taken_for_a_slow_link() -> None:
     assert set(still + moving) == {BITRATES[0]} and peer.steps_down == 0
 
 
+def test_a_link_that_drops_without_queueing_is_found_by_its_loss() -> None:
+    """Behind a policer the delay-based estimate keeps climbing while a third of the packets are
+    lost: the receiver reports' loss steps the rate down, and probes up grow rarer as they fail."""
+    clock = Clock()
+    peer = PeerBitrate(clock)
+    rates = _drive(peer, clock, Link(capacity=20_000_000), seconds=200, policer=Policer(420_000))
+    first_low = next(i for i, r in enumerate(rates) if r < BITRATES[0])
+    assert first_low <= 2 and rates[first_low] <= 500_000, rates[:5]
+    assert sum(r <= 420_000 for r in rates[first_low:]) >= 0.9 * len(rates[first_low:]), rates
+    probes = [i for i in range(1, len(rates)) if rates[i] > rates[i - 1]]
+    gaps = [b - a for a, b in itertools.pairwise(probes)]
+    assert 2 <= len(probes) <= 8 and gaps == sorted(gaps), probes
+    # (the estimate stays above the link: it never sees the drops)
+    assert peer.steps_down_on_loss >= 2 and peer.estimate_bps is not None and peer.estimate_bps > 500_000
+    assert peer.summary()["loss"] is not None
+
+
+def test_a_peer_with_no_remb_follows_its_loss_both_ways() -> None:
+    clock = Clock()
+    peer = PeerBitrate(clock)
+    policer = Policer(300_000)
+    narrow = _drive(peer, clock, None, seconds=30, policer=policer)
+    # down to the lowest rate within seconds, then probing the next one up now and then
+    assert narrow[10:].count(250_000) >= 15 and max(narrow[10:]) <= 350_000, narrow
+    assert peer.estimate_bps is None
+    policer.capacity = 20_000_000
+    recovered = _drive(peer, clock, None, seconds=90, policer=policer)
+    back = recovered.index(BITRATES[0])  # one step at a time, each after a wait with no loss
+    assert 4 * bitrate.PROBE_AFTER_S <= back <= 75, recovered
+    assert recovered[back:] == [BITRATES[0]] * len(recovered[back:])
+
+
+def test_some_loss_below_the_threshold_keeps_the_rate() -> None:
+    """A link losing 5% of its packets at random (radio, not a full link) keeps its rate."""
+    clock = Clock()
+    peer = PeerBitrate(clock)
+    rates = _drive(peer, clock, Link(capacity=20_000_000), seconds=60, policer=Policer(20_000_000, loss=0.05))
+    assert set(rates) == {BITRATES[0]} and peer.loss == pytest.approx(0.05, abs=0.01)
+    # ... and, below a full link, such loss holds the rate: no probe up, however much room the
+    # estimate shows (each would fill the link again)
+    clock = Clock()
+    peer = PeerBitrate(clock)
+    rates = _drive(peer, clock, Link(capacity=20_000_000), seconds=90, policer=Policer(420_000, loss=0.05))
+    low = next(i for i, r in enumerate(rates) if r <= 420_000)
+    assert rates[low:] == [350_000] * len(rates[low:]) and peer.steps_up == 0, rates
+
+
 def test_resends_are_held_to_a_share_of_the_rate() -> None:
     """A NACK storm (every lost packet asked for again and again) gets a budget's worth of resends,
     refilled over time; a lower rate gets a smaller budget."""
@@ -192,16 +274,22 @@ def _remb(bps: int, ssrcs: list[int]) -> RtcpPsfbPacket:
     return RtcpPsfbPacket(fmt=RTCP_PSFB_APP, ssrc=99, media_ssrc=0, fci=pack_remb_fci(bps, ssrcs))
 
 
-def test_the_track_hears_its_peers_remb_and_moves_the_view() -> None:
-    clock = Clock()
+def _attached_track(clock: Clock) -> tuple[AvatarTrack, FakeSender, list[tuple[View, int]]]:
+    """A track attached to a fake sender, its rate on ``clock``; the list gets each move of its view."""
     moved: list[tuple[View, int]] = []
-    view = View()
     track = AvatarTrack(
-        view, PipelineStats(), lambda v, previous: CameraEncoder(), lambda v, b: moved.append((v, b))
+        View(), PipelineStats(), lambda v, previous: CameraEncoder(), lambda v, b: moved.append((v, b))
     )
     track.link = PeerBitrate(clock)
     sender = FakeSender()
     track.attach(sender)
+    return track, sender, moved
+
+
+def test_the_track_hears_its_peers_remb_and_moves_the_view() -> None:
+    clock = Clock()
+    track, sender, moved = _attached_track(clock)
+    view = track.view
     for _ in range(4 * FPS):  # 4 s of pictures at 1 Mbit/s
         track.link.sent(int(BITRATES[0] / FPS / 8))
         clock.now += 1.0 / FPS
@@ -220,12 +308,39 @@ def test_the_track_hears_its_peers_remb_and_moves_the_view() -> None:
     assert track.peer_stats()["bitrate"] == 350_000 and track.peer_stats()["estimate_bps"] == 400_000
 
 
-def test_the_track_holds_its_senders_resends_to_the_budget() -> None:
+def test_the_track_hears_its_peers_loss_reports_and_moves_the_view() -> None:
+    """Receiver reports about the track's own stream (not another's) count its loss; a third lost
+    over a second moves the view down, and aiortc's own handling still gets every report."""
     clock = Clock()
-    track = AvatarTrack(View(), PipelineStats(), lambda v, previous: CameraEncoder(), lambda v, b: None)
-    track.link = PeerBitrate(clock)
-    sender = FakeSender()
-    track.attach(sender)
+    track, sender, moved = _attached_track(clock)
+    view = track.view
+
+    def rr(ssrc: int, highest: int, lost: int) -> RtcpRrPacket:
+        info = RtcpReceiverInfo(
+            ssrc=ssrc, fraction_lost=0, packets_lost=lost, highest_sequence=highest, jitter=0, lsr=0, dlsr=0
+        )
+        return RtcpRrPacket(ssrc=99, reports=[info])
+
+    async def main() -> None:
+        await sender._handle_rtcp_packet(rr(1234, 70_000, 10))
+        await sender._handle_rtcp_packet(rr(777, 5_000, 0))
+        for _ in range(FPS + 1):  # a second of pictures at 1 Mbit/s
+            track.link.sent(int(BITRATES[0] / FPS / 8))
+            clock.now += 1.0 / FPS
+        await sender._handle_rtcp_packet(rr(777, 5_100, 90))  # another stream's loss: not ours
+        assert moved == [] and track.link.loss is None
+        await sender._handle_rtcp_packet(rr(1234, 70_100, 43))  # 33 of the last 100 lost
+
+    run(main())
+    assert track.link.loss == pytest.approx(0.33)
+    assert moved == [(view, 700_000)]  # (1 Mbit/s x (1 - 0.33 / 2) = 835 kbit/s)
+    assert len(sender.handled) == 4
+    stats = track.peer_stats()
+    assert stats["loss"] == 0.33 and stats["steps_down_on_loss"] == 1 and stats["bitrate"] == 700_000
+
+
+def test_the_track_holds_its_senders_resends_to_the_budget() -> None:
+    track, sender, _ = _attached_track(Clock())
 
     async def main() -> None:
         for seq in range(500):  # what aiortc's NACK handler calls, once per packet asked for

@@ -24,7 +24,7 @@ from stream_utils import REPO, http_get, run, silhouette, silhouette_change, ws_
 
 from streamer.errors import InputError, StreamError
 from streamer.stream.background import ServerThread
-from streamer.stream.bitrate import BITRATES
+from streamer.stream.bitrate import BITRATES, LOSS_HIGH
 from streamer.stream.client import ReceivedFrames, StreamClient
 from streamer.stream.server import AvatarServer, ServerConfig
 
@@ -428,7 +428,8 @@ def test_a_viewer_on_a_slow_link_gets_a_smaller_stream_of_its_own(server: Server
 
 def test_a_lossy_viewers_resend_requests_go_through_its_budget(server: ServerThread) -> None:
     """A viewer that loses every third packet asks for them again (RTCP NACK, from aiortc's own
-    receiver); the server's sender resends them through the peer's budget, and the video goes on."""
+    receiver); the server's sender resends them through the peer's budget, and the video goes on.
+    The viewer's receiver reports count the loss, and the peer steps down on it."""
 
     async def main() -> None:
         client = StreamClient(server.url, "viewer", stage="lossy")
@@ -448,9 +449,14 @@ def test_a_lossy_viewers_resend_requests_go_through_its_budget(server: ServerThr
             (session,) = server.call(lambda: list(entry.sessions))
             link = session.track.link
             deadline = time.monotonic() + 30
-            while link.resends_allowed == 0 and time.monotonic() < deadline:
+            while (link.resends_allowed == 0 or link.steps_down_on_loss == 0) and time.monotonic() < deadline:
                 await asyncio.sleep(0.1)
             assert link.resends_allowed > 0
+            assert link.steps_down_on_loss > 0 and link.bitrate < BITRATES[0], link.summary()
+            assert await client.fresh_stats(30)
+            assert client.stats["peer"]["loss"] > LOSS_HIGH and client.stats["peer"]["steps_down_on_loss"] > 0
+            before = client.received.count
+            assert await client.wait_frames(before + 10, 60) >= before + 10  # on the smaller stream
         finally:
             await client.close()
 

@@ -121,6 +121,7 @@ async def _measure(args: argparse.Namespace) -> dict[str, Any]:
         "resends_per_client": [p.get("resends_allowed") for p in peers],
         "steps_down_per_client": [p.get("steps_down") for p in peers],
         "steps_up_per_client": [p.get("steps_up") for p in peers],
+        "loss_per_client": [p.get("loss") for p in peers],
         "server_cpu_cores": round(server_cpu / elapsed, 2),
         "viewers_cpu_cores": round(cpu, 2),
         "load_average_1min": round(os.getloadavg()[0], 2),
@@ -151,10 +152,12 @@ def run_viewers(args: argparse.Namespace) -> int:
     )
     print(f"  server-added latency ms: p50 {out['latency_ms_p50']}  p95 {out['latency_ms_p95']}")
     rates = sorted({r for r in out["bitrate_per_client"] if r is not None})
+    losses = [x for x in out["loss_per_client"] if x is not None]
     print(
         f"  bit rates chosen (kbit/s): {', '.join(str(r // 1000) for r in rates) or '?'}; "
         f"steps down {sum(n or 0 for n in out['steps_down_per_client'])}, "
-        f"resends {sum(n or 0 for n in out['resends_per_client'])}"
+        f"resends {sum(n or 0 for n in out['resends_per_client'])}, "
+        f"loss at most {f'{max(losses):.1%}' if losses else '?'}"
     )
     print(
         f"  server process CPU {out['server_cpu_cores']} cores; these viewers {out['viewers_cpu_cores']} cores "

@@ -23,9 +23,18 @@ second, to at most 1.5 times what arrives. So:
   doubles the wait before the next (up to :data:`MAX_PROBE_WAIT_S`), so a link at its limit is not
   flooded every few seconds; one that holds sets the wait back.
 
-A peer that sends no REMB keeps the top rate, as every peer did before rates were adapted. A peer
-whose stream sends well under its rate (a still avatar) cannot show room for the next rate up (its
-estimate stops at 1.5 times what arrives); it climbs again once the picture needs its rate.
+Delay-based estimates miss a link that drops packets without queueing them first (a token-bucket
+policer, common on mobile networks): the estimate stays high while a third of the packets are lost.
+So the peer's RTCP receiver reports count too (:meth:`PeerBitrate.report`): a loss above
+:data:`LOSS_HIGH` of the packets sent over :data:`LOSS_WINDOW_S` is a full link whatever the
+estimate says (down as WebRTC's loss-based controller goes, to the rate sent times
+``1 - loss / 2``, at least one step), and a probe up needs a loss below :data:`LOSS_LOW`. A peer
+that sends no REMB probes up on low loss alone.
+
+A peer that sends neither REMB nor receiver reports keeps the top rate, as every peer did before
+rates were adapted. A peer whose stream sends well under its rate (a still avatar) cannot show room
+for the next rate up (its estimate stops at 1.5 times what arrives); it climbs again once the
+picture needs its rate.
 
 Resends (answers to the peer's RTCP NACKs) are held to :data:`RETRANSMIT_SHARE` of the peer's
 rate. aiortc resends every packet asked for, at once: on a full link each loss asks for more
@@ -62,6 +71,13 @@ PROBE_AFTER_S = 4.0
 FAILED_PROBE_S = 15.0
 #: The longest wait before probing again.
 MAX_PROBE_WAIT_S = 60.0
+#: Loss above this share of the packets sent (after resends) is a full link ...
+LOSS_HIGH = 0.10
+#: ... and below this share leaves room to probe up (WebRTC's loss-based controller uses the same two).
+LOSS_LOW = 0.02
+#: Loss is counted over at least this many seconds of receiver reports, and this many packets.
+LOSS_WINDOW_S = 1.0
+LOSS_MIN_PACKETS = 20
 #: Resent packets may use at most this share of the peer's rate ...
 RETRANSMIT_SHARE = 0.15
 #: ... counted as packets of this size (aiortc's largest), saved up for at most this long.
@@ -72,8 +88,8 @@ RETRANSMIT_BURST_S = 0.5
 class PeerBitrate:
     """The bit rate one peer's stream is encoded at, adapted to its REMB estimates.
 
-    Call :meth:`sent` for each picture sent and :meth:`estimate` for each REMB; read
-    :attr:`bitrate`. Not thread-safe: both run on the event loop.
+    Call :meth:`sent` for each picture sent, :meth:`estimate` for each REMB and :meth:`report` for
+    each receiver report; read :attr:`bitrate`. Not thread-safe: all run on the event loop.
 
     Args:
         clock: seconds, monotonic (tests pass their own).
@@ -89,6 +105,10 @@ class PeerBitrate:
         self._probe_wait = PROBE_AFTER_S
         self._room_since: float | None = None  # when the estimate last rose above HEADROOM x sent
         self._sent: deque[tuple[float, int]] = deque()  # (when, bytes) since the last change
+        self.loss: float | None = None  # share of packets lost, from the newest receiver reports
+        self.steps_down_on_loss = 0
+        # (when, extended highest sequence number, cumulative packets lost) since the last change
+        self._reports: deque[tuple[float, int, int]] = deque()
         self.resends_allowed = self.resends_refused = 0
         self._resend_tokens = self._resend_capacity()
         self._resend_at = self._changed_at
@@ -131,15 +151,47 @@ class PeerBitrate:
             return
         if falling and bps < CONGESTED * sent and self.level < len(BITRATES) - 1:
             self._step_down(bps, now)
-        elif self.level > 0 and bps >= max(HEADROOM * sent, BITRATES[self.level - 1]):
-            if self._room_since is None:
-                self._room_since = now
-            if now - self._room_since >= self._probe_wait:
-                self._last_step_up = now
-                self.steps_up += 1
-                self._change(self.level - 1, now)
+        elif self.level > 0 and bps >= max(HEADROOM * sent, BITRATES[self.level - 1]) and self._little_loss():
+            self._room(now)
         else:
             self._room_since = None
+
+    def report(self, highest_seq: int, cumulative_lost: int) -> None:
+        """A receiver report about the peer's stream: its extended highest sequence number and the
+        packets lost so far. Steps down on high loss, or up on low loss for a peer with no REMB."""
+        now = self._clock()
+        self._reports.append((now, int(highest_seq), int(cumulative_lost)))
+        older = [r for r in self._reports if r[0] <= now - LOSS_WINDOW_S]
+        if not older:
+            return
+        while self._reports[0] is not older[-1]:  # keep one report a whole window old
+            self._reports.popleft()
+        _, seq0, lost0 = older[-1]
+        expected = int(highest_seq) - seq0
+        if expected < LOSS_MIN_PACKETS:
+            return
+        self.loss = min(max((int(cumulative_lost) - lost0) / expected, 0.0), 1.0)
+        if self.loss > LOSS_HIGH and self.level < len(BITRATES) - 1:
+            sent = self.sent_bps()
+            self.steps_down_on_loss += 1
+            self._step_down((sent or self.bitrate) * (1.0 - self.loss / 2), now)
+        elif self.estimate_bps is None and self.level > 0 and self._little_loss():
+            self._room(now)  # no REMB: low loss is the only sign of room
+        elif self.estimate_bps is None:
+            self._room_since = None
+
+    def _little_loss(self) -> bool:
+        """Whether loss allows a probe up (unknown loss does: a peer may send no reports)."""
+        return self.loss is None or self.loss < LOSS_LOW
+
+    def _room(self, now: float) -> None:
+        """The link has room for the next rate up: step up once it has had room for the wait."""
+        if self._room_since is None:
+            self._room_since = now
+        if now - self._room_since >= self._probe_wait:
+            self._last_step_up = now
+            self.steps_up += 1
+            self._change(self.level - 1, now)
 
     def _step_down(self, bps: int, now: float) -> None:
         """To the highest lower rate that fits ``bps`` (a stream sends about its rate, or less)."""
@@ -174,6 +226,7 @@ class PeerBitrate:
     def _change(self, level: int, now: float) -> None:
         self.level, self._changed_at, self._room_since = level, now, None
         self._sent.clear()
+        self._reports.clear()  # (loss at the last rate says nothing about this one)
 
     def summary(self) -> dict[str, Any]:
         """This peer's rate for the stats message."""
@@ -184,6 +237,8 @@ class PeerBitrate:
             "sent_bps": None if sent is None else round(sent),
             "steps_down": self.steps_down,
             "steps_up": self.steps_up,
+            "loss": None if self.loss is None else round(self.loss, 3),
+            "steps_down_on_loss": self.steps_down_on_loss,
             "resends_allowed": self.resends_allowed,
             "resends_refused": self.resends_refused,
         }

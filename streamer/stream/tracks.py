@@ -5,8 +5,9 @@ encoded by the :class:`~streamer.stream.camera_encoder.CameraEncoder` of its str
 per camera, codec and bit rate, shared by the peers on it); the sender loop is ``recv() ->
 packetize -> send RTP packets -> recv() ...``, so the next call marks the previous picture as
 *sent*: server-added latency is measured up to that moment. The track also reads its peer's
-bandwidth estimates (RTCP REMB) and moves the peer to the stream of its camera at the bit rate its
-link carries (:class:`~streamer.stream.bitrate.PeerBitrate`).
+bandwidth estimates (RTCP REMB) and loss reports (RTCP receiver reports) and moves the peer to the
+stream of its camera at the bit rate its link carries
+(:class:`~streamer.stream.bitrate.PeerBitrate`).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from typing import Any
 import av
 from aiortc import MediaStreamTrack
 from aiortc.mediastreams import MediaStreamError
-from aiortc.rtp import RTCP_PSFB_APP, RtcpPsfbPacket, unpack_remb_fci
+from aiortc.rtp import RTCP_PSFB_APP, RtcpPsfbPacket, RtcpRrPacket, RtcpSrPacket, unpack_remb_fci
 
 from .bitrate import PeerBitrate
 from .camera_encoder import CameraEncoder, EncodedPicture
@@ -83,10 +84,11 @@ class AvatarTrack(MediaStreamTrack):
     def attach(self, sender: Any) -> None:
         """Send through ``sender`` (aiortc's ``RTCRtpSender`` of the peer's video section).
 
-        aiortc hands a REMB to the sender's own encoder only; this track encodes elsewhere, so it
-        listens to the sender's RTCP as well (aiortc's transport calls ``_handle_rtcp_packet`` on
-        the sender for every RTCP packet about its stream). The sender's resends go through the
-        peer's budget (:meth:`~streamer.stream.bitrate.PeerBitrate.may_resend`).
+        aiortc hands a REMB to the sender's own encoder only, and reads receiver reports only for
+        its stats; this track encodes elsewhere, so it listens to the sender's RTCP as well
+        (aiortc's transport calls ``_handle_rtcp_packet`` on the sender for every RTCP packet about
+        its stream). The sender's resends go through the peer's budget
+        (:meth:`~streamer.stream.bitrate.PeerBitrate.may_resend`).
         """
         self.sender = sender
         handle, resend = sender._handle_rtcp_packet, sender._retransmit
@@ -94,6 +96,8 @@ class AvatarTrack(MediaStreamTrack):
         async def handle_rtcp(packet: Any) -> None:
             if isinstance(packet, RtcpPsfbPacket) and packet.fmt == RTCP_PSFB_APP:
                 self._on_remb(packet.fci)
+            elif isinstance(packet, (RtcpRrPacket, RtcpSrPacket)):
+                self._on_reports(packet.reports)
             await handle(packet)
 
         async def budgeted_resend(seq: int) -> None:
@@ -111,12 +115,25 @@ class AvatarTrack(MediaStreamTrack):
         if self.sender is None or self.sender._ssrc not in ssrcs:
             return
         self.link.estimate(bps)
+        self._follow_link()
+
+    def _on_reports(self, reports: list[Any]) -> None:
+        if self.sender is None:
+            return
+        for report in reports:
+            if report.ssrc == self.sender._ssrc:
+                self.link.report(report.highest_sequence, report.packets_lost)
+                self._follow_link()
+
+    def _follow_link(self) -> None:
+        """Move the view to the stream at the peer's rate, if that changed."""
         if self.link.bitrate != self.view.bitrate:
             logger.info(
-                "view %d: %d kbit/s (its peer estimates %d)",
+                "view %d: %d kbit/s (its peer estimates %s kbit/s, loses %s)",
                 self.view.id,
                 self.link.bitrate // 1000,
-                bps // 1000,
+                "?" if self.link.estimate_bps is None else self.link.estimate_bps // 1000,
+                "?" if self.link.loss is None else f"{self.link.loss:.0%}",
             )
             self._set_bitrate(self.view, self.link.bitrate)
 
