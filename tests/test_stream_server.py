@@ -373,10 +373,11 @@ def test_offer_without_vp8_or_h264_is_refused_with_a_reason(server: ServerThread
 
 class SlowLinkEstimate:
     """Stands in for aiortc's receive-side estimator in a client: a link that carries ``bps``,
-    reported in a REMB once a second (as aiortc's own estimator would on such a link)."""
+    reported in a REMB once a second. The first says 300 kbit/s (where Chromium's estimates start),
+    the later ones ``bps``: a fall on a slow link, as a real estimator's, and a rise on a fast one."""
 
     def __init__(self, bps: int) -> None:
-        self.bps = bps
+        self.bps, self.first = bps, 300_000
         self._last = 0.0
 
     def add(
@@ -386,7 +387,8 @@ class SlowLinkEstimate:
         if now - self._last < 1.0:
             return None
         self._last = now
-        return self.bps, [ssrc]
+        first, self.first = self.first, None
+        return first or self.bps, [ssrc]
 
 
 def test_a_viewer_on_a_slow_link_gets_a_smaller_stream_of_its_own(server: ServerThread) -> None:

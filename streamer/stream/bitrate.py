@@ -6,14 +6,17 @@ more encode for each rate in use. :class:`PeerBitrate` picks the rate of one pee
 *REMB* messages of its receiver (RTCP "receiver estimated maximum bitrate": Chromium sends one
 about once a second and at once when its estimate falls, aiortc at most every half second) and
 from what was sent to it. The receivers' delay-based estimators (WebRTC's AIMD) lower their
-estimate only when packets queue up, to 0.85 times what arrives; otherwise it climbs about 8% a
-second, to at most 1.5 times what arrives. So:
+estimate only when packets queue up, to 0.85 times what arrives, and then hold it; otherwise it
+climbs about 8% a second, to at most 1.5 times what arrives. They also hold it when packets arrive
+faster than they were sent (after a stall of the sender or the receiver: aiortc's, on a busy
+machine, held a healthy loopback link's estimate at 450 kbit/s for seconds). So:
 
-* **down** when the estimate is not rising and is below :data:`CONGESTED` times the rate the peer
-  was sent over the last :data:`RATE_WINDOW_S`, straight to the highest rate at or below the
-  estimate. (A rising estimate below what is sent is one still catching up, as when a still
-  avatar starts to move or a new peer's estimator starts low: Chromium's starts near 300 kbit/s
-  and climbs 8% a second. A peer's first estimate has nothing to rise from, so it decides
+* **down** when the estimate has fallen, or holds after a fall or while packets are lost, and is
+  below :data:`CONGESTED` times the rate the peer was sent over the last :data:`RATE_WINDOW_S`:
+  straight to the highest rate at or below the estimate. (A rising estimate below what is sent is
+  one still catching up, as when a still avatar starts to move or a new peer's estimator starts
+  low: Chromium's starts near 300 kbit/s and climbs 8% a second. One held since it last rose, with
+  nothing lost, says nothing of the link. A peer's first estimate has no trend, so it decides
   nothing.) Right after a change (a new peer, a new rate) what was sent is counted from the change
   once :data:`FIRST_WINDOW_S` have passed, so that a new viewer on a slow link steps down within
   a second or two instead of sending the top rate into it for a whole window.
@@ -99,6 +102,7 @@ class PeerBitrate:
         self._clock = clock
         self.level = 0  # index into BITRATES
         self.estimate_bps: int | None = None  # the newest REMB
+        self._after_fall = False  # whether the estimate last moved down
         self.steps_down = self.steps_up = 0
         self._changed_at = clock()
         self._last_step_up: float | None = None
@@ -139,8 +143,13 @@ class PeerBitrate:
         """The peer's receiver estimated it can take ``bps`` bits/s: step down or up if need be."""
         now = self._clock()
         previous, self.estimate_bps = self.estimate_bps, int(bps)
-        # (estimators lower it only when packets queue; a first estimate has no trend)
-        falling = previous is not None and bps <= previous
+        # Estimators lower it only when packets queue, and then hold it: a full link is a fall, or
+        # a hold after one or with losses (a first estimate has no trend; a hold after a rise, with
+        # nothing lost, is no sign).
+        if previous is not None and bps != previous:
+            self._after_fall = bps < previous
+        losing = self.loss is not None and self.loss >= LOSS_LOW
+        falling = previous is not None and bps <= previous and (self._after_fall or losing)
         if self._last_step_up is not None and now - self._last_step_up >= FAILED_PROBE_S:
             self._probe_wait = PROBE_AFTER_S  # the last probe up held
         sent = self.sent_bps()
