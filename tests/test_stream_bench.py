@@ -92,7 +92,6 @@ def test_bench_viewers_measures_a_running_server(body, demo_avatar, capsys: pyte
         assert len(report["bitrate_per_client"]) == 3 and set(report["bitrate_per_client"]) <= set(BITRATES)
         assert all(n is not None for n in report["resends_per_client"] + report["steps_down_per_client"])
         assert len(report["loss_per_client"]) == 3  # (None until a second of receiver reports came)
-        assert all(x is None or 0.0 <= x <= 1.0 for x in report["loss_per_client"])
         deadline = time.monotonic() + 30
         while st.call(lambda: len(st.server.sessions)) and time.monotonic() < deadline:
             time.sleep(0.1)

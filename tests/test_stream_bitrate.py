@@ -171,7 +171,7 @@ def test_a_new_peers_estimate_starting_low_is_not_taken_for_a_slow_link() -> Non
     rates = _drive(peer, clock, Link(capacity=450_000, start=300_000), seconds=10)
     # its estimate rises from the start and then holds below what is sent: with packets lost, that
     # is a full link too (the losses step it down first, the held estimate the rest of the way)
-    assert rates[4] <= 450_000, rates
+    assert rates[6] <= 450_000, rates
 
 
 def test_an_estimate_held_steady_with_nothing_lost_is_not_a_full_link() -> None:
@@ -227,15 +227,40 @@ def test_a_peer_with_no_remb_follows_its_loss_both_ways() -> None:
     clock = Clock()
     peer = PeerBitrate(clock)
     policer = Policer(300_000, remb=False)
-    narrow = _drive(peer, clock, policer, seconds=30)
-    # down to the lowest rate within seconds, then probing the next one up now and then
-    assert narrow[10:].count(250_000) >= 15 and max(narrow[10:]) <= 350_000, narrow
+    narrow = _drive(peer, clock, policer, seconds=300)
+    # down to the lowest rate within seconds, then probing the next one up ever less often
+    assert narrow[10:].count(250_000) >= 0.9 * len(narrow[10:]) and max(narrow[10:]) <= 350_000, narrow
     assert peer.estimate_bps is None
     policer.capacity = 20_000_000
-    recovered = _drive(peer, clock, policer, seconds=90)
-    back = recovered.index(BITRATES[0])  # one step at a time, each after a wait with no loss
-    assert 4 * bitrate.PROBE_AFTER_S <= back <= 75, recovered
+    recovered = _drive(peer, clock, policer, seconds=150)
+    # one step at a time, each after a wait with no loss; the first after the longest wait, the
+    # others after the shortest again once a probe has held
+    back = recovered.index(BITRATES[0])
+    assert 4 * bitrate.PROBE_AFTER_S <= back <= 100, recovered  # (253 s when a wait never went back)
     assert recovered[back:] == [BITRATES[0]] * len(recovered[back:])
+
+
+def test_what_was_sent_is_counted_from_a_new_peers_first_picture_without_the_keyframe() -> None:
+    """A new peer's first second of pictures is a second of its rate, however long the connection
+    took to set up; right after a change the switch's keyframe does not count."""
+    clock = Clock()
+    peer = PeerBitrate(clock)
+    clock.now += 1.5  # ICE and DTLS
+    peer.sent(20_000)  # the first picture: a keyframe
+    for _ in range(FPS + 3):
+        clock.now += 1.0 / FPS
+        peer.sent(1_000)
+    assert peer.sent_bps() == pytest.approx((FPS + 3) * 1_000 * 8 / (1 + 3 / FPS), rel=0.01)
+
+
+def test_loss_is_counted_across_a_wrap_of_16_bit_sequence_numbers() -> None:
+    """aiortc's receiver reports give the 16-bit highest sequence number, which wraps."""
+    clock = Clock()
+    peer = PeerBitrate(clock)
+    peer.report(65_500, 0)
+    clock.now += 1.1
+    peer.report(64, 30)  # 100 packets later, 30 of them lost
+    assert peer.loss == pytest.approx(0.3) and peer.steps_down_on_loss == 1
 
 
 def test_some_loss_below_the_threshold_keeps_the_rate() -> None:
@@ -267,7 +292,7 @@ def test_resends_are_held_to_a_share_of_the_rate() -> None:
     assert peer.summary()["resends_refused"] == 400 - peer.summary()["resends_allowed"]
     clock.now += 10.0  # saved up for no longer than the burst
     assert sum(peer.may_resend() for _ in range(200)) == int(per_second * bitrate.RETRANSMIT_BURST_S)
-    _drive(peer, clock, Link(capacity=100_000), seconds=5)  # a link that takes only the lowest rate
+    _drive(peer, clock, Link(capacity=100_000), seconds=8)  # a link that takes only the lowest rate
     assert peer.bitrate == BITRATES[-1]
     low = per_second * BITRATES[-1] / BITRATES[0]
     assert sum(peer.may_resend() for _ in range(200)) == int(low * bitrate.RETRANSMIT_BURST_S)

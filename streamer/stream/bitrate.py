@@ -30,9 +30,10 @@ Delay-based estimates miss a link that drops packets without queueing them first
 policer, common on mobile networks): the estimate stays high while a third of the packets are lost.
 So the peer's RTCP receiver reports count too (:meth:`PeerBitrate.report`): a loss above
 :data:`LOSS_HIGH` of the packets sent over :data:`LOSS_WINDOW_S` is a full link whatever the
-estimate says (down as WebRTC's loss-based controller goes, to the rate sent times
-``1 - loss / 2``, at least one step), and a probe up needs a loss below :data:`LOSS_LOW`. A peer
-that sends no REMB probes up on low loss alone.
+estimate says (down as WebRTC's loss-based controller goes: to the rate sent, or the next rate
+down if more, times ``1 - loss / 2``; at least one step), and a probe up needs a loss below
+:data:`LOSS_LOW`. A peer that sends no REMB probes up on low loss alone. Loss at one rate says
+nothing of the next: each change starts its count afresh.
 
 A peer that sends neither REMB nor receiver reports keeps the top rate, as every peer did before
 rates were adapted. A peer whose stream sends well under its rate (a still avatar) cannot show room
@@ -74,13 +75,16 @@ PROBE_AFTER_S = 4.0
 FAILED_PROBE_S = 15.0
 #: The longest wait before probing again.
 MAX_PROBE_WAIT_S = 60.0
-#: Loss above this share of the packets sent (after resends) is a full link ...
+#: Loss above this share of the packets sent (as receiver reports count it: before resends) is a full
+#: link ...
 LOSS_HIGH = 0.10
 #: ... and below this share leaves room to probe up (WebRTC's loss-based controller uses the same two).
 LOSS_LOW = 0.02
 #: Loss is counted over at least this many seconds of receiver reports, and this many packets.
 LOSS_WINDOW_S = 1.0
 LOSS_MIN_PACKETS = 20
+#: Receiver reports kept for that (a still stream may take long to send LOSS_MIN_PACKETS).
+MAX_REPORTS = 256
 #: Resent packets may use at most this share of the peer's rate ...
 RETRANSMIT_SHARE = 0.15
 #: ... counted as packets of this size (aiortc's largest), saved up for at most this long.
@@ -104,15 +108,17 @@ class PeerBitrate:
         self.estimate_bps: int | None = None  # the newest REMB
         self._after_fall = False  # whether the estimate last moved down
         self.steps_down = self.steps_up = 0
-        self._changed_at = clock()
+        self._changed_at = clock()  # (for a new peer: when its first picture went out)
+        self._first_picture: int | None = None  # bytes of the first picture since the change
         self._last_step_up: float | None = None
         self._probe_wait = PROBE_AFTER_S
         self._room_since: float | None = None  # when the estimate last rose above HEADROOM x sent
         self._sent: deque[tuple[float, int]] = deque()  # (when, bytes) since the last change
-        self.loss: float | None = None  # share of packets lost, from the newest receiver reports
+        self.loss: float | None = None  # share of packets lost, the newest measure (for the stats)
+        self._loss: float | None = None  # ... at this rate (for the decisions)
         self.steps_down_on_loss = 0
         # (when, extended highest sequence number, cumulative packets lost) since the last change
-        self._reports: deque[tuple[float, int, int]] = deque()
+        self._reports: deque[tuple[float, int, int]] = deque(maxlen=MAX_REPORTS)
         self.resends_allowed = self.resends_refused = 0
         self._resend_tokens = self._resend_capacity()
         self._resend_at = self._changed_at
@@ -125,19 +131,26 @@ class PeerBitrate:
     def sent(self, nbytes: int) -> None:
         """A picture of ``nbytes`` went out to the peer."""
         now = self._clock()
+        if self._first_picture is None:  # the switch's keyframe (or a new peer's first picture)
+            if self.steps_down == self.steps_up == 0:
+                self._changed_at = now  # a new peer: count from its first picture, not from setup
+            self._first_picture = nbytes
         self._sent.append((now, nbytes))
         while self._sent and self._sent[0][0] < now - RATE_WINDOW_S:
             self._sent.popleft()
 
     def sent_bps(self) -> float | None:
         """The rate sent at this bit rate over the last :data:`RATE_WINDOW_S`, or since the change
-        when that was less long ago; None until :data:`FIRST_WINDOW_S` have passed since the change
-        (a shorter span is mostly the switch's keyframe)."""
+        when that was less long ago, leaving out the switch's keyframe then; None until
+        :data:`FIRST_WINDOW_S` have passed since the change (a shorter span is mostly the keyframe)."""
         now = self._clock()
         window = min(now - self._changed_at, RATE_WINDOW_S)
         if window < FIRST_WINDOW_S:
             return None
-        return sum(n for t, n in self._sent if t >= now - window) * 8 / window
+        total = sum(n for t, n in self._sent if t >= now - window)
+        if window < RATE_WINDOW_S and self._first_picture is not None:
+            total -= self._first_picture
+        return max(total, 0) * 8 / window
 
     def estimate(self, bps: int) -> None:
         """The peer's receiver estimated it can take ``bps`` bits/s: step down or up if need be."""
@@ -148,10 +161,9 @@ class PeerBitrate:
         # nothing lost, is no sign).
         if previous is not None and bps != previous:
             self._after_fall = bps < previous
-        losing = self.loss is not None and self.loss >= LOSS_LOW
+        losing = self._loss is not None and self._loss >= LOSS_LOW
         falling = previous is not None and bps <= previous and (self._after_fall or losing)
-        if self._last_step_up is not None and now - self._last_step_up >= FAILED_PROBE_S:
-            self._probe_wait = PROBE_AFTER_S  # the last probe up held
+        self._probe_held(now)
         sent = self.sent_bps()
         if sent is None:  # just changed: too soon to know what this rate sends
             probing = self._last_step_up is not None and self._last_step_up == self._changed_at
@@ -169,21 +181,27 @@ class PeerBitrate:
         """A receiver report about the peer's stream: its extended highest sequence number and the
         packets lost so far. Steps down on high loss, or up on low loss for a peer with no REMB."""
         now = self._clock()
-        self._reports.append((now, int(highest_seq), int(cumulative_lost)))
-        older = [r for r in self._reports if r[0] <= now - LOSS_WINDOW_S]
-        if not older:
+        self._probe_held(now)
+        # the newest earlier report at least a window and LOSS_MIN_PACKETS back
+        for i in range(len(self._reports) - 1, -1, -1):
+            when, seq0, lost0 = self._reports[i]
+            expected = _seq_distance(seq0, int(highest_seq))
+            if when <= now - LOSS_WINDOW_S and expected >= LOSS_MIN_PACKETS:
+                break
+        else:
+            self._reports.append((now, int(highest_seq), int(cumulative_lost)))
             return
-        while self._reports[0] is not older[-1]:  # keep one report a whole window old
+        for _ in range(i):  # (the older ones are no longer needed)
             self._reports.popleft()
-        _, seq0, lost0 = older[-1]
-        expected = int(highest_seq) - seq0
-        if expected < LOSS_MIN_PACKETS:
-            return
-        self.loss = min(max((int(cumulative_lost) - lost0) / expected, 0.0), 1.0)
-        if self.loss > LOSS_HIGH and self.level < len(BITRATES) - 1:
+        self._reports.append((now, int(highest_seq), int(cumulative_lost)))
+        self.loss = self._loss = min(max((int(cumulative_lost) - lost0) / expected, 0.0), 1.0)
+        if self._loss > LOSS_HIGH and self.level < len(BITRATES) - 1:
+            # from what was sent (a stream sends about its rate), but not below the next rate down: a
+            # still picture sending little is not a measure of the link
             sent = self.sent_bps()
+            base = self.bitrate if sent is None else max(sent, BITRATES[self.level + 1])
             self.steps_down_on_loss += 1
-            self._step_down((sent or self.bitrate) * (1.0 - self.loss / 2), now)
+            self._step_down(base * (1.0 - self._loss / 2), now)
         elif self.estimate_bps is None and self.level > 0 and self._little_loss():
             self._room(now)  # no REMB: low loss is the only sign of room
         elif self.estimate_bps is None:
@@ -191,7 +209,13 @@ class PeerBitrate:
 
     def _little_loss(self) -> bool:
         """Whether loss allows a probe up (unknown loss does: a peer may send no reports)."""
-        return self.loss is None or self.loss < LOSS_LOW
+        return self._loss is None or self._loss < LOSS_LOW
+
+    def _probe_held(self, now: float) -> None:
+        """A probe up that no step down has followed for :data:`FAILED_PROBE_S` held: the next wait
+        is the shortest again."""
+        if self._last_step_up is not None and now - self._last_step_up >= FAILED_PROBE_S:
+            self._probe_wait = PROBE_AFTER_S
 
     def _room(self, now: float) -> None:
         """The link has room for the next rate up: step up once it has had room for the wait."""
@@ -236,6 +260,7 @@ class PeerBitrate:
         self.level, self._changed_at, self._room_since = level, now, None
         self._sent.clear()
         self._reports.clear()  # (loss at the last rate says nothing about this one)
+        self._loss, self._first_picture = None, None
 
     def summary(self) -> dict[str, Any]:
         """This peer's rate for the stats message."""
@@ -251,3 +276,12 @@ class PeerBitrate:
             "resends_allowed": self.resends_allowed,
             "resends_refused": self.resends_refused,
         }
+
+
+def _seq_distance(first: int, last: int) -> int:
+    """Packets from sequence number ``first`` to ``last``: extended (32-bit) numbers, or 16-bit
+    ones that wrapped (aiortc's receiver reports give the 16-bit number)."""
+    distance = last - first
+    if distance < 0 and first < 1 << 16 and last < 1 << 16:
+        distance += 1 << 16
+    return distance
