@@ -61,8 +61,8 @@ BITRATES = (1_000_000, 700_000, 500_000, 350_000, 250_000)
 #: that each window holds about one keyframe).
 RATE_WINDOW_S = 3.0
 #: Right after a change, what was sent is counted over the time since the change, once this many
-#: seconds have passed (behind a 500 kbit/s link Chromium's estimate is steady 1.5 s after it
-#: joins, and the link's queue overflows soon after).
+#: seconds have passed (behind a 500 kbit/s link Chromium's estimate was steady 1.5 s after its
+#: first report, and the link's queue overflowed soon after).
 FIRST_WINDOW_S = 1.0
 #: An estimate below this share of the rate sent means the link is full.
 CONGESTED = 0.9
