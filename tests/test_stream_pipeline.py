@@ -344,7 +344,8 @@ def test_renders_keep_in_step_with_a_motion(body, demo_avatar) -> None:
     poses = [f.pose_seq for f in frames if not f.repeat]
     assert len(poses) >= 30
     steps = np.diff(poses[2:])  # after start-up
-    assert (steps == 1).mean() >= 0.95, f"motion frames skipped: {poses}"
+    # (the drift skipped one in six, 83% in step; a busy shared host skips a stall's worth: 92% seen)
+    assert (steps == 1).mean() >= 0.9, f"motion frames skipped: {poses}"
     # each motion frame is rendered when it falls due, not up to a period later (a drifting
     # rate limit waits half a period, 50 ms here, on average)
     waits = sorted(stats.times["wait_render"].values())
