@@ -251,6 +251,17 @@ def test_what_was_sent_is_counted_from_a_new_peers_first_picture_without_the_key
         clock.now += 1.0 / FPS
         peer.sent(1_000)
     assert peer.sent_bps() == pytest.approx((FPS + 3) * 1_000 * 8 / (1 + 3 / FPS), rel=0.01)
+    for _ in range(2 * FPS):  # a whole window later
+        clock.now += 1.0 / FPS
+        peer.sent(1_000)
+    peer.estimate(200_000)
+    peer.estimate(150_000)  # a fall below the 240 kbit/s sent: a step down, to another stream,
+    assert peer.bitrate == BITRATES[-1]  # which starts at a keyframe
+    peer.sent(30_000)
+    for _ in range(FPS + 3):
+        clock.now += 1.0 / FPS
+        peer.sent(1_000)
+    assert peer.sent_bps() == pytest.approx((FPS + 3) * 1_000 * 8 / (1 + 3 / FPS), rel=0.01)
 
 
 def test_loss_is_counted_across_a_wrap_of_16_bit_sequence_numbers() -> None:

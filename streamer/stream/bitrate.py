@@ -110,6 +110,7 @@ class PeerBitrate:
         self.steps_down = self.steps_up = 0
         self._changed_at = clock()  # (for a new peer: when its first picture went out)
         self._first_picture: int | None = None  # bytes of the first picture since the change
+        self._new_peer = True  # nothing sent yet
         self._last_step_up: float | None = None
         self._probe_wait = PROBE_AFTER_S
         self._room_since: float | None = None  # when the estimate last rose above HEADROOM x sent
@@ -132,8 +133,8 @@ class PeerBitrate:
         """A picture of ``nbytes`` went out to the peer."""
         now = self._clock()
         if self._first_picture is None:  # the switch's keyframe (or a new peer's first picture)
-            if self.steps_down == self.steps_up == 0:
-                self._changed_at = now  # a new peer: count from its first picture, not from setup
+            if self._new_peer:
+                self._changed_at, self._new_peer = now, False  # count from it, not from setup
             self._first_picture = nbytes
         self._sent.append((now, nbytes))
         while self._sent and self._sent[0][0] < now - RATE_WINDOW_S:
