@@ -150,13 +150,51 @@ def test_eval_recon_refuses_bad_options_before_the_work(
 
 
 @pytest.mark.skipif(not VIDEO.exists(), reason="shared video not found beside the repository")
-def test_eval_animate_cli(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["eval", "animate", str(VIDEO), "--max-frames", "3", "--per-frame", "--json"]) == 0
+def test_eval_animate_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    sheet = tmp_path / "animate.png"
+    args = ["eval", "animate", str(VIDEO), "--max-frames", "3", "--per-frame", "--json", "--sheet", str(sheet)]
+    assert main(args) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["frames"] == 3 and [f["frame"] for f in report["per_frame"]] == [1, 2, 3]
     assert report["refined"] is True  # poses refined offline to the person mask by default
     # Measured: about 22 dB over the first frames (the person stands still).
     assert report["psnr_db"] > 19.0 and report["mask_iou"] > 0.85, report
+    # The sheet: the three frames above the avatar; the video (720x1280) fills the 5:3 crop's height.
+    assert report["sheet"] == str(sheet) and report["sheet_frames"] == [1, 2, 3]
+    img = cv2.imread(str(sheet))
+    assert img is not None and img.shape == (640, 3 * round(720 * 320 / 1280), 3), img.shape
+    frame = cv2.cvtColor(img[:320, :180], cv2.COLOR_BGR2RGB)
+    first = cv2.resize(_video_frame(1), (180, 320), interpolation=cv2.INTER_AREA)
+    assert np.abs(frame[40:].astype(int) - first[40:]).mean() < 3  # below the label: the video's frame 1
+    avatar = img[320:, :180]
+    assert (avatar.min(axis=2) < 200).mean() > 0.05  # a body drawn on white
+    assert (np.all(avatar == (0, 170, 0), axis=2)).sum() > 200  # the person mask's outline (BGR green)
+
+
+def _video_frame(index: int) -> np.ndarray:
+    from streamer.tracking.sources import VideoFileSource
+
+    with VideoFileSource(VIDEO) as source:
+        for i, (_, rgb) in enumerate(source):
+            if i == index:
+                return rgb
+    raise AssertionError(f"{VIDEO} has no frame {index}")
+
+
+def test_eval_animate_refuses_a_sheet_it_cannot_write_before_the_work(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    def no_work(*a: object, **k: object) -> None:
+        raise AssertionError("the video was evaluated")
+
+    monkeypatch.setattr("streamer.reconstruct.evaluate.evaluate_video", no_work)
+    monkeypatch.chdir(tmp_path)
+    assert main(["eval", "animate", "clip.mp4", "--sheet", "sheet.jpg"]) == 2
+    assert "streamer eval animate: error: sheet.jpg: the output must end in .png" in capsys.readouterr().err
+    (tmp_path / "taken").mkdir()
+    assert main(["eval", "animate", "clip.mp4", "--sheet", "taken"]) == 2
+    assert "taken is a folder; give a file name" in capsys.readouterr().err
+    assert [p.name for p in tmp_path.iterdir()] == ["taken"]
 
 
 def test_eval_animate_bad_video(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

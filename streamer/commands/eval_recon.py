@@ -5,7 +5,8 @@
   (photo, re-render, front, side, back).
 * ``animate``: LHM's Table-2 protocol on a video: reconstruct from the first frame, track the others,
   drive the avatar with the tracked poses, render with the video's camera, compare per frame inside
-  the person mask; mean and per-frame figures.
+  the person mask; mean and per-frame figures. ``--sheet`` saves evenly spaced frames and the worst
+  one above the avatar in their tracked poses (:mod:`..reconstruct.animation_sheet`).
 """
 
 from __future__ import annotations
@@ -14,9 +15,13 @@ import argparse
 import json
 import sys
 import time
+from typing import TYPE_CHECKING
 
 from ..errors import InputError, ReconstructionError
 from .reconstruct import check_gaussians
+
+if TYPE_CHECKING:
+    import numpy as np
 
 
 def add_eval_parser(sub: argparse._SubParsersAction) -> None:
@@ -58,13 +63,17 @@ def add_eval_parser(sub: argparse._SubParsersAction) -> None:
         help="drive the avatar with the live fitter's poses as they are (no offline refinement to the person mask)",
     )
     p.add_argument("--per-frame", action="store_true", help="include the per-frame figures in the JSON")
+    p.add_argument(
+        "--sheet",
+        help="save a contact sheet (.png): evenly spaced frames and the worst one, above the avatar in their poses",
+    )
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=run_animate)
 
 
 def run_recon(args: argparse.Namespace) -> int:
     from ..assets import load_body
-    from ..fileio import atomic_path, check_output
+    from ..fileio import check_output
     from ..reconstruct.evaluate import as_float, contact_sheet, evaluate_photo
     from ..reconstruct.image import read_photo
     from ..render import resolve_backend
@@ -83,12 +92,7 @@ def run_recon(args: argparse.Namespace) -> int:
     result = {k: as_float(v) for k, v in ev.scores.items()}
     result["reconstruct_s"] = {k: round(v, 3) for k, v in ev.recon.timings_s.items()}
     if args.sheet:
-        import cv2
-
-        sheet = contact_sheet(ev, body, backend=backend)
-        with atomic_path(args.sheet) as tmp:
-            if not cv2.imwrite(str(tmp), sheet[:, :, ::-1]):
-                raise InputError(f"cannot write the contact sheet {args.sheet}")
+        _write_sheet(args.sheet, contact_sheet(ev, body, backend=backend))
         result["sheet"] = str(args.sheet)
     result["seconds"] = round(time.perf_counter() - t0, 3)
     if args.json:
@@ -103,10 +107,23 @@ def run_recon(args: argparse.Namespace) -> int:
     return 0
 
 
+def _write_sheet(path: str, rgb: np.ndarray) -> None:
+    """Write a contact sheet ([H, W, 3] uint8 RGB) as PNG, atomically."""
+    import cv2
+
+    from ..fileio import atomic_path
+
+    with atomic_path(path) as tmp:
+        if not cv2.imwrite(str(tmp), rgb[:, :, ::-1]):
+            raise InputError(f"cannot write the contact sheet {path}")
+
+
 def run_animate(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from ..assets import load_body
+    from ..fileio import check_output
+    from ..reconstruct.animation_sheet import AnimationSheet
     from ..reconstruct.evaluate import as_float, evaluate_video
     from ..render import resolve_backend
 
@@ -116,6 +133,9 @@ def run_animate(args: argparse.Namespace) -> int:
         raise InputError(f"--stride must be >= 1, got {args.stride}")
     check_gaussians(args.gaussians)
     backend = resolve_backend(args.backend)
+    if args.sheet:
+        check_output(args.sheet, (".png",))
+    sheet = AnimationSheet() if args.sheet else None
     t0 = time.perf_counter()
     body = load_body(args.smplx_dir)
     bar = tqdm(desc="eval animate", unit="frame", file=sys.stderr, disable=args.json or None)
@@ -130,6 +150,7 @@ def run_animate(args: argparse.Namespace) -> int:
             smoothing=not args.no_smoothing,
             refine=not args.no_refine,
             progress=lambda n: bar.update(1),
+            on_frame=None if sheet is None else sheet.add,
         )
     finally:
         bar.close()
@@ -138,6 +159,10 @@ def run_animate(args: argparse.Namespace) -> int:
     result: dict = {k: as_float(v) for k, v in ev.mean().items()}
     result["frames"] = len(ev.frames)
     result["refined"] = not args.no_refine
+    if sheet is not None:
+        _write_sheet(args.sheet, sheet.image())
+        result["sheet"] = str(args.sheet)
+        result["sheet_frames"] = [index for index, _, _ in sheet.chosen()]
     result["seconds"] = round(time.perf_counter() - t0, 3)
     if args.per_frame:
         result["per_frame"] = [{k: as_float(v) for k, v in f.items()} for f in ev.frames]
@@ -148,4 +173,7 @@ def run_animate(args: argparse.Namespace) -> int:
             f"{args.video}: mean PSNR {result['psnr_db']} dB, SSIM {result['ssim']}, mask IoU {result['mask_iou']} "
             f"over {result['frames']} frames ({result['seconds']} s)"
         )
+        if sheet is not None:
+            worst = next(index for index, _, is_worst in sheet.chosen() if is_worst)
+            print(f"wrote the contact sheet {args.sheet} (frames {result['sheet_frames']}, the worst {worst})")
     return 0

@@ -28,6 +28,7 @@ import torch
 from ..body.model import BodyModel
 from ..errors import ReconstructionError
 from ..render import Camera, render
+from .animation_sheet import ScoredFrame
 from .fit import FIT_ITERATIONS, Reconstruction, reconstruct_photo
 from .mask_edges import snap_to_edges
 from .metrics import masked_scores
@@ -120,6 +121,7 @@ def evaluate_video(
     smoothing: bool = True,
     progress: Callable[[int], None] | None = None,
     refine: bool = True,
+    on_frame: Callable[[ScoredFrame], None] | None = None,
 ) -> tuple[VideoEval, Reconstruction]:
     """LHM's animation protocol on a video (see the module docstring).
 
@@ -134,6 +136,8 @@ def evaluate_video(
         progress: called with the number of frames evaluated so far.
         refine: refine each evaluated frame's tracked pose to its person mask and 2D landmarks
             offline (:class:`.track_refine.SilhouetteRefiner`); the live fitter's pose otherwise.
+        on_frame: called with each scored frame's images and scores (for a contact sheet,
+            :class:`.animation_sheet.AnimationSheet`).
 
     Raises:
         SourceError: the video cannot be read. ReconstructionError: no person in the first frame.
@@ -192,6 +196,8 @@ def evaluate_video(
                 scores = masked_scores(img, alpha, crop / 255.0, mask, valid)
                 scores["frame"] = index
                 out.frames.append(scores)
+                if on_frame is not None:
+                    on_frame(ScoredFrame(index, crop, img, alpha, mask, scores, valid))
                 if progress is not None:
                     progress(len(out.frames))
     return out, recon
