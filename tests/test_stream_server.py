@@ -15,6 +15,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
 
@@ -807,6 +808,8 @@ def test_serve_command_refuses_bad_options() -> None:
         (["--background", "green"], "--background must be 3 numbers in [0, 1] (R,G,B), got 'green'"),
         (["--performer-key", "k" * 257], "--performer-key must be 1-256 characters"),
         (["--performer-key", ""], "--performer-key must be 1-256 characters"),  # not: no key at all
+        (["--cert", "server.crt"], "--cert and --key go together"),
+        (["--cert", "server.crt", "--key", "server.key"], "--cert server.crt: no such file"),
     ):
         proc = subprocess.run(
             [sys.executable, "-m", "streamer.cli", "serve", "--port", "0", *args],
@@ -817,6 +820,95 @@ def test_serve_command_refuses_bad_options() -> None:
             timeout=300,
         )
         assert proc.returncode == 2 and text in proc.stderr, (args, proc.stderr)
+
+
+def _self_signed(folder, name: str) -> tuple[str, str]:
+    """A self-signed PEM certificate for 127.0.0.1 and its key, written to ``folder``."""
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(hours=1))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False)
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = folder / f"{name}.crt", folder / f"{name}.key"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+    )
+    return str(cert_path), str(key_path)
+
+
+def test_https_serves_the_pages_and_the_signalling(tmp_path, body, demo_avatar) -> None:
+    """With --cert and --key the pages come over HTTPS and a real aiortc viewer connects over WSS."""
+    import ssl
+
+    from streamer.tracking.demo_motion import demo_motion
+
+    cert, key = _self_signed(tmp_path, "server")
+    config = ServerConfig(host="127.0.0.1", port=0, size=64, fps=15.0, backend="cpu", certfile=cert, keyfile=key)
+    with ServerThread(config, avatar=demo_avatar, body=body, motion=demo_motion()) as st:
+        assert st.url.startswith("https://127.0.0.1:")
+        trusted = ssl.create_default_context(cafile=cert)
+        with urllib.request.urlopen(st.url + "view", timeout=30, context=trusted) as r:
+            assert r.status == 200 and b'id="avatar"' in r.read()
+        with pytest.raises(urllib.error.URLError, match="CERTIFICATE_VERIFY_FAILED"):
+            urllib.request.urlopen(st.url, timeout=30)  # a client that does not trust it is refused
+
+        async def main() -> None:
+            client = StreamClient(st.url, "viewer", ssl=trusted)
+            await client.connect(timeout=FRAMES_TIMEOUT_S)
+            assert await client.wait_frames(3, FRAMES_TIMEOUT_S) >= 3
+            await client.close()
+
+        run(main())
+
+
+def test_a_certificate_that_cannot_serve_is_refused_before_loading(tmp_path) -> None:
+    from streamer.stream.server import tls_context
+
+    cert, key = _self_signed(tmp_path, "a")
+    other_cert, other_key = _self_signed(tmp_path, "b")
+    (tmp_path / "notes.json").write_text("{}")
+    (tmp_path / "folder").mkdir()
+    for c, k, words in (
+        (cert, other_key, "the key does not belong to the certificate"),
+        (key, key, "expected a PEM certificate and its PEM private key"),
+        (str(tmp_path / "notes.json"), key, "expected a PEM certificate and its PEM private key"),
+        (str(tmp_path / "missing.crt"), key, "--cert " + str(tmp_path / "missing.crt") + ": no such file"),
+        (cert, str(tmp_path / "folder"), "--key " + str(tmp_path / "folder") + " is a folder"),
+    ):
+        with pytest.raises(InputError) as info:
+            tls_context(c, k)
+        assert words in str(info.value), (c, k, info.value)
+    assert isinstance(tls_context(other_cert, other_key), __import__("ssl").SSLContext)
+
+    def no_load(self) -> None:
+        raise AssertionError("the assets were loaded")
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(AvatarServer, "_load", no_load)
+        with pytest.raises(InputError, match="does not belong"):
+            AvatarServer(ServerConfig(certfile=cert, keyfile=other_key))
+        with pytest.raises(InputError, match="--cert and --key go together"):
+            AvatarServer(ServerConfig(certfile=cert))
 
 
 def test_avatar_frames_are_512_when_asked(body, demo_avatar) -> None:

@@ -96,8 +96,6 @@ def run(args: argparse.Namespace) -> int:
 
     if not 0 <= args.port <= 65535:
         raise InputError(f"--port must be in [0, 65535], got {args.port}")
-    if bool(args.cert) != bool(args.key):
-        raise InputError("--cert and --key go together")
     parse_models(args.models)
     try:
         background = check_background(args.background.split(","))

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import json
 import queue
+import ssl as ssl_module
 import threading
 import time
 from collections import deque
@@ -254,6 +255,7 @@ class StreamClient:
         codecs: the video codecs to offer, in order (MIME types, e.g. ``("video/H264",)``; None:
             aiortc's, or the source's ``codec_mime_type``). One list serves both directions.
         key: the server's performer key (``streamer serve --performer-key``), sent on joining.
+        ssl: the TLS context for a ``https`` server (None: the system's trusted certificates).
     """
 
     def __init__(
@@ -265,8 +267,10 @@ class StreamClient:
         received: ReceivedFrames | None = None,
         codecs: tuple[str, ...] | None = None,
         key: str | None = None,
+        ssl: ssl_module.SSLContext | None = None,
     ) -> None:
         self.url, self.role, self.stage, self.source = ws_url(url), role, stage, source
+        self.ssl = ssl
         self.codecs = _known_codecs(codecs) if codecs is not None else _source_codecs(source)
         self.key = key
         self.received = received or ReceivedFrames()
@@ -304,7 +308,8 @@ class StreamClient:
             StreamError: the server refused (its error message is in :attr:`errors`).
             TimeoutError: no answer within ``timeout`` seconds.
         """
-        self.ws = await connect(self.url, max_size=2**22)
+        tls = {"ssl": self.ssl} if self.ssl is not None and self.url.startswith("wss:") else {}
+        self.ws = await connect(self.url, max_size=2**22, **tls)
         join = {"type": "join", "role": self.role, "stage": self.stage}
         if self.key:
             join["key"] = self.key

@@ -110,6 +110,33 @@ class ServerConfig:
     performer_key: str | None = field(default=None, repr=False)
 
 
+def tls_context(certfile: str, keyfile: str) -> ssl.SSLContext:
+    """A server TLS context from a PEM certificate (chain) and its private key.
+
+    Raises:
+        InputError: a file that is missing, a folder, unreadable, not PEM, or a key that does not
+            belong to the certificate; the message names the file and says which.
+    """
+    for flag, name in (("--cert", certfile), ("--key", keyfile)):
+        path = Path(name)
+        if not path.exists():
+            raise InputError(f"{flag} {name}: no such file")
+        if path.is_dir():
+            raise InputError(f"{flag} {name} is a folder; give the PEM file")
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    try:
+        context.load_cert_chain(certfile, keyfile)
+    except ssl.SSLError as exc:
+        if "KEY_VALUES_MISMATCH" in str(exc):
+            why = "the key does not belong to the certificate"
+        else:
+            why = f"expected a PEM certificate and its PEM private key; ssl says {exc.reason or exc}"
+        raise InputError(f"--cert {certfile} / --key {keyfile}: cannot serve HTTPS with them ({why})") from None
+    except OSError as exc:
+        raise InputError(f"--cert {certfile} / --key {keyfile}: cannot read them: {exc.strerror or exc}") from None
+    return context
+
+
 #: Sessions kept for performers with the performer key beyond ``max_sessions`` (when there is a key).
 KEY_HOLDER_RESERVE = 4
 
@@ -168,6 +195,9 @@ class AvatarServer:
         self.web_root = Path(config.web_root) if config.web_root else default_web_root()
         if not (self.web_root / "index.html").is_file():
             raise StreamError(f"the web client is missing: no index.html in {self.web_root}")
+        if bool(config.certfile) != bool(config.keyfile):
+            raise InputError("--cert and --key go together")
+        self._tls = tls_context(config.certfile, config.keyfile) if config.certfile and config.keyfile else None
         self._avatar, self._body, self._motion = avatar, body, motion
         self.routes = HttpRoutes(self.web_root, self.stats)
         self.stages: dict[str, StageEntry] = {}
@@ -209,10 +239,6 @@ class AvatarServer:
         """
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(None, self._load)
-        context = None
-        if self.config.certfile:
-            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-            context.load_cert_chain(self.config.certfile, self.config.keyfile)
         try:
             self._server = await serve(
                 self._handle,
@@ -221,7 +247,7 @@ class AvatarServer:
                 process_request=self.routes.process_request,
                 max_size=WS_MAX_SIZE,
                 close_timeout=WS_CLOSE_TIMEOUT_S,
-                ssl=context,
+                ssl=self._tls,
             )
         except OSError as exc:
             raise StreamError(
