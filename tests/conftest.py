@@ -12,6 +12,8 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
 #: The shared test video: one person, full body, 720x1280 (portrait), 30 fps, 301 frames.
 SHARED_VIDEO = SHARED_DATA / "video" / "full_body_taichi.mp4"
+#: The first line of a bench's text report: the machine in words, not a Python dict.
+MACHINE_HEADER = r"bench {verb}  \(\d+ CPUs, \d+ torch threads, (no GPU|GPU .+)\)"
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
+from conftest import MACHINE_HEADER
 
 from streamer.cli import main
 from streamer.commands.bench import yardstick_ms
@@ -18,7 +20,9 @@ def test_bench_render_times_each_case(capsys: pytest.CaptureFixture[str]) -> Non
     # every count at the middle size, every size at the middle count (the first of two)
     assert cases == {(1000, 64), (4000, 64), (1000, 128)}
     assert all(r["backend"] == "cpu" and 0 < r["p10_ms"] <= r["median_ms"] <= r["p90_ms"] for r in report["results"])
-
+    assert main(["bench", "render", "--backends", "cpu", "--counts", "1000", "--sizes", "64", "--repeats", "1"]) == 0
+    header = capsys.readouterr().out.splitlines()[0]
+    assert re.fullmatch(MACHINE_HEADER.format(verb="render"), header), header
 
 def test_yardstick_is_the_speed_tables_case(body, monkeypatch: pytest.MonkeyPatch) -> None:
     """The yardstick is the README's: the 40k demo avatar rendered at 512x512 on the CPU."""
@@ -44,6 +48,8 @@ def test_yardstick_is_the_speed_tables_case(body, monkeypatch: pytest.MonkeyPatc
         (["bench", "render", "--sizes", "15"], "--sizes must be even integers in [16, 4096]"),
         (["bench", "render", "--sizes", "100000"], "--sizes must be even integers in [16, 4096]"),
         (["bench", "lbs", "--repeats", "0"], "--repeats must be >= 1"),
+        (["bench", "track", "--hand-search-interval", "0"], "--hand-search-interval must be >= 1, got 0"),
+        (["bench", "track", "--face-interval", "-1"], "--face-interval must be >= 1, got -1"),
     ],
 )
 def test_bad_bench_options_are_clean_errors(capsys: pytest.CaptureFixture[str], argv: list[str], words: str) -> None:

@@ -55,7 +55,7 @@ def test_info_text_and_unknown_config(capsys: pytest.CaptureFixture[str]) -> Non
     assert code == 0
     assert "params: 442,314,510" in out and "params_excluding_encoder: 129,549,070" in out
     code, _, err = run(["lhm", "info", "--config", "2B"], capsys)
-    assert code == 2 and "unknown LHM config '2B'" in err
+    assert code == 2 and "streamer lhm info: error: unknown LHM config '2B'" in err
 
 
 def test_check_manifest_passes(capsys: pytest.CaptureFixture[str]) -> None:
@@ -92,7 +92,9 @@ def test_check_manifest_reports_differences(tmp_path: Path, capsys: pytest.Captu
 
 def test_check_manifest_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     code, _, err = run(["lhm", "check-manifest", str(tmp_path / "none.json")], capsys)
-    assert code == 2 and "manifest not found" in err
+    assert code == 2 and "streamer lhm check-manifest: error: LHM state-dict manifest not found" in err
+    code, _, err = run(["lhm", "check-manifest", str(tmp_path)], capsys)
+    assert code == 2 and f"{tmp_path} is a folder; give the LHM state-dict manifest (.json)" in err
     path = tmp_path / "unknown.json"
     path.write_text(json.dumps({"XL": {"a": [1]}}))
     code, out, _ = run(["lhm", "check-manifest", str(path), "--json"], capsys)

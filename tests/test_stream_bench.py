@@ -68,9 +68,39 @@ def test_bench_stream_reports_json(capsys: pytest.CaptureFixture[str]) -> None:
         assert by_thread.get(thread, 0.0) > 0.0, (thread, by_thread)
 
 
-def test_bench_stream_refuses_a_missing_video(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["bench", "stream", "--video", "no-such-video.mp4"]) == 2
-    assert "file not found" in capsys.readouterr().err
+@pytest.mark.parametrize(
+    "args, words",
+    [
+        (["--video", "no-such-video.mp4"], "--video no-such-video.mp4: no such file"),
+        (["--video", "."], "--video . is a folder; give a file"),
+        (["--motion", "no-such-motion.npz"], "--motion no-such-motion.npz: no such file"),
+        (["--motion", "demo", "--avatar", "no-such.ply"], "--avatar no-such.ply: no such file"),
+    ],
+)
+def test_bench_stream_refuses_missing_files_before_the_work(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], args: list[str], words: str
+) -> None:
+    from streamer.commands import bench_stream
+
+    def no_yardstick(*a: object, **k: object) -> float:
+        raise AssertionError("the yardstick was timed")
+
+    monkeypatch.setattr(bench_stream, "yardstick_ms", no_yardstick)
+    assert main(["bench", "stream", *args]) == 2
+    assert f"streamer bench stream: error: {words}" in capsys.readouterr().err
+
+
+def test_without_the_shared_video_the_benches_say_where_they_looked(
+    monkeypatch: pytest.MonkeyPatch, tmp_path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from streamer.commands import bench_track
+
+    missing = tmp_path / "shared" / "data" / "video" / "full_body_taichi.mp4"
+    monkeypatch.setattr(bench_track, "SHARED_VIDEO", missing)
+    for verb in ("track", "stream"):
+        assert main(["bench", verb]) == 2
+        err = capsys.readouterr().err
+        assert f"streamer bench {verb}: error: no --video given, and the shared test video is not at {missing}" in err
 
 
 def test_bench_viewers_measures_a_running_server(body, demo_avatar, capsys: pytest.CaptureFixture[str]) -> None:

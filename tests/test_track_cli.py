@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import MACHINE_HEADER
 from conftest import SHARED_VIDEO as VIDEO
 
 from calibration.camera import CameraIntrinsics, intrinsics_from_fov
@@ -198,6 +200,9 @@ def test_bench_track_reports_mediapipe_and_fit(capsys):
     stages = {row["stage"]: row for row in result["results"]}
     assert set(stages) == {"mediapipe:holistic", "mediapipe:total", "fit"}
     assert all(row["median_ms"] > 0 and row["frames"] == 5 for row in stages.values())
+    assert main(["bench", "track", "--frames", "6"]) == 0
+    header = capsys.readouterr().out.splitlines()[0]
+    assert re.fullmatch(MACHINE_HEADER.format(verb="track"), header), header
 
 
 def test_render_overlay_puts_the_synchronised_video_beside_the_avatar(tmp_path, capsys):

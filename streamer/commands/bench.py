@@ -37,7 +37,12 @@ def add_bench_parser(sub: argparse._SubParsersAction) -> None:
         q.add_argument("--smplx-dir", help="folder with real SMPL-X files (default: built-in body model)")
         q.add_argument("--json", action="store_true", help="print one JSON object")
         if name == "render":
-            q.add_argument("--sizes", default="256,512,1024", help="square frame sizes (default: %(default)s)")
+            q.add_argument(
+                "--sizes",
+                default="256,512,1024",
+                help="square frame sizes (default: %(default)s). Every count is timed at the middle size "
+                "(512 when given) and every size at the middle count (40000 when given), not the full grid",
+            )
         q.set_defaults(func=func)
 
 
@@ -102,14 +107,18 @@ def _machine() -> dict[str, object]:
             "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
 
 
+def machine_text(machine: dict[str, object]) -> str:
+    """What :func:`_machine` found, in words: ``2 CPUs, 1 torch threads, no GPU``."""
+    gpu = f", GPU {machine['gpu']}" if machine["gpu"] else ", no GPU"
+    return f"{machine['cpus']} CPUs, {machine['torch_threads']} torch threads{gpu}"
+
+
 def _report(kind: str, rows: list[dict], args: argparse.Namespace) -> int:
     result = {"bench": kind, "machine": _machine(), "results": rows}
     if args.json:
         print(json.dumps(result))
         return 0
-    machine = _machine()
-    gpu = f", GPU {machine['gpu']}" if machine["gpu"] else ", no GPU"
-    print(f"bench {kind}  ({machine['cpus']} CPUs, {machine['torch_threads']} torch threads{gpu})")
+    print(f"bench {kind}  ({machine_text(result['machine'])})")
     for r in rows:
         case = "  ".join(f"{k}={r[k]}" for k in r if not k.endswith("_ms"))
         print(f"  {case:48s} median {r['median_ms']:8.2f} ms   p10 {r['p10_ms']:8.2f}   p90 {r['p90_ms']:8.2f}")

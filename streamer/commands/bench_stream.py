@@ -20,8 +20,8 @@ from typing import TYPE_CHECKING, Any
 
 from ..assets import load_body
 from ..errors import InputError, StreamError
-from .bench import YARDSTICK, _machine, yardstick_ms
-from .bench_track import SHARED_VIDEO
+from .bench import YARDSTICK, _machine, machine_text, yardstick_ms
+from .bench_track import SHARED_VIDEO, default_video
 
 if TYPE_CHECKING:
     from ..stream.background import ServerThread
@@ -183,7 +183,7 @@ async def _measure(st: ServerThread, args: argparse.Namespace, video: Path | Non
 
 def run_stream(args: argparse.Namespace) -> int:
     from ..stream.background import ServerThread
-    from ..stream.server import ServerConfig
+    from ..stream.server import DEMO_MOTION, ServerConfig
 
     if args.seconds <= 0 or args.warmup < 0:
         raise InputError("--seconds must be positive and --warmup not negative")
@@ -191,14 +191,15 @@ def run_stream(args: argparse.Namespace) -> int:
         raise InputError(f"--viewers must be >= 0, got {args.viewers}")
     video: Path | None = None
     if args.motion is None:
-        video = Path(args.video) if args.video else SHARED_VIDEO
-        if not video.exists():
-            what = (
-                "--video"
-                if args.video
-                else f"no --video given and the shared test video ({SHARED_VIDEO.name})"
-            )
-            raise InputError(f"{what}: file not found")
+        video = default_video(args.video)
+    # Files the server would only open after the yardstick's few seconds: say now when they are not there.
+    for flag, name in (("--video", video), ("--avatar", args.avatar), ("--motion", args.motion)):
+        if name is None or (flag == "--motion" and name == DEMO_MOTION):
+            continue
+        if Path(name).is_dir():
+            raise InputError(f"{flag} {name} is a folder; give a file")
+        if not Path(name).is_file():
+            raise InputError(f"{flag} {name}: no such file")
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s: %(message)s")
     logging.getLogger("websockets").setLevel(logging.ERROR)
     config = ServerConfig(
@@ -262,7 +263,7 @@ def run_stream(args: argparse.Namespace) -> int:
         return 0
     count, size = YARDSTICK
     print(
-        f"bench stream  ({out['machine']}, load {out['load_average_1min']}; yardstick: {count // 1000}k "
+        f"bench stream  ({machine_text(out['machine'])}, load {out['load_average_1min']}; yardstick: {count // 1000}k "
         f"Gaussians rendered at {size}x{size} in {out['yardstick_render_ms']} ms)"
     )
     print(

@@ -15,12 +15,21 @@ from ..tracking.mediapipe_runner import (
     MediaPipeRunner,
 )
 from ..tracking.sources import VideoFileSource
-from .bench import _machine, summarize
+from .bench import _machine, machine_text, summarize
 
 #: The shared full-body test video, relative to the repository (``../shared/data`` beside the checkout).
 SHARED_VIDEO = (
     Path(__file__).resolve().parents[2].parent / "shared" / "data" / "video" / "full_body_taichi.mp4"
 )
+def default_video(video: str | None) -> Path:
+    """``--video`` as given (checked later, by the reader), or the shared test video, which must exist."""
+    if video:
+        return Path(video)
+    if not SHARED_VIDEO.is_file():
+        raise InputError(f"no --video given, and the shared test video is not at {SHARED_VIDEO}")
+    return SHARED_VIDEO
+
+
 WARMUP_FRAMES = 5  # graph start-up and the first detections are slower than steady-state tracking
 
 
@@ -69,9 +78,10 @@ def run_track(args: argparse.Namespace) -> int:
         raise InputError(
             f"--frames must be more than {WARMUP_FRAMES} (the warm-up frames), got {args.frames}"
         )
-    video = Path(args.video) if args.video else SHARED_VIDEO
-    if not args.video and not video.exists():
-        raise InputError(f"no --video given and the shared test video is missing ({SHARED_VIDEO.name})")
+    for flag, value in (("--hand-search-interval", args.hand_search_interval), ("--face-interval", args.face_interval)):
+        if value < 1:
+            raise InputError(f"{flag} must be >= 1, got {value}")
+    video = default_video(args.video)
     body = load_body(args.smplx_dir)
     per_stage: dict[str, list[float]] = {}
     tracked = frames = searched = with_hands = faces_searched = 0
@@ -123,7 +133,7 @@ def run_track(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(result))
         return 0
-    print(f"bench track  ({_machine()})")
+    print(f"bench track  ({machine_text(result['machine'])})")
     print(f"  {video.name} {size}: {frames} frames, a person in {tracked}; models {result['models']}")
     print(f"  hand models ran on {searched} frames, found a hand in {with_hands}; face models on {faces_searched}")
     for r in rows:

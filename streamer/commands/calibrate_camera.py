@@ -76,6 +76,8 @@ def run(args: argparse.Namespace) -> int:
         if not args.size:
             raise InputError("--fov needs --size WxH (the image size the field of view belongs to)")
         w, h = parse_size(args.size)
+        if not 0.0 < args.fov < 180.0:
+            raise InputError(f"--fov must be in (0, 180) degrees, got {args.fov}")
         intr = intrinsics_from_fov(args.fov, w, h, axis=args.fov_axis)
     else:
         if args.max_views < 4:

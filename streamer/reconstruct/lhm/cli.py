@@ -66,8 +66,9 @@ def add_lhm_commands(subparsers: Any) -> None:
 _COUNT_KEYS = ("missing", "unexpected", "shape_mismatch", "dtype_mismatch")
 
 
-def _fail(message: str) -> int:
-    print(f"streamer lhm: error: {message}", file=sys.stderr)
+def _fail(args: argparse.Namespace, message: str) -> int:
+    """Say what went wrong as every other command does (``streamer lhm VERB: error: ...``); exit code 2."""
+    print(f"streamer lhm {args.lhm_verb}: error: {message}", file=sys.stderr)
     return 2
 
 
@@ -101,7 +102,7 @@ def cmd_info(args: argparse.Namespace) -> int:
     try:
         out = info_dict(args.config)
     except StreamerError as exc:
-        return _fail(str(exc))
+        return _fail(args, str(exc))
     if args.json:
         print(json.dumps(out, indent=2))
     else:
@@ -119,7 +120,7 @@ def cmd_check_manifest(args: argparse.Namespace) -> int:
     try:
         entries = load_manifest(args.file)
     except StreamerError as exc:
-        return _fail(str(exc))
+        return _fail(args, str(exc))
     results: dict[str, dict[str, Any]] = {}
     ok = True
     for name, entry in entries.items():
@@ -152,7 +153,7 @@ def cmd_check_checkpoint(args: argparse.Namespace) -> int:
         shapes, _ = read_layout(args.path)
         config = get_config(args.config) if args.config else detect_config(shapes)
     except StreamerError as exc:
-        return _fail(str(exc))
+        return _fail(args, str(exc))
     expected, _ = module_layout(build_network(config, "meta"))
     diff = compare_layouts(expected, shapes)
     out: dict[str, Any] = {"config": config.name, "keys": len(shapes), **diff.counts()}

@@ -85,6 +85,8 @@ def load_manifest(path: str | Path) -> dict[str, ManifestEntry]:
         ManifestError: file missing, not json, or not of the documented structure.
     """
     p = Path(path)
+    if p.is_dir():
+        raise ManifestError(f"{p} is a folder; give the LHM state-dict manifest (.json)")
     if not p.is_file():
         raise ManifestError(f"LHM state-dict manifest not found: {p}")
     try:
