@@ -1,5 +1,7 @@
-"""Writing output files: checked before the work starts, written atomically, with ordinary permissions.
+"""Input and output files: checked before the work starts, written atomically, with ordinary permissions.
 
+* :func:`check_input`: an input file that can be opened, or an error naming the flag, the file and
+  why not (missing, a folder, no permission), before the work.
 * :func:`check_output`: refuse an output path that cannot be written (a folder, a parent that is a
   file, a read-only folder, an extension the writer does not make) before minutes of work, not after.
 * :func:`atomic_path` / :func:`atomic_write_bytes`: readers see the old file or the complete new
@@ -17,6 +19,25 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from .errors import InputError
+
+
+def check_input(flag: str, name: str | Path) -> Path:
+    """``name``, the input file given with ``flag``, as a Path once it has been opened for reading.
+
+    Raises:
+        InputError: it does not exist, is a folder or cannot be read (permissions, a folder on the
+            way that cannot be entered); the message names the flag and the file.
+    """
+    try:
+        with open(name, "rb"):
+            pass
+    except FileNotFoundError:
+        raise InputError(f"{flag} {name}: no such file") from None
+    except IsADirectoryError:
+        raise InputError(f"{flag} {name} is a folder; give a file") from None
+    except OSError as exc:
+        raise InputError(f"{flag} {name}: cannot read it: {exc.strerror or exc}") from None
+    return Path(name)
 
 
 def check_output(path: str | Path, suffixes: tuple[str, ...] | None = None) -> Path:

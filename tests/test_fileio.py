@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from streamer.errors import InputError
-from streamer.fileio import atomic_path, atomic_write_bytes, check_output
+from streamer.fileio import atomic_path, atomic_write_bytes, check_input, check_output
 
 
 def mode(path: Path) -> int:
@@ -75,3 +75,21 @@ def test_new_files_get_the_umask_mode_and_replaced_files_keep_theirs(tmp_path: P
         assert mode(tmp_path / "a.json") == 0o600 and (tmp_path / "a.json").read_bytes() == b"{ }"
     finally:
         os.umask(old)
+
+
+def test_an_input_that_cannot_be_read_is_named_with_its_flag(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "in.txt").write_text("x")
+    assert check_input("--in", tmp_path / "in.txt") == tmp_path / "in.txt"
+    with pytest.raises(InputError, match=f"--in {tmp_path / 'nope'}: no such file"):
+        check_input("--in", tmp_path / "nope")
+    with pytest.raises(InputError, match=f"--in {tmp_path} is a folder; give a file"):
+        check_input("--in", tmp_path)
+
+    def denied(*a: object, **k: object) -> None:
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr("builtins.open", denied)  # root reads anything: stand in for a locked folder
+    with pytest.raises(InputError, match=f"--in {tmp_path / 'in.txt'}: cannot read it: Permission denied"):
+        check_input("--in", tmp_path / "in.txt")

@@ -822,8 +822,8 @@ def test_serve_command_refuses_bad_options() -> None:
         assert proc.returncode == 2 and text in proc.stderr, (args, proc.stderr)
 
 
-def _self_signed(folder, name: str) -> tuple[str, str]:
-    """A self-signed PEM certificate for 127.0.0.1 and its key, written to ``folder``."""
+def _self_signed(folder, name: str, password: bytes | None = None) -> tuple[str, str]:
+    """A self-signed PEM certificate for 127.0.0.1 and its key (encrypted with ``password``) in ``folder``."""
     import datetime
     import ipaddress
 
@@ -835,6 +835,7 @@ def _self_signed(folder, name: str) -> tuple[str, str]:
     key = ec.generate_private_key(ec.SECP256R1())
     subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
     now = datetime.datetime.now(datetime.timezone.utc)
+    loopback = x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))])
     cert = (
         x509.CertificateBuilder()
         .subject_name(subject)
@@ -843,14 +844,16 @@ def _self_signed(folder, name: str) -> tuple[str, str]:
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - datetime.timedelta(hours=1))
         .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False)
+        .add_extension(loopback, critical=False)
         .sign(key, hashes.SHA256())
     )
     cert_path, key_path = folder / f"{name}.crt", folder / f"{name}.key"
     cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
     key_path.write_bytes(
         key.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.BestAvailableEncryption(password) if password else serialization.NoEncryption(),
         )
     )
     return str(cert_path), str(key_path)
@@ -863,7 +866,8 @@ def test_https_serves_the_pages_and_the_signalling(tmp_path, body, demo_avatar) 
     from streamer.tracking.demo_motion import demo_motion
 
     cert, key = _self_signed(tmp_path, "server")
-    config = ServerConfig(host="127.0.0.1", port=0, size=64, fps=15.0, backend="cpu", certfile=cert, keyfile=key)
+    config = ServerConfig(host="127.0.0.1", port=0, size=64, fps=15.0, backend="cpu")
+    config.certfile, config.keyfile = cert, key
     with ServerThread(config, avatar=demo_avatar, body=body, motion=demo_motion()) as st:
         assert st.url.startswith("https://127.0.0.1:")
         trusted = ssl.create_default_context(cafile=cert)
@@ -881,34 +885,41 @@ def test_https_serves_the_pages_and_the_signalling(tmp_path, body, demo_avatar) 
         run(main())
 
 
-def test_a_certificate_that_cannot_serve_is_refused_before_loading(tmp_path) -> None:
-    from streamer.stream.server import tls_context
+def test_a_certificate_that_cannot_serve_is_refused_before_loading(tmp_path, monkeypatch) -> None:
+    import ssl
+
+    from streamer.stream.server import run_server, tls_context
 
     cert, key = _self_signed(tmp_path, "a")
     other_cert, other_key = _self_signed(tmp_path, "b")
+    _, locked_key = _self_signed(tmp_path, "c", password=b"secret")
     (tmp_path / "notes.json").write_text("{}")
     (tmp_path / "folder").mkdir()
-    for c, k, words in (
-        (cert, other_key, "the key does not belong to the certificate"),
-        (key, key, "expected a PEM certificate and its PEM private key"),
-        (str(tmp_path / "notes.json"), key, "expected a PEM certificate and its PEM private key"),
-        (str(tmp_path / "missing.crt"), key, "--cert " + str(tmp_path / "missing.crt") + ": no such file"),
-        (cert, str(tmp_path / "folder"), "--key " + str(tmp_path / "folder") + " is a folder"),
+    missing, folder, notes = tmp_path / "missing.crt", tmp_path / "folder", tmp_path / "notes.json"
+    for c, k, words in (  # each message names the file that is wrong
+        (cert, other_key, f"--key {other_key} does not belong to the certificate --cert {cert}"),
+        (key, key, f"--cert {key}: not a PEM certificate"),
+        (str(notes), key, f"--cert {notes}: not a PEM certificate"),
+        (cert, cert, f"--key {cert}: not a PEM private key"),
+        (cert, locked_key, f"--key {locked_key} is encrypted; give an unencrypted key"),
+        (str(missing), key, f"--cert {missing}: no such file"),
+        (cert, str(folder), f"--key {folder} is a folder"),
     ):
         with pytest.raises(InputError) as info:
             tls_context(c, k)
         assert words in str(info.value), (c, k, info.value)
-    assert isinstance(tls_context(other_cert, other_key), __import__("ssl").SSLContext)
+    assert isinstance(tls_context(other_cert, other_key), ssl.SSLContext)
 
     def no_load(self) -> None:
         raise AssertionError("the assets were loaded")
 
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(AvatarServer, "_load", no_load)
-        with pytest.raises(InputError, match="does not belong"):
-            AvatarServer(ServerConfig(certfile=cert, keyfile=other_key))
-        with pytest.raises(InputError, match="--cert and --key go together"):
-            AvatarServer(ServerConfig(certfile=cert))
+    monkeypatch.setattr(AvatarServer, "_load", no_load)  # what `streamer serve` runs, up to the loading
+    for config, words in (
+        (ServerConfig(port=0, certfile=cert, keyfile=other_key), "does not belong"),
+        (ServerConfig(port=0, certfile=cert), "--cert and --key go together"),
+    ):
+        with pytest.raises(InputError, match=words):
+            asyncio.run(run_server(config))
 
 
 def test_avatar_frames_are_512_when_asked(body, demo_avatar) -> None:

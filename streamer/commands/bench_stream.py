@@ -182,6 +182,7 @@ async def _measure(st: ServerThread, args: argparse.Namespace, video: Path | Non
 
 
 def run_stream(args: argparse.Namespace) -> int:
+    from ..fileio import check_input
     from ..stream.background import ServerThread
     from ..stream.server import DEMO_MOTION, ServerConfig
 
@@ -194,12 +195,8 @@ def run_stream(args: argparse.Namespace) -> int:
         video = default_video(args.video)
     # Files the server would only open after the yardstick's few seconds: say now when they are not there.
     for flag, name in (("--video", video), ("--avatar", args.avatar), ("--motion", args.motion)):
-        if name is None or (flag == "--motion" and name == DEMO_MOTION):
-            continue
-        if Path(name).is_dir():
-            raise InputError(f"{flag} {name} is a folder; give a file")
-        if not Path(name).is_file():
-            raise InputError(f"{flag} {name}: no such file")
+        if name is not None and not (flag == "--motion" and name == DEMO_MOTION):
+            check_input(flag, name)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s: %(message)s")
     logging.getLogger("websockets").setLevel(logging.ERROR)
     config = ServerConfig(
@@ -263,7 +260,8 @@ def run_stream(args: argparse.Namespace) -> int:
         return 0
     count, size = YARDSTICK
     print(
-        f"bench stream  ({machine_text(out['machine'])}, load {out['load_average_1min']}; yardstick: {count // 1000}k "
+        f"bench stream  ({machine_text(out['machine'])}, load {out['load_average_1min']}; "
+        f"yardstick: {count // 1000}k "
         f"Gaussians rendered at {size}x{size} in {out['yardstick_render_ms']} ms)"
     )
     print(

@@ -110,30 +110,41 @@ class ServerConfig:
     performer_key: str | None = field(default=None, repr=False)
 
 
+#: What a PEM certificate and a PEM private key (PKCS#8, RSA or EC) begin with.
+PEM_CERT, PEM_KEY = b"-----BEGIN CERTIFICATE-----", b"PRIVATE KEY-----"
+
+
 def tls_context(certfile: str, keyfile: str) -> ssl.SSLContext:
-    """A server TLS context from a PEM certificate (chain) and its private key.
+    """A server TLS context from a PEM certificate (chain) and its unencrypted private key.
 
     Raises:
-        InputError: a file that is missing, a folder, unreadable, not PEM, or a key that does not
-            belong to the certificate; the message names the file and says which.
+        InputError: a file that is missing, a folder, unreadable or not PEM, an encrypted key, or a
+            key that does not belong to the certificate; the message names the file and says which.
     """
-    for flag, name in (("--cert", certfile), ("--key", keyfile)):
-        path = Path(name)
-        if not path.exists():
-            raise InputError(f"{flag} {name}: no such file")
-        if path.is_dir():
-            raise InputError(f"{flag} {name} is a folder; give the PEM file")
+    from ..fileio import check_input
+
+    if PEM_CERT not in check_input("--cert", certfile).read_bytes():
+        raise InputError(f"--cert {certfile}: not a PEM certificate (no {PEM_CERT.decode()} line)")
+    if PEM_KEY not in check_input("--key", keyfile).read_bytes():
+        raise InputError(f"--key {keyfile}: not a PEM private key (no BEGIN ... PRIVATE KEY line)")
+
+    def no_password() -> str:
+        raise InputError(f"--key {keyfile} is encrypted; give an unencrypted key")
+
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     try:
-        context.load_cert_chain(certfile, keyfile)
+        context.load_cert_chain(certfile, keyfile, password=no_password)
     except ssl.SSLError as exc:
         if "KEY_VALUES_MISMATCH" in str(exc):
-            why = "the key does not belong to the certificate"
-        else:
-            why = f"expected a PEM certificate and its PEM private key; ssl says {exc.reason or exc}"
-        raise InputError(f"--cert {certfile} / --key {keyfile}: cannot serve HTTPS with them ({why})") from None
+            raise InputError(
+                f"--key {keyfile} does not belong to the certificate --cert {certfile}"
+            ) from None
+        why = exc.reason or "not a certificate and its key"
+        files = f"--cert {certfile} / --key {keyfile}"
+        raise InputError(f"{files}: cannot serve HTTPS with them ({why})") from None
     except OSError as exc:
-        raise InputError(f"--cert {certfile} / --key {keyfile}: cannot read them: {exc.strerror or exc}") from None
+        files = f"--cert {certfile} / --key {keyfile}"
+        raise InputError(f"{files}: cannot read them: {exc.strerror or exc}") from None
     return context
 
 
@@ -197,7 +208,9 @@ class AvatarServer:
             raise StreamError(f"the web client is missing: no index.html in {self.web_root}")
         if bool(config.certfile) != bool(config.keyfile):
             raise InputError("--cert and --key go together")
-        self._tls = tls_context(config.certfile, config.keyfile) if config.certfile and config.keyfile else None
+        self._tls = None
+        if config.certfile and config.keyfile:
+            self._tls = tls_context(config.certfile, config.keyfile)
         self._avatar, self._body, self._motion = avatar, body, motion
         self.routes = HttpRoutes(self.web_root, self.stats)
         self.stages: dict[str, StageEntry] = {}
