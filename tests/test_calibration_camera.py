@@ -158,7 +158,8 @@ def test_cli_fov(tmp_path, capsys):
     assert main(["calibrate", "camera", "--fov", "60", "-o", str(out)]) == 2
     assert "--fov needs --size" in capsys.readouterr().err
     assert main(["calibrate", "camera", "--fov", "-60", "--size", "640x480", "-o", str(out)]) == 2
-    assert "streamer calibrate camera: error: --fov must be in (0, 180) degrees, got -60.0" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "streamer calibrate camera: error: --fov must be in (0, 180) degrees, got -60.0" in err
 
 
 def test_json_round_trip_and_corrupt_files(tmp_path):

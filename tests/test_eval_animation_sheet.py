@@ -21,6 +21,7 @@ def frame(index: int, psnr_db: float, valid: np.ndarray | None = None) -> Scored
     mask[10:30, 6:18] = True
     render[mask] = 0.5
     alpha[mask] = 1.0
+    render[4:6, 6:18], alpha[4:6, 6:18] = 0.25, 0.5  # a soft edge: colour 0.5 at alpha 0.5, premultiplied
     return ScoredFrame(index, image, render, alpha, mask, {"psnr_db": psnr_db}, valid)
 
 
@@ -34,10 +35,9 @@ def test_evenly_spaced_frames_and_the_worst_in_bounded_memory() -> None:
     chosen = sheet.chosen()
     assert len(chosen) == 6
     assert (377, 5.0, True) in chosen and sum(worst for *_, worst in chosen) == 1
-    spaced = [i for i, _, worst in chosen if not worst]
-    assert spaced[0] == 1 and spaced[-1] == 1000  # from the video's start to its end
-    gaps = np.diff(spaced)
-    assert gaps.min() >= 0.5 * gaps.max(), spaced  # evenly, not bunched at the start
+    shown = [i for i, _, _ in chosen]
+    assert shown[0] == 1 and shown[-1] == 1000  # from the video's start to its end
+    assert max(np.diff(shown)) <= 300, shown  # spread over it, not bunched at the start (even: 200)
     img = sheet.image()
     tile_w = round(W * 80 / H)
     assert img.shape == (160, 6 * tile_w, 3) and img.dtype == np.uint8
@@ -58,6 +58,26 @@ def test_the_worst_replaces_a_better_one_and_unscored_frames_are_never_worst() -
     lone.add(frame(1, math.nan))
     lone.add(frame(2, 30.0))
     assert [i for i, _, w in lone.chosen() if w] == [2]
+    unscored = AnimationSheet(columns=3, height=40)
+    for i in range(1, 5):
+        unscored.add(frame(i, math.nan))
+    assert [w for *_, w in unscored.chosen()] == [False] * 3  # no red frame when nothing was scored
+    assert not np.all(unscored.image() == WORST_RGB, axis=2).any()
+
+
+@pytest.mark.parametrize("count", [2, 5, 7, 13, 24, 38, 100, 301])
+@pytest.mark.parametrize("columns", [2, 3, 6])
+def test_first_last_and_worst_are_shown_the_rest_spread_evenly(count: int, columns: int) -> None:
+    for worst in sorted({1, count // 2, count}):
+        sheet = AnimationSheet(columns=columns, height=40)
+        for i in range(1, count + 1):
+            sheet.add(frame(i, 10.0 if i == worst else 20.0))
+        shown = [i for i, _, _ in sheet.chosen()]
+        assert len(shown) == min(columns, count) and worst in shown, (shown, worst)
+        assert shown[0] == 1 or worst == 1 or columns == 2, shown
+        assert shown[-1] == count or columns == 2, shown
+        if count >= 2 * columns:  # a gap at most twice the even one (halving keeps every step-th)
+            assert max(np.diff(shown)) <= 2.5 * count / (columns - 1), (shown, worst)
 
 
 def test_the_avatar_is_drawn_on_white_inside_the_masks_outline() -> None:
@@ -67,6 +87,7 @@ def test_the_avatar_is_drawn_on_white_inside_the_masks_outline() -> None:
     avatar = img[H:]  # the second row
     assert avatar[2, 2].tolist() == [255, 255, 255]  # outside the avatar: white
     assert avatar[20, 12].tolist() == [128, 128, 128]  # the avatar's own colour
+    assert avatar[5, 12].tolist() == [191, 191, 191]  # the soft edge over white: 0.25 + 0.5, not darker
     line = np.all(avatar == MASK_LINE_RGB, axis=2)
     assert line[10, 6:18].all() and line[29, 6:18].all() and line[10:30, 6].all()  # the mask's outline
     assert not line[12:28, 8:16].any()

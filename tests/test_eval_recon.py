@@ -152,8 +152,8 @@ def test_eval_recon_refuses_bad_options_before_the_work(
 @pytest.mark.skipif(not VIDEO.exists(), reason="shared video not found beside the repository")
 def test_eval_animate_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     sheet = tmp_path / "animate.png"
-    args = ["eval", "animate", str(VIDEO), "--max-frames", "3", "--per-frame", "--json", "--sheet", str(sheet)]
-    assert main(args) == 0
+    args = ["eval", "animate", str(VIDEO), "--max-frames", "3", "--per-frame", "--json"]
+    assert main([*args, "--sheet", str(sheet)]) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["frames"] == 3 and [f["frame"] for f in report["per_frame"]] == [1, 2, 3]
     assert report["refined"] is True  # poses refined offline to the person mask by default
@@ -161,6 +161,8 @@ def test_eval_animate_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) ->
     assert report["psnr_db"] > 19.0 and report["mask_iou"] > 0.85, report
     # The sheet: the three frames above the avatar; the video (720x1280) fills the 5:3 crop's height.
     assert report["sheet"] == str(sheet) and report["sheet_frames"] == [1, 2, 3]
+    worst = min(report["per_frame"], key=lambda f: f["psnr_db"])["frame"]
+    assert report["sheet_worst"] == worst
     img = cv2.imread(str(sheet))
     assert img is not None and img.shape == (640, 3 * round(720 * 320 / 1280), 3), img.shape
     frame = cv2.cvtColor(img[:320, :180], cv2.COLOR_BGR2RGB)

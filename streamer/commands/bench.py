@@ -40,8 +40,8 @@ def add_bench_parser(sub: argparse._SubParsersAction) -> None:
             q.add_argument(
                 "--sizes",
                 default="256,512,1024",
-                help="square frame sizes (default: %(default)s). Every count is timed at the middle size "
-                "(512 when given) and every size at the middle count (40000 when given), not the full grid",
+                help="square frame sizes (default: %(default)s). Every count is timed at 512 (or the first "
+                "size given without 512) and every size at 40000 (or the first count), not the full grid",
             )
         q.set_defaults(func=func)
 

@@ -21,6 +21,9 @@ from .bench import _machine, machine_text, summarize
 SHARED_VIDEO = (
     Path(__file__).resolve().parents[2].parent / "shared" / "data" / "video" / "full_body_taichi.mp4"
 )
+WARMUP_FRAMES = 5  # graph start-up and the first detections are slower than steady-state tracking
+
+
 def default_video(video: str | None) -> Path:
     """``--video`` as given (checked later, by the reader), or the shared test video, which must exist."""
     if video:
@@ -28,9 +31,6 @@ def default_video(video: str | None) -> Path:
     if not SHARED_VIDEO.is_file():
         raise InputError(f"no --video given, and the shared test video is not at {SHARED_VIDEO}")
     return SHARED_VIDEO
-
-
-WARMUP_FRAMES = 5  # graph start-up and the first detections are slower than steady-state tracking
 
 
 def add_bench_parser(sub: argparse._SubParsersAction) -> None:
@@ -78,7 +78,10 @@ def run_track(args: argparse.Namespace) -> int:
         raise InputError(
             f"--frames must be more than {WARMUP_FRAMES} (the warm-up frames), got {args.frames}"
         )
-    for flag, value in (("--hand-search-interval", args.hand_search_interval), ("--face-interval", args.face_interval)):
+    for flag, value in (
+        ("--hand-search-interval", args.hand_search_interval),
+        ("--face-interval", args.face_interval),
+    ):
         if value < 1:
             raise InputError(f"{flag} must be >= 1, got {value}")
     video = default_video(args.video)

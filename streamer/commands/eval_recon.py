@@ -65,7 +65,8 @@ def add_eval_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--per-frame", action="store_true", help="include the per-frame figures in the JSON")
     p.add_argument(
         "--sheet",
-        help="save a contact sheet (.png): evenly spaced frames and the worst one, above the avatar in their poses",
+        help="save a contact sheet (.png): evenly spaced frames and the worst one, above the avatar in "
+        "their poses",
     )
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=run_animate)
@@ -163,6 +164,7 @@ def run_animate(args: argparse.Namespace) -> int:
         _write_sheet(args.sheet, sheet.image())
         result["sheet"] = str(args.sheet)
         result["sheet_frames"] = [index for index, _, _ in sheet.chosen()]
+        result["sheet_worst"] = next((index for index, _, worst in sheet.chosen() if worst), None)
     result["seconds"] = round(time.perf_counter() - t0, 3)
     if args.per_frame:
         result["per_frame"] = [{k: as_float(v) for k, v in f.items()} for f in ev.frames]
@@ -174,6 +176,8 @@ def run_animate(args: argparse.Namespace) -> int:
             f"over {result['frames']} frames ({result['seconds']} s)"
         )
         if sheet is not None:
-            worst = next(index for index, _, is_worst in sheet.chosen() if is_worst)
-            print(f"wrote the contact sheet {args.sheet} (frames {result['sheet_frames']}, the worst {worst})")
+            print(
+                f"wrote the contact sheet {args.sheet} (frames {result['sheet_frames']}, "
+                f"the worst {result['sheet_worst']})"
+            )
     return 0

@@ -4,8 +4,8 @@ A long video must not fill the memory, and the frame count of a file is only the
 so the sheet keeps small tiles of evenly spaced frames by halving: it keeps every ``step``-th scored
 frame and, when it holds more than twice the columns it shows, doubles ``step`` and drops the frames
 off the new spacing. The last frame is kept too, so the sheet reaches the video's end. The worst
-frame (lowest PSNR) is kept beside them and always shown, in a red frame, since that is the frame a
-person looking for what to fix wants to see.
+frame (lowest finite PSNR) is kept beside them and always shown, in a red frame, in place of the
+evenly spaced frame nearest it, since that is the frame a person looking for what to fix wants to see.
 
 Each avatar tile is drawn on white with the outline of the frame's person mask in green, so that a
 limb out of place shows as the avatar crossing the line or leaving it empty.
@@ -16,7 +16,6 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-import cv2
 import numpy as np
 
 MASK_LINE_RGB = (0, 170, 0)
@@ -30,11 +29,11 @@ class ScoredFrame:
 
     index: int  # the frame's number in the video (0 is the reconstruction frame)
     image: np.ndarray  # the video frame in the evaluation crop, [H, W, 3] uint8 RGB
-    render: np.ndarray  # the avatar on black, [H, W, 3] float in [0, 1]
+    render: np.ndarray  # the avatar on black (colour times alpha), [H, W, 3] float in [0, 1]
     alpha: np.ndarray  # [H, W] float in [0, 1]
     mask: np.ndarray  # the person mask, [H, W] bool
     scores: dict[str, float]
-    valid: np.ndarray | None = None  # crop pixels inside the video frame, [H, W] bool; the tiles show only these
+    valid: np.ndarray | None = None  # crop pixels inside the video frame, [H, W] bool; tiles show only these
 
 
 @dataclass
@@ -71,7 +70,7 @@ class AnimationSheet:
         ordinal = self._seen
         self._seen += 1
         psnr_db = float(frame.scores.get("psnr_db", math.nan))
-        worse = self._worst is None or _rank(psnr_db) < _rank(self._worst.psnr_db)
+        worse = math.isfinite(psnr_db) and (self._worst is None or psnr_db < self._worst.psnr_db)
         spaced = ordinal % self._step == 0
         tile = self._tile(frame, psnr_db)
         self._last = tile
@@ -104,7 +103,7 @@ class AnimationSheet:
         for t in tiles:
             frame = t.frame.copy()
             avatar = t.avatar
-            label = f"frame {t.index}: " + ("no score" if math.isnan(t.psnr_db) else f"{t.psnr_db:.1f} dB")
+            label = f"frame {t.index}: " + (f"{t.psnr_db:.1f} dB" if math.isfinite(t.psnr_db) else "no score")
             worst = t is self._worst and len(tiles) > 1
             _label(frame, label, WORST_RGB if worst else LABEL_RGB)
             if worst:  # a red frame round both tiles
@@ -117,18 +116,24 @@ class AnimationSheet:
         return np.concatenate([np.concatenate(top, 1), np.concatenate(bottom, 1)], 0)
 
     def _chosen_tiles(self) -> list[_Tile]:
-        spaced = [t for _, t in self._kept]
-        if self._last is not None and (not spaced or spaced[-1] is not self._last):
-            spaced.append(self._last)
-        spaced = [t for t in spaced if t is not self._worst]
-        want = self.columns - 1 if self._worst is not None else self.columns
-        if len(spaced) > want:  # evenly over what is kept, first and last included
-            picks = np.unique(np.round(np.linspace(0, len(spaced) - 1, want)).astype(int))
-            spaced = [spaced[i] for i in picks]
-        tiles = spaced + ([self._worst] if self._worst is not None else [])
+        tiles = [t for _, t in self._kept]
+        if self._last is not None and (not tiles or tiles[-1] is not self._last):
+            tiles.append(self._last)
+        if len(tiles) > self.columns:  # evenly over what is kept, first and last included
+            picks = np.unique(np.round(np.linspace(0, len(tiles) - 1, self.columns)).astype(int))
+            tiles = [tiles[i] for i in picks]
+        worst = self._worst
+        if worst is not None and all(t is not worst for t in tiles):
+            if len(tiles) < self.columns:
+                tiles.append(worst)
+            else:  # in place of the nearest evenly spaced frame, the first and last kept if possible
+                inner = range(1, len(tiles) - 1) if len(tiles) > 2 else range(len(tiles))
+                tiles[min(inner, key=lambda i: abs(tiles[i].index - worst.index))] = worst
         return sorted(tiles, key=lambda t: t.index)
 
     def _tile(self, f: ScoredFrame, psnr_db: float) -> _Tile:
+        import cv2
+
         rows, cols = slice(None), slice(None)
         if f.valid is not None and f.valid.any():  # leave out the crop's padding
             ys, xs = np.nonzero(f.valid.any(1))[0], np.nonzero(f.valid.any(0))[0]
@@ -137,24 +142,19 @@ class AnimationSheet:
         h, w = image.shape[:2]
         size = (max(1, round(w * self.height / h)), self.height)
         frame = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
-        a = alpha[..., None]
-        avatar = np.clip(render * a + (1.0 - a), 0.0, 1.0)
-        avatar = (cv2.resize(avatar.astype(np.float32), size, interpolation=cv2.INTER_AREA) * 255 + 0.5).astype(
-            np.uint8
-        )
+        avatar = np.clip(render + (1.0 - alpha[..., None]), 0.0, 1.0)  # the render's colour is premultiplied
+        avatar = cv2.resize(avatar.astype(np.float32), size, interpolation=cv2.INTER_AREA)
+        avatar = (avatar * 255 + 0.5).astype(np.uint8)
         mask = cv2.resize(f.mask[rows, cols].astype(np.uint8), size, interpolation=cv2.INTER_NEAREST)
         contours, _ = cv2.findContours(mask, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
         cv2.drawContours(avatar, contours, -1, MASK_LINE_RGB, 1)
         return _Tile(index=f.index, psnr_db=psnr_db, frame=frame, avatar=avatar)
 
 
-def _rank(psnr_db: float) -> float:
-    """Sort key for 'worst': a frame with no score (NaN) is never the worst; a perfect one (inf) is best."""
-    return math.inf if math.isnan(psnr_db) else psnr_db
-
-
 def _label(img: np.ndarray, text: str, rgb: tuple[int, int, int]) -> None:
     """Write ``text`` at the tile's top left on a dark box, scaled to the tile's height."""
+    import cv2
+
     (w1, _), _ = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, 1.0, 1)
     scale = max(0.25, min(img.shape[0] / 600, (img.shape[1] - 8) / w1))
     thick = 1 if scale < 0.8 else 2

@@ -81,7 +81,7 @@ def contact_sheet(ev: PhotoEval, body: BodyModel, backend: str = "cpu", height: 
     h, w = person.rgb.shape[:2]
     tiles = [
         person.rgb.astype(np.float32) / 255.0,
-        ev.render * ev.alpha[..., None] + (1 - ev.alpha[..., None]),
+        ev.render + (1 - ev.alpha[..., None]),  # the render's colour is premultiplied by alpha
     ]
     avatar = ev.recon.avatar
     rest = avatar.pose(body, SmplxPose.zeros(num_betas=len(avatar.betas)).replace(betas=avatar.betas))

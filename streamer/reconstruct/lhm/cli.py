@@ -59,7 +59,8 @@ def add_lhm_commands(subparsers: Any) -> None:
     )
     ckpt.add_argument("path", metavar="PATH", help="model.safetensors (or .pt), or its directory")
     ckpt.add_argument(
-        "--config", help="configuration (default: detected from the checkpoint among the released MINI, 500M, 1B)"
+        "--config",
+        help="configuration (default: detected from the checkpoint among the released MINI, 500M, 1B)",
     )
     ckpt.add_argument("--json", action="store_true", help="print json")
     ckpt.set_defaults(func=cmd_check_checkpoint)
