@@ -112,6 +112,7 @@ class ServerConfig:
 
 #: What a PEM certificate and a PEM private key (PKCS#8, RSA or EC) begin with.
 PEM_CERT, PEM_KEY = b"-----BEGIN CERTIFICATE-----", b"PRIVATE KEY-----"
+PEM_MAX_BYTES = 1 << 20  # looked for in the first MiB
 
 
 def tls_context(certfile: str, keyfile: str) -> ssl.SSLContext:
@@ -123,9 +124,13 @@ def tls_context(certfile: str, keyfile: str) -> ssl.SSLContext:
     """
     from ..fileio import check_input
 
-    if PEM_CERT not in check_input("--cert", certfile).read_bytes():
+    def head(flag: str, name: str) -> bytes:  # a PEM file is kilobytes: a video given by mistake is not read
+        with check_input(flag, name).open("rb") as f:
+            return f.read(PEM_MAX_BYTES)
+
+    if PEM_CERT not in head("--cert", certfile):
         raise InputError(f"--cert {certfile}: not a PEM certificate (no {PEM_CERT.decode()} line)")
-    if PEM_KEY not in check_input("--key", keyfile).read_bytes():
+    if PEM_KEY not in head("--key", keyfile):
         raise InputError(f"--key {keyfile}: not a PEM private key (no BEGIN ... PRIVATE KEY line)")
 
     def no_password() -> str:
