@@ -859,10 +859,11 @@ def _self_signed(folder, name: str, password: bytes | None = None) -> tuple[str,
     return str(cert_path), str(key_path)
 
 
-def test_https_serves_the_pages_and_the_signalling(tmp_path, body, demo_avatar) -> None:
+def test_https_serves_the_pages_and_the_signalling(tmp_path, body, demo_avatar, capsys) -> None:
     """With --cert and --key the pages come over HTTPS and a real aiortc viewer connects over WSS."""
     import ssl
 
+    from streamer.cli import main as cli_main
     from streamer.tracking.demo_motion import demo_motion
 
     cert, key = _self_signed(tmp_path, "server")
@@ -883,6 +884,15 @@ def test_https_serves_the_pages_and_the_signalling(tmp_path, body, demo_avatar) 
             await client.close()
 
         run(main())
+        # bench viewers measures it when told to trust the certificate, and says how when not told
+        capsys.readouterr()
+        bench = ["bench", "viewers", st.url, "--count", "1", "--seconds", "1", "--warmup", "0.2", "--json"]
+        assert cli_main([*bench, "--ca", cert]) == 0
+        assert json.loads(capsys.readouterr().out)["fps_min"] > 0
+        assert cli_main(bench) == 2
+        assert "CERTIFICATE_VERIFY_FAILED" in (err := capsys.readouterr().err) and "--ca CERT.pem" in err, err
+        assert cli_main([*bench, "--ca", key]) == 2
+        assert f"--ca {key}: not a PEM certificate" in capsys.readouterr().err
 
 
 def test_a_certificate_that_cannot_serve_is_refused_before_loading(tmp_path, monkeypatch) -> None:

@@ -17,6 +17,7 @@ import argparse
 import asyncio
 import json
 import os
+import ssl
 import statistics
 import time
 import urllib.request
@@ -53,27 +54,50 @@ def add_bench_parser(sub: argparse._SubParsersAction) -> None:
         choices=sorted(VIEWER_CODECS),
         help="the only codec the viewers offer (default: aiortc's order, VP8 first)",
     )
+    q.add_argument(
+        "--ca",
+        metavar="CERT.pem",
+        help="for an https URL: trust this certificate too (the self-signed one given to streamer serve --cert)",
+    )
     q.add_argument("--json", action="store_true", help="print one JSON object")
     q.set_defaults(func=run_viewers)
 
 
-def _server_stats(url: str) -> dict[str, Any]:
+def _tls(ca: str | None) -> ssl.SSLContext | None:
+    """The TLS context that trusts ``ca`` besides the system's certificates (None: the default)."""
+    if ca is None:
+        return None
+    from ..fileio import check_input
+
+    try:
+        return ssl.create_default_context(cafile=str(check_input("--ca", ca)))
+    except ssl.SSLError as exc:
+        raise InputError(f"--ca {ca}: not a PEM certificate ({exc.reason or exc})") from None
+
+
+def _server_stats(url: str, tls: ssl.SSLContext | None = None) -> dict[str, Any]:
     """The ``/stats`` of the server behind page ``url`` (StreamError when it cannot be read)."""
     from ..stream.client import stats_url
 
     where = stats_url(url)
     try:
-        with urllib.request.urlopen(where, timeout=10) as reply:
+        with urllib.request.urlopen(where, timeout=10, context=tls) as reply:
             return json.loads(reply.read())
     except (OSError, ValueError) as exc:  # unreachable, an HTTP error, not JSON
-        raise StreamError(f"cannot read {where}: {exc}") from None
+        hint = ""
+        if "CERTIFICATE_VERIFY_FAILED" in str(exc) and tls is None:
+            hint = " (a self-signed certificate? give it with --ca CERT.pem)"
+        raise StreamError(f"cannot read {where}: {exc}{hint}") from None
 
 
 async def _measure(args: argparse.Namespace) -> dict[str, Any]:
     from ..stream.client import StreamClient
 
     codecs = (VIEWER_CODECS[args.codec],) if args.codec else None
-    clients = [StreamClient(args.url, "viewer", stage=args.stage, codecs=codecs) for _ in range(args.count)]
+    tls = _tls(args.ca)
+    clients = [
+        StreamClient(args.url, "viewer", stage=args.stage, codecs=codecs, ssl=tls) for _ in range(args.count)
+    ]
     try:
         for client in clients:
             try:
@@ -87,13 +111,13 @@ async def _measure(args: argparse.Namespace) -> dict[str, Any]:
                 raise StreamError(f"{waiting} of {args.count} viewers got no picture within {FIRST_PICTURE_TIMEOUT_S:g} s")
             await asyncio.sleep(0.1)
         await asyncio.sleep(args.warmup)
-        before = await asyncio.to_thread(_server_stats, args.url)
+        before = await asyncio.to_thread(_server_stats, args.url, tls)
         counts = [c.received.count for c in clients]
         cpu0, t0 = time.process_time(), time.monotonic()
         await asyncio.sleep(args.seconds)
         elapsed = time.monotonic() - t0
         cpu = (time.process_time() - cpu0) / elapsed
-        after = await asyncio.to_thread(_server_stats, args.url)
+        after = await asyncio.to_thread(_server_stats, args.url, tls)
         fps = [(c.received.count - n) / elapsed for c, n in zip(clients, counts)]
         codecs_got = sorted({c.video_codec or "?" for c in clients})
         peers = await _peer_figures(clients)
@@ -138,7 +162,7 @@ async def _peer_figures(clients: list[StreamClient], timeout: float = 10.0) -> l
 def run_viewers(args: argparse.Namespace) -> int:
     if args.count < 1 or args.seconds <= 0 or args.warmup < 0:
         raise InputError("--count must be at least 1, --seconds positive and --warmup not negative")
-    stats = _server_stats(args.url)  # reachable, and a server of ours (it says its CPU time)
+    stats = _server_stats(args.url, _tls(args.ca))  # reachable, and a server of ours (it says its CPU time)
     if "cpu_seconds" not in stats.get("server", {}):
         raise StreamError(f"{args.url} is not an avatar server of this version (its /stats has no cpu_seconds)")
     out = asyncio.run(_measure(args))
