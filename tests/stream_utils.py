@@ -173,3 +173,40 @@ def silhouette_change(a: np.ndarray, b: np.ndarray) -> float:
     sa, sb = silhouette(a), silhouette(b)
     union = np.logical_or(sa, sb).sum()
     return 0.0 if union == 0 else 1.0 - float(np.logical_and(sa, sb).sum()) / float(union)
+
+
+def self_signed(folder, name: str, password: bytes | None = None) -> tuple[str, str]:
+    """A self-signed PEM certificate for 127.0.0.1 and its key (encrypted with ``password``) in ``folder``."""
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    loopback = x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))])
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(hours=1))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(loopback, critical=False)
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = folder / f"{name}.crt", folder / f"{name}.key"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.BestAvailableEncryption(password) if password else serialization.NoEncryption(),
+        )
+    )
+    return str(cert_path), str(key_path)

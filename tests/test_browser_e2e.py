@@ -17,7 +17,14 @@ from typing import Any
 
 import numpy as np
 import pytest
-from stream_utils import CHROMIUM_FLAGS, ensure_chromium, ensure_playwright, make_y4m, require_shared_video
+from stream_utils import (
+    CHROMIUM_FLAGS,
+    ensure_chromium,
+    ensure_playwright,
+    make_y4m,
+    require_shared_video,
+    self_signed,
+)
 
 from streamer.stream.background import ServerThread
 from streamer.stream.server import ServerConfig
@@ -504,6 +511,38 @@ def test_on_a_phone_the_avatar_comes_first(browser: Any, server: ServerThread) -
         assert avatar["y"] < preview["y"] and avatar["y"] + avatar["height"] <= 844, (avatar, preview)
     finally:
         page.close()
+
+
+def test_over_https_the_performer_page_sends_the_webcam_and_plays(
+    playwright: Any, chromium: str, fake_webcam: Path, tmp_path: Path, body, demo_avatar
+) -> None:
+    """``serve --cert --key`` with a self-signed certificate, once the browser accepts it (here by
+    ignoring HTTPS errors): the page, the WSS signalling and the webcam's WebRTC all work."""
+    cert, key = self_signed(tmp_path, "server")
+    config = ServerConfig(host="127.0.0.1", port=0, size=128, fps=15.0, backend="cpu")
+    config.certfile, config.keyfile = cert, key
+    flags = CHROMIUM_FLAGS + [
+        "--use-fake-device-for-media-stream",
+        "--use-fake-ui-for-media-stream",
+        f"--use-file-for-fake-video-capture={fake_webcam}",
+    ]
+    with ServerThread(config, avatar=demo_avatar, body=body) as st:
+        assert st.url.startswith("https://")
+        context = playwright.chromium.launch_persistent_context(
+            str(tmp_path / "profile"), executable_path=chromium, headless=True, args=flags, ignore_https_errors=True
+        )
+        try:
+            page = context.new_page()
+            page.goto(st.url + "?autostart=1")
+            status = _wait_playing(page)
+            assert status["state"] == "connected" and status["problems"] == [], status
+            assert page.evaluate("() => location.protocol") == "https:"
+            deadline = time.monotonic() + WAIT_S
+            while st.call(lambda: st.server.stats())["stages"]["main"]["frames_tracked"] == 0:
+                assert time.monotonic() < deadline, "no webcam frame was tracked"
+                time.sleep(0.5)
+        finally:
+            context.close()
 
 
 def test_a_motion_server_shows_no_webcam_box(browser: Any, body, demo_avatar) -> None:

@@ -21,7 +21,7 @@ from collections.abc import Iterator
 
 import numpy as np
 import pytest
-from stream_utils import REPO, http_get, run, silhouette, silhouette_change, ws_exchange
+from stream_utils import REPO, http_get, run, self_signed, silhouette, silhouette_change, ws_exchange
 
 from streamer.errors import InputError, StreamError
 from streamer.stream.background import ServerThread
@@ -822,43 +822,6 @@ def test_serve_command_refuses_bad_options() -> None:
         assert proc.returncode == 2 and text in proc.stderr, (args, proc.stderr)
 
 
-def _self_signed(folder, name: str, password: bytes | None = None) -> tuple[str, str]:
-    """A self-signed PEM certificate for 127.0.0.1 and its key (encrypted with ``password``) in ``folder``."""
-    import datetime
-    import ipaddress
-
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
-    now = datetime.datetime.now(datetime.timezone.utc)
-    loopback = x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))])
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(subject)
-        .issuer_name(subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(hours=1))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(loopback, critical=False)
-        .sign(key, hashes.SHA256())
-    )
-    cert_path, key_path = folder / f"{name}.crt", folder / f"{name}.key"
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.BestAvailableEncryption(password) if password else serialization.NoEncryption(),
-        )
-    )
-    return str(cert_path), str(key_path)
-
-
 def test_https_serves_the_pages_and_the_signalling(tmp_path, body, demo_avatar, capsys) -> None:
     """With --cert and --key the pages come over HTTPS and a real aiortc viewer connects over WSS."""
     import ssl
@@ -866,7 +829,7 @@ def test_https_serves_the_pages_and_the_signalling(tmp_path, body, demo_avatar, 
     from streamer.cli import main as cli_main
     from streamer.tracking.demo_motion import demo_motion
 
-    cert, key = _self_signed(tmp_path, "server")
+    cert, key = self_signed(tmp_path, "server")
     config = ServerConfig(host="127.0.0.1", port=0, size=64, fps=15.0, backend="cpu")
     config.certfile, config.keyfile = cert, key
     with ServerThread(config, avatar=demo_avatar, body=body, motion=demo_motion()) as st:
@@ -900,9 +863,9 @@ def test_a_certificate_that_cannot_serve_is_refused_before_loading(tmp_path, mon
 
     from streamer.stream.server import run_server, tls_context
 
-    cert, key = _self_signed(tmp_path, "a")
-    other_cert, other_key = _self_signed(tmp_path, "b")
-    _, locked_key = _self_signed(tmp_path, "c", password=b"secret")
+    cert, key = self_signed(tmp_path, "a")
+    other_cert, other_key = self_signed(tmp_path, "b")
+    _, locked_key = self_signed(tmp_path, "c", password=b"secret")
     (tmp_path / "notes.json").write_text("{}")
     (tmp_path / "folder").mkdir()
     missing, folder, notes = tmp_path / "missing.crt", tmp_path / "folder", tmp_path / "notes.json"
