@@ -43,6 +43,7 @@ def test_cli_writes_an_avatar_that_animates(tmp_path: Path, body, capsys: pytest
     # 40,000 on the body surface plus discs where the flared sleeves reach past it (.gaps)
     assert report["output"] == str(out) and 40_100 < report["gaussians"] <= 40_000 + MAX_GAP_GAUSSIANS
     assert set(STEPS) | {"read", "save"} == set(report["steps_s"]) and report["seconds"] > 0
+    assert report["startup_s"] > 0  # this test process's age: Python's start-up and more, before the command
     assert report["full_body"] is True and report["people"] == 1
     avatar = Avatar.load(out)
     assert len(avatar) == report["gaussians"]

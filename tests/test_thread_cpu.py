@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import threading
 import time
 
 import pytest
 
-from streamer.commands.thread_cpu import UNNAMED, ThreadCpu, group_name
+from streamer.commands.thread_cpu import UNNAMED, ThreadCpu, group_name, process_age_s
 
 
 def test_numbered_siblings_share_a_group() -> None:
@@ -56,3 +58,15 @@ def test_no_proc_gives_nothing(monkeypatch: pytest.MonkeyPatch, tmp_path) -> Non
     sampler = ThreadCpu()
     sampler.start()
     assert not sampler.available and sampler.shares(1.0) == {}
+
+
+def test_process_age_counts_from_the_process_start() -> None:
+    """A fresh interpreter that waits 1.5 s is 1.5 s old plus its start-up, not less, not minutes."""
+    code = "import time; time.sleep(1.5)\nfrom streamer.commands.thread_cpu import process_age_s\nprint(process_age_s())"
+    t0 = time.monotonic()
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
+    age, outside = float(out.stdout), time.monotonic() - t0
+    assert 1.5 <= age <= outside + 0.05, (age, outside)  # the clock ticks are 10 ms
+    first = process_age_s()
+    time.sleep(0.2)
+    assert first is not None and process_age_s() - first == pytest.approx(0.2, abs=0.05)

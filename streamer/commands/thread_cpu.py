@@ -6,6 +6,9 @@ decoders. Python threads are named by ``threading`` (``tracking``, ``pose-fit``,
 native ones by their kernel name (MediaPipe's ``mediapipe/<n>``); numbered siblings are grouped
 (``asyncio_0``, ``asyncio_1`` -> ``asyncio``). Native threads without a name of their own (the
 OpenMP workers of the renderer and the skinning, torch's) share ``unnamed native``.
+
+:func:`process_age_s` says how long ago this process started, for commands whose own clock starts
+after Python's start-up and the imports (torch alone takes 1.5-3 s).
 """
 
 from __future__ import annotations
@@ -13,11 +16,22 @@ from __future__ import annotations
 import os
 import re
 import threading
+import time
 from pathlib import Path
 
 TASKS = Path("/proc/self/task")
 _NUMBERED = re.compile(r"([/_-]\d+)+$")
 UNNAMED = "unnamed native"
+
+
+def process_age_s() -> float | None:
+    """Seconds since this process started (``/proc/self/stat`` against the boot clock; None elsewhere)."""
+    try:
+        fields = Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()
+        started = int(fields[19]) / os.sysconf("SC_CLK_TCK")  # field 22, after pid and (comm)
+        return time.clock_gettime(time.CLOCK_BOOTTIME) - started
+    except (OSError, ValueError, IndexError, AttributeError):
+        return None
 
 
 def group_name(name: str) -> str:
