@@ -175,8 +175,13 @@ def silhouette_change(a: np.ndarray, b: np.ndarray) -> float:
     return 0.0 if union == 0 else 1.0 - float(np.logical_and(sa, sb).sum()) / float(union)
 
 
-def self_signed(folder, name: str, password: bytes | None = None) -> tuple[str, str]:
-    """A self-signed PEM certificate for 127.0.0.1 and its key (encrypted with ``password``) in ``folder``."""
+#: A name that is not this machine's to the browser (no secure context without TLS), mapped to 127.0.0.1.
+TEST_HOST = "avatar.test"
+
+
+def self_signed(folder: Path, name: str, password: bytes | None = None) -> tuple[str, str]:
+    """A self-signed PEM certificate for 127.0.0.1 and ``avatar.test`` (:data:`TEST_HOST`), and its key
+    (encrypted with ``password``), in ``folder``."""
     import datetime
     import ipaddress
 
@@ -188,7 +193,8 @@ def self_signed(folder, name: str, password: bytes | None = None) -> tuple[str, 
     key = ec.generate_private_key(ec.SECP256R1())
     subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
     now = datetime.datetime.now(datetime.timezone.utc)
-    loopback = x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))])
+    loopback = x509.IPAddress(ipaddress.ip_address("127.0.0.1"))
+    names = x509.SubjectAlternativeName([loopback, x509.DNSName(TEST_HOST)])
     cert = (
         x509.CertificateBuilder()
         .subject_name(subject)
@@ -197,7 +203,7 @@ def self_signed(folder, name: str, password: bytes | None = None) -> tuple[str, 
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - datetime.timedelta(hours=1))
         .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(loopback, critical=False)
+        .add_extension(names, critical=False)
         .sign(key, hashes.SHA256())
     )
     cert_path, key_path = folder / f"{name}.crt", folder / f"{name}.key"

@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 from stream_utils import (
     CHROMIUM_FLAGS,
+    TEST_HOST,
     ensure_chromium,
     ensure_playwright,
     make_y4m,
@@ -51,18 +52,25 @@ def playwright(chromium: str) -> Iterator[Any]:
         yield pw
 
 
+def webcam_flags(fake_webcam: Path) -> list[str]:
+    """Chromium's flags for a fake webcam playing ``fake_webcam``, allowed without a prompt."""
+    return CHROMIUM_FLAGS + [
+        "--use-fake-device-for-media-stream",
+        "--use-fake-ui-for-media-stream",
+        f"--use-file-for-fake-video-capture={fake_webcam}",
+    ]
+
+
 @pytest.fixture(scope="module")
 def browser(
     playwright: Any, chromium: str, fake_webcam: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Any]:
     """Headless Chromium with the fake webcam (camera permission granted without a prompt)."""
-    flags = CHROMIUM_FLAGS + [
-        "--use-fake-device-for-media-stream",
-        "--use-fake-ui-for-media-stream",
-        f"--use-file-for-fake-video-capture={fake_webcam}",
-    ]
     context = playwright.chromium.launch_persistent_context(
-        str(tmp_path_factory.mktemp("chromium-profile")), executable_path=chromium, headless=True, args=flags
+        str(tmp_path_factory.mktemp("chromium-profile")),
+        executable_path=chromium,
+        headless=True,
+        args=webcam_flags(fake_webcam),
     )
     try:
         yield context
@@ -517,26 +525,29 @@ def test_over_https_the_performer_page_sends_the_webcam_and_plays(
     playwright: Any, chromium: str, fake_webcam: Path, tmp_path: Path, body, demo_avatar
 ) -> None:
     """``serve --cert --key`` with a self-signed certificate, once the browser accepts it (here by
-    ignoring HTTPS errors): the page, the WSS signalling and the webcam's WebRTC all work."""
+    ignoring HTTPS errors), opened by a name that is not localhost, as from another machine: over
+    plain HTTP such a page may not use the webcam; over HTTPS the page, the WSS signalling and the
+    webcam's WebRTC all work."""
     cert, key = self_signed(tmp_path, "server")
     config = ServerConfig(host="127.0.0.1", port=0, size=128, fps=15.0, backend="cpu")
     config.certfile, config.keyfile = cert, key
-    flags = CHROMIUM_FLAGS + [
-        "--use-fake-device-for-media-stream",
-        "--use-fake-ui-for-media-stream",
-        f"--use-file-for-fake-video-capture={fake_webcam}",
-    ]
+    flags = webcam_flags(fake_webcam) + [f"--host-resolver-rules=MAP {TEST_HOST} 127.0.0.1"]
     with ServerThread(config, avatar=demo_avatar, body=body) as st:
-        assert st.url.startswith("https://")
+        url = st.url.replace("127.0.0.1", TEST_HOST)
+        assert url.startswith(f"https://{TEST_HOST}:")
         context = playwright.chromium.launch_persistent_context(
-            str(tmp_path / "profile"), executable_path=chromium, headless=True, args=flags, ignore_https_errors=True
+            str(tmp_path / "profile"),
+            executable_path=chromium,
+            headless=True,
+            args=flags,
+            ignore_https_errors=True,
         )
         try:
             page = context.new_page()
-            page.goto(st.url + "?autostart=1")
+            page.goto(url + "?autostart=1")
             status = _wait_playing(page)
             assert status["state"] == "connected" and status["problems"] == [], status
-            assert page.evaluate("() => location.protocol") == "https:"
+            assert page.evaluate("() => [location.protocol, window.isSecureContext]") == ["https:", True]
             deadline = time.monotonic() + WAIT_S
             while st.call(lambda: st.server.stats())["stages"]["main"]["frames_tracked"] == 0:
                 assert time.monotonic() < deadline, "no webcam frame was tracked"

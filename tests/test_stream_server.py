@@ -856,6 +856,14 @@ def test_https_serves_the_pages_and_the_signalling(tmp_path, body, demo_avatar, 
         assert "CERTIFICATE_VERIFY_FAILED" in (err := capsys.readouterr().err) and "--ca CERT.pem" in err, err
         assert cli_main([*bench, "--ca", key]) == 2
         assert f"--ca {key}: not a PEM certificate" in capsys.readouterr().err
+        plain = st.url.replace("https:", "http:")
+        assert cli_main([*bench[:2], plain, *bench[3:], "--ca", cert]) == 2
+        assert f"--ca is for an https URL, not {plain}" in capsys.readouterr().err
+        # --ca adds the certificate to the system's, which still verify publicly signed servers
+        from streamer.commands.bench_viewers import tls_trusting
+
+        system = ssl.create_default_context().cert_store_stats()["x509"]
+        assert tls_trusting(cert, st.url).cert_store_stats()["x509"] == system + 1
 
 
 def test_a_certificate_that_cannot_serve_is_refused_before_loading(tmp_path, monkeypatch) -> None:

@@ -60,13 +60,21 @@ def test_no_proc_gives_nothing(monkeypatch: pytest.MonkeyPatch, tmp_path) -> Non
     assert not sampler.available and sampler.shares(1.0) == {}
 
 
+@pytest.mark.skipif(process_age_s() is None, reason="no /proc/self/stat (not Linux)")
 def test_process_age_counts_from_the_process_start() -> None:
     """A fresh interpreter that waits 1.5 s is 1.5 s old plus its start-up, not less, not minutes."""
-    code = "import time; time.sleep(1.5)\nfrom streamer.commands.thread_cpu import process_age_s\nprint(process_age_s())"
+    code = (
+        "import time\ntime.sleep(1.5)\n"
+        "from streamer.commands.thread_cpu import process_age_s\nprint(process_age_s())"
+    )
     t0 = time.monotonic()
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
-    age, outside = float(out.stdout), time.monotonic() - t0
-    assert 1.5 <= age <= outside + 0.05, (age, outside)  # the clock ticks are 10 ms
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False)
+    assert p.returncode == 0, p.stderr
+    age, outside = float(p.stdout), time.monotonic() - t0
+    assert 1.5 <= age <= outside + 0.05, (age, outside)  # the start time is in 10 ms clock ticks
+    t0 = time.monotonic()
     first = process_age_s()
     time.sleep(0.2)
-    assert first is not None and process_age_s() - first == pytest.approx(0.2, abs=0.05)
+    second = process_age_s()
+    assert first is not None and second is not None
+    assert 0.2 <= second - first <= time.monotonic() - t0 + 1e-3  # the age grows with the clock

@@ -57,22 +57,31 @@ def add_bench_parser(sub: argparse._SubParsersAction) -> None:
     q.add_argument(
         "--ca",
         metavar="CERT.pem",
-        help="for an https URL: trust this certificate too (the self-signed one given to streamer serve --cert)",
+        help="for an https URL: trust this certificate besides the system's (the self-signed one given to "
+        "streamer serve --cert)",
     )
     q.add_argument("--json", action="store_true", help="print one JSON object")
     q.set_defaults(func=run_viewers)
 
 
-def _tls(ca: str | None) -> ssl.SSLContext | None:
-    """The TLS context that trusts ``ca`` besides the system's certificates (None: the default)."""
+def tls_trusting(ca: str | None, url: str) -> ssl.SSLContext | None:
+    """The TLS context for ``url`` that trusts ``ca`` besides the system's certificates (None: the default).
+
+    Raises:
+        InputError: ``ca`` is not a readable PEM certificate, or ``url`` is not https.
+    """
     if ca is None:
         return None
     from ..fileio import check_input
 
+    if not url.lower().startswith(("https:", "wss:")):
+        raise InputError(f"--ca is for an https URL, not {url}")
+    context = ssl.create_default_context()  # the system's certificates ...
     try:
-        return ssl.create_default_context(cafile=str(check_input("--ca", ca)))
+        context.load_verify_locations(cafile=str(check_input("--ca", ca)))  # ... and this one
     except ssl.SSLError as exc:
         raise InputError(f"--ca {ca}: not a PEM certificate ({exc.reason or exc})") from None
+    return context
 
 
 def _server_stats(url: str, tls: ssl.SSLContext | None = None) -> dict[str, Any]:
@@ -90,11 +99,10 @@ def _server_stats(url: str, tls: ssl.SSLContext | None = None) -> dict[str, Any]
         raise StreamError(f"cannot read {where}: {exc}{hint}") from None
 
 
-async def _measure(args: argparse.Namespace) -> dict[str, Any]:
+async def _measure(args: argparse.Namespace, tls: ssl.SSLContext | None) -> dict[str, Any]:
     from ..stream.client import StreamClient
 
     codecs = (VIEWER_CODECS[args.codec],) if args.codec else None
-    tls = _tls(args.ca)
     clients = [
         StreamClient(args.url, "viewer", stage=args.stage, codecs=codecs, ssl=tls) for _ in range(args.count)
     ]
@@ -162,10 +170,11 @@ async def _peer_figures(clients: list[StreamClient], timeout: float = 10.0) -> l
 def run_viewers(args: argparse.Namespace) -> int:
     if args.count < 1 or args.seconds <= 0 or args.warmup < 0:
         raise InputError("--count must be at least 1, --seconds positive and --warmup not negative")
-    stats = _server_stats(args.url, _tls(args.ca))  # reachable, and a server of ours (it says its CPU time)
+    tls = tls_trusting(args.ca, args.url)
+    stats = _server_stats(args.url, tls)  # reachable, and a server of ours (it says its CPU time)
     if "cpu_seconds" not in stats.get("server", {}):
         raise StreamError(f"{args.url} is not an avatar server of this version (its /stats has no cpu_seconds)")
-    out = asyncio.run(_measure(args))
+    out = asyncio.run(_measure(args, tls))
     if args.json:
         print(json.dumps(out))
         return 0

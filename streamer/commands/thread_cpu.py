@@ -29,9 +29,10 @@ def process_age_s() -> float | None:
     try:
         fields = Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()
         started = int(fields[19]) / os.sysconf("SC_CLK_TCK")  # field 22, after pid and (comm)
-        return time.clock_gettime(time.CLOCK_BOOTTIME) - started
+        age = time.clock_gettime(time.CLOCK_BOOTTIME) - started
     except (OSError, ValueError, IndexError, AttributeError):
         return None
+    return age if age >= 0.0 else None  # a sandbox whose /proc does not follow the boot clock
 
 
 def group_name(name: str) -> str:
