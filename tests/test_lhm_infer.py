@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import SHARED_DATA
+from conftest import SHARED_DATA, SHARED_VIDEO
 
 from streamer.avatar import Avatar
 from streamer.body.joints import JOINT_INDEX
@@ -186,6 +186,42 @@ def test_reconstruct_method_lhm_end_to_end(tmp_path: Path, capsys: pytest.Captur
     # the avatar animates like any other
     posed = outs[0].pose(body, big_pose())
     assert torch.isfinite(posed.means).all()
+
+
+def test_eval_recon_and_animate_measure_an_lhm_avatar(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``eval recon`` / ``eval animate --method lhm --weights DIR``: the protocol runs on the network's
+    avatar, posed with the weights' own body model (with real weights: LHM's figures on our data)."""
+    folder = make_weights(tmp_path / "weights")
+    photo = PHOTOS / "woman_hat_bag.png"
+    if not photo.is_file() or not SHARED_VIDEO.is_file():
+        pytest.skip("shared photo or video not found")
+    lhm = ["--method", "lhm", "--weights", str(folder), "--json"]
+    assert main(["eval", "recon", str(photo), *lhm]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["method"] == "lhm" and report["gaussians"] == TINY.n_query_points, report
+    assert math.isfinite(report["psnr_db"]) and "seen_fraction" not in report  # (the fit method's figure)
+    assert main(["eval", "animate", str(SHARED_VIDEO), "--max-frames", "2", *lhm]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["method"] == "lhm" and report["frames"] == 2 and math.isfinite(report["psnr_db"]), report
+    assert main(["eval", "recon", str(photo), "--weights", str(folder)]) == 2
+    assert "--weights and --lhm-config belong to --method lhm" in capsys.readouterr().err
+    # The random network's 64 faint Gaussians cover no pixel, but they stand where the person does:
+    # evaluated with the weights' own body model, in the photo's fitted pose and camera.
+    from streamer.reconstruct.evaluate import evaluate_photo
+    from streamer.reconstruct.image import read_photo
+    from streamer.reconstruct.lhm.infer import LHMReconstructor
+
+    net = LHMReconstructor.load(locate_weights(str(folder), None), device="cpu")
+    ev = evaluate_photo(read_photo(photo), net.body, reconstruct=lambda rgb, crop=None: net(rgb, crop=crop))
+    posed = ev.recon.avatar.pose(net.body, ev.recon.pose)
+    K, V = ev.recon.camera.K.double().numpy(), ev.recon.camera.viewmat.double().numpy()
+    uvw = (posed.means.double().numpy() @ V[:3, :3].T + V[:3, 3]) @ K.T
+    u, v = (uvw[:, :2] / uvw[:, 2:]).astype(int).T
+    mask = ev.recon.person.mask > 0.5
+    ok = (u >= 0) & (u < mask.shape[1]) & (v >= 0) & (v < mask.shape[0])
+    assert ok.all() and mask[v, u].mean() > 0.75, mask[v[ok], u[ok]].mean()
 
 
 def test_reconstruct_method_lhm_missing_weights(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -7,6 +7,9 @@
   drive the avatar with the tracked poses, render with the video's camera, compare per frame inside
   the person mask; mean and per-frame figures. ``--sheet`` saves evenly spaced frames and the worst
   one above the avatar in their tracked poses (:mod:`..reconstruct.animation_sheet`).
+
+Both measure the ``fit`` method by default, or with ``--method lhm --weights DIR`` the LHM network
+(:func:`.reconstruct.load_method`, as ``streamer reconstruct`` loads it).
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ import time
 from typing import TYPE_CHECKING
 
 from ..errors import InputError, ReconstructionError
-from .reconstruct import check_gaussians
+from .reconstruct import add_method_options, check_gaussians, check_method_options, load_method
 
 if TYPE_CHECKING:
     import numpy as np
@@ -36,7 +39,11 @@ def add_eval_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--sheet", help="save a contact sheet (.png): photo, re-render, front, side, back")
     p.add_argument("--gaussians", type=int, default=40_000, help="number of Gaussians (default: %(default)s)")
     p.add_argument("--backend", default="cpu", help="render backend: cpu, cuda, auto (default: %(default)s)")
-    p.add_argument("--smplx-dir", help="folder with real SMPL-X files (default: built-in body model)")
+    p.add_argument(
+        "--smplx-dir",
+        help="folder with real SMPL-X files (fit default: built-in body model; lhm default: WEIGHTS/smplx)",
+    )
+    add_method_options(p)
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=run_recon)
 
@@ -51,7 +58,11 @@ def add_eval_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--stride", type=int, default=1, help="evaluate every N-th frame (default: %(default)s)")
     p.add_argument("--gaussians", type=int, default=40_000, help="number of Gaussians (default: %(default)s)")
     p.add_argument("--backend", default="cpu", help="render backend: cpu, cuda, auto (default: %(default)s)")
-    p.add_argument("--smplx-dir", help="folder with real SMPL-X files (default: built-in body model)")
+    p.add_argument(
+        "--smplx-dir",
+        help="folder with real SMPL-X files (fit default: built-in body model; lhm default: WEIGHTS/smplx)",
+    )
+    add_method_options(p)
     p.add_argument(
         "--no-smoothing",
         action="store_true",
@@ -73,24 +84,26 @@ def add_eval_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run_recon(args: argparse.Namespace) -> int:
-    from ..assets import load_body
     from ..fileio import check_output
     from ..reconstruct.evaluate import as_float, contact_sheet, evaluate_photo
     from ..reconstruct.image import read_photo
     from ..render import resolve_backend
 
+    check_method_options(args)
     check_gaussians(args.gaussians)
     backend = resolve_backend(args.backend)  # a bad or unavailable backend fails before the work
     if args.sheet:
         check_output(args.sheet, (".png",))
     t0 = time.perf_counter()
     rgb = read_photo(args.photo)
-    body = load_body(args.smplx_dir)
+    method = load_method(args, "eval recon")
+    body = method.body
     try:
-        ev = evaluate_photo(rgb, body, num_gaussians=args.gaussians, backend=backend)
+        ev = evaluate_photo(rgb, body, backend=backend, reconstruct=method.reconstruct)
     except ReconstructionError as exc:  # say which photo (the steps do not know its name)
         raise ReconstructionError(f"{args.photo}: {exc}") from None
     result = {k: as_float(v) for k, v in ev.scores.items()}
+    result["method"] = args.method
     result["reconstruct_s"] = {k: round(v, 3) for k, v in ev.recon.timings_s.items()}
     if args.sheet:
         _write_sheet(args.sheet, contact_sheet(ev, body, backend=backend))
@@ -122,7 +135,6 @@ def _write_sheet(path: str, rgb: np.ndarray) -> None:
 def run_animate(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from ..assets import load_body
     from ..fileio import check_output
     from ..reconstruct.animation_sheet import AnimationSheet
     from ..reconstruct.evaluate import as_float, evaluate_video
@@ -132,26 +144,27 @@ def run_animate(args: argparse.Namespace) -> int:
         raise InputError(f"--max-frames must be >= 1, got {args.max_frames}")
     if args.stride < 1:
         raise InputError(f"--stride must be >= 1, got {args.stride}")
+    check_method_options(args)
     check_gaussians(args.gaussians)
     backend = resolve_backend(args.backend)
     if args.sheet:
         check_output(args.sheet, (".png",))
     sheet = AnimationSheet() if args.sheet else None
     t0 = time.perf_counter()
-    body = load_body(args.smplx_dir)
+    method = load_method(args, "eval animate")
     bar = tqdm(desc="eval animate", unit="frame", file=sys.stderr, disable=args.json or None)
     try:
         ev, _ = evaluate_video(
             args.video,
-            body,
+            method.body,
             max_frames=args.max_frames,
             stride=args.stride,
-            num_gaussians=args.gaussians,
             backend=backend,
             smoothing=not args.no_smoothing,
             refine=not args.no_refine,
             progress=lambda n: bar.update(1),
             on_frame=None if sheet is None else sheet.add,
+            reconstruct=method.reconstruct,
         )
     finally:
         bar.close()
@@ -159,6 +172,7 @@ def run_animate(args: argparse.Namespace) -> int:
         raise InputError(f"{args.video}: no frame after the first had a person to compare")
     result: dict = {k: as_float(v) for k, v in ev.mean().items()}
     result["frames"] = len(ev.frames)
+    result["method"] = args.method
     result["refined"] = not args.no_refine
     if sheet is not None:
         _write_sheet(args.sheet, sheet.image())

@@ -8,13 +8,17 @@ import sys
 import time
 import warnings
 from collections.abc import Callable
-from typing import Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from ..errors import InputError, ReconstructionError
 from ..fileio import check_output
 from .thread_cpu import process_age_s
+
+if TYPE_CHECKING:
+    from ..body.model import BodyModel
 
 METHODS = ("fit", "lhm")
 #: The Gaussians a --gaussians option may ask for (a few hundred show a body; a million fill the
@@ -28,6 +32,90 @@ def check_gaussians(count: int) -> int:
     if not low <= count <= high:
         raise InputError(f"--gaussians must be between {low:,} and {high:,}, got {count}")
     return count
+
+
+def add_method_options(p: argparse.ArgumentParser) -> None:
+    """``--method``, ``--weights``, ``--device`` and ``--lhm-config``: for every command that reconstructs."""
+    p.add_argument(
+        "--method", choices=METHODS, default="fit", help="reconstruction method (default: %(default)s)"
+    )
+    p.add_argument(
+        "--weights",
+        help="lhm: folder with model.safetensors, sapiens_1b_epoch_173_torchscript.pt2 and "
+        "smplx/SMPLX_NEUTRAL.npz",
+    )
+    p.add_argument(
+        "--device",
+        default="auto",
+        help="lhm: auto (CUDA when present), cpu or cuda[:N] (default: %(default)s)",
+    )
+    p.add_argument(
+        "--lhm-config",
+        help="lhm: force the architecture (MINI, 500M, 1B, tiny); default: read from the checkpoint",
+    )
+
+
+def check_method_options(args: argparse.Namespace) -> None:
+    """Refuse method options that do not go together, before any work."""
+    if args.method == "fit" and (args.weights is not None or args.lhm_config is not None):
+        raise InputError("--weights and --lhm-config belong to --method lhm")
+    if args.method == "lhm" and args.weights is None:
+        raise InputError(
+            "--method lhm needs --weights DIR: the folder with model.safetensors, "
+            "sapiens_1b_epoch_173_torchscript.pt2 and smplx/SMPLX_NEUTRAL.npz (nothing is downloaded)"
+        )
+
+
+@dataclass
+class Method:
+    """A reconstruction method, its models loaded.
+
+    Attributes:
+        reconstruct: ``reconstruct(rgb, crop=None, progress=None)`` -> a result with ``avatar``,
+            ``pose``, ``camera``, ``person`` and ``timings_s``; ``crop`` is a fixed 5:3 box (photo
+            pixels) instead of one around the person.
+        body: the body model its avatars are skinned to (pose them with this one).
+        steps: the names ``progress`` is called with, in order.
+    """
+
+    reconstruct: Callable[..., Any]
+    body: BodyModel
+    steps: tuple[str, ...]
+
+
+def load_method(args: argparse.Namespace, command: str = "reconstruct") -> Method:
+    """The method ``args`` ask for (``--method``, ``--weights``, ...), its models loaded now."""
+    strict, seed = getattr(args, "strict", False), getattr(args, "seed", 0)
+    if args.method == "lhm":
+        from ..reconstruct.lhm.infer import STEPS as LHM_STEPS
+        from ..reconstruct.lhm.infer import LHMReconstructor
+        from ..reconstruct.lhm.weights import locate_weights
+
+        weights = locate_weights(args.weights, args.smplx_dir)
+        lhm = LHMReconstructor.load(weights, device=args.device, config=args.lhm_config, seed=seed)
+        if lhm.device.type == "cpu" and lhm.config.name != "tiny":
+            print(
+                f"streamer {command}: note: LHM-{lhm.config.name} runs on the CPU here (no CUDA GPU): "
+                "expect minutes per photo and several GB of memory",
+                file=sys.stderr,
+            )
+
+        def run_lhm(rgb: np.ndarray, crop: Any = None, progress: Callable[[str], None] | None = None) -> Any:
+            return lhm(rgb, strict=strict, crop=crop, progress=progress)
+
+        return Method(run_lhm, lhm.body, LHM_STEPS)
+
+    from ..assets import load_body
+    from ..reconstruct.fit import STEPS, reconstruct_photo
+
+    body = load_body(args.smplx_dir)
+
+    def run_fit(rgb: np.ndarray, crop: Any = None, progress: Callable[[str], None] | None = None) -> Any:
+        return reconstruct_photo(
+            rgb, body, num_gaussians=args.gaussians, strict=strict, seed=seed, crop=crop, progress=progress
+        )
+
+    return Method(run_fit, body, STEPS)
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -44,17 +132,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "-o", "--output", required=True, help="the avatar file to write (.ply, written atomically)"
     )
-    p.add_argument(
-        "--method", choices=METHODS, default="fit", help="reconstruction method (default: %(default)s)"
-    )
-    p.add_argument(
-        "--weights",
-        help="lhm: folder with model.safetensors, sapiens_1b_epoch_173_torchscript.pt2 and smplx/SMPLX_NEUTRAL.npz",
-    )
-    p.add_argument("--device", default="auto", help="lhm: auto (CUDA when present), cpu or cuda[:N] (default: %(default)s)")
-    p.add_argument(
-        "--lhm-config", help="lhm: force the architecture (MINI, 500M, 1B, tiny); default: read from the checkpoint"
-    )
+    add_method_options(p)
     p.add_argument(
         "--gaussians",
         type=int,
@@ -81,18 +159,13 @@ def run(args: argparse.Namespace) -> int:
 
     from ..reconstruct.image import read_photo
 
-    if args.method == "fit" and (args.weights is not None or args.lhm_config is not None):
-        raise InputError("--weights and --lhm-config belong to --method lhm")
-    if args.method == "lhm" and args.weights is None:
-        raise InputError(
-            "--method lhm needs --weights DIR: the folder with model.safetensors, "
-            "sapiens_1b_epoch_173_torchscript.pt2 and smplx/SMPLX_NEUTRAL.npz (nothing is downloaded)"
-        )
+    check_method_options(args)
     check_gaussians(args.gaussians)
     output = check_output(args.output, (".ply",))
     t0 = time.perf_counter()
     startup = process_age_s()  # Python's start-up and the imports, before this command's clock
-    reconstruct, steps = _method(args)
+    method = load_method(args)
+    steps = method.steps
     rgb = read_photo(args.photo)
     t_read = time.perf_counter() - t0  # reading the photo and loading the model
     bar = tqdm(total=len(steps), desc="reconstruct", unit="step", file=sys.stderr, disable=args.json or None)
@@ -104,7 +177,7 @@ def run(args: argparse.Namespace) -> int:
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
-            result = reconstruct(rgb, step)
+            result = method.reconstruct(rgb, progress=step)
         except ReconstructionError as exc:  # say which photo (the steps do not know its name)
             raise ReconstructionError(f"{args.photo}: {exc}") from None
         finally:
@@ -136,33 +209,3 @@ def run(args: argparse.Namespace) -> int:
         split = ", ".join(f"{k} {v:.2f}" for k, v in timings.items())
         print(f"wrote {output}: {len(result.avatar)} Gaussians in {seconds:.1f} s ({split})")
     return 0
-
-
-def _method(args: argparse.Namespace) -> tuple[Callable[[np.ndarray, Callable[[str], None]], Any], tuple[str, ...]]:
-    """The chosen method as ``f(rgb, progress) -> result`` (models loaded now) and its step names."""
-    if args.method == "lhm":
-        from ..reconstruct.lhm.infer import STEPS as LHM_STEPS
-        from ..reconstruct.lhm.infer import LHMReconstructor
-        from ..reconstruct.lhm.weights import locate_weights
-
-        weights = locate_weights(args.weights, args.smplx_dir)
-        lhm = LHMReconstructor.load(weights, device=args.device, config=args.lhm_config, seed=args.seed)
-        if lhm.device.type == "cpu" and lhm.config.name != "tiny":
-            print(
-                f"streamer reconstruct: note: LHM-{lhm.config.name} runs on the CPU here (no CUDA GPU): "
-                "expect minutes per photo and several GB of memory",
-                file=sys.stderr,
-            )
-        return (lambda rgb, progress: lhm(rgb, strict=args.strict, progress=progress)), LHM_STEPS
-
-    from ..assets import load_body
-    from ..reconstruct.fit import STEPS, reconstruct_photo
-
-    body = load_body(args.smplx_dir)
-
-    def fit(rgb: np.ndarray, progress: Callable[[str], None]) -> Any:
-        return reconstruct_photo(
-            rgb, body, num_gaussians=args.gaussians, strict=args.strict, seed=args.seed, progress=progress
-        )
-
-    return fit, STEPS

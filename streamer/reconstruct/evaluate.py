@@ -58,15 +58,27 @@ def render_np(
 
 
 def evaluate_photo(
-    rgb: np.ndarray, body: BodyModel, num_gaussians: int = 40_000, backend: str = "cpu"
+    rgb: np.ndarray,
+    body: BodyModel,
+    num_gaussians: int = 40_000,
+    backend: str = "cpu",
+    reconstruct: Callable[..., Any] | None = None,
 ) -> PhotoEval:
-    """Reconstruct ``rgb`` ([H, W, 3] uint8) and score its re-rendering in the photo's camera."""
-    recon = reconstruct_photo(rgb, body, num_gaussians=num_gaussians)
+    """Reconstruct ``rgb`` ([H, W, 3] uint8) and score its re-rendering in the photo's camera.
+
+    ``reconstruct(rgb, crop=None)``: another method than ``fit`` (``streamer reconstruct --method``),
+    whose avatars are skinned to ``body``.
+    """
+    if reconstruct is None:
+        recon = reconstruct_photo(rgb, body, num_gaussians=num_gaussians)
+    else:
+        recon = reconstruct(rgb)
     posed = recon.avatar.pose(body, recon.pose)
     img, alpha = render_np(posed, recon.camera, backend=backend)
     person = recon.person
     scores = masked_scores(img, alpha, person.rgb / 255.0, person.mask > 0.5, person.valid)
-    scores["seen_fraction"] = recon.seen_fraction
+    if hasattr(recon, "seen_fraction"):  # the fit method's share of Gaussians coloured from the photo
+        scores["seen_fraction"] = recon.seen_fraction
     scores["gaussians"] = len(recon.avatar)
     return PhotoEval(scores=scores, recon=recon, render=img, alpha=alpha)
 
@@ -122,6 +134,7 @@ def evaluate_video(
     progress: Callable[[int], None] | None = None,
     refine: bool = True,
     on_frame: Callable[[ScoredFrame], None] | None = None,
+    reconstruct: Callable[..., Any] | None = None,
 ) -> tuple[VideoEval, Reconstruction]:
     """LHM's animation protocol on a video (see the module docstring).
 
@@ -138,6 +151,8 @@ def evaluate_video(
             offline (:class:`.track_refine.SilhouetteRefiner`); the live fitter's pose otherwise.
         on_frame: called with each scored frame's images and scores (for a contact sheet,
             :class:`.animation_sheet.AnimationSheet`).
+        reconstruct: ``reconstruct(rgb, crop=box)``: another method than ``fit`` for the first frame,
+            whose avatars are skinned to ``body``.
 
     Raises:
         SourceError: the video cannot be read. ReconstructionError: no person in the first frame.
@@ -160,7 +175,10 @@ def evaluate_video(
             raise ReconstructionError(f"{path}: no frames")
         box = full_frame_box(source.width, source.height)
         try:
-            recon = reconstruct_photo(first[1], body, num_gaussians=num_gaussians, crop=box)
+            if reconstruct is None:
+                recon = reconstruct_photo(first[1], body, num_gaussians=num_gaussians, crop=box)
+            else:
+                recon = reconstruct(first[1], crop=box)
         except ReconstructionError as exc:
             where = f"{path}: the first frame, which the avatar is built from"
             raise ReconstructionError(f"{where}: {exc}") from None

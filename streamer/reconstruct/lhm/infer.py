@@ -124,8 +124,10 @@ class LHMReconstructor:
         rgb: np.ndarray,
         strict: bool = False,
         progress: Callable[[str], None] | None = None,
+        crop: tuple[float, float, float, float] | None = None,
     ) -> LHMReconstruction:
-        """Reconstruct one photo ([H, W, 3] uint8 RGB).
+        """Reconstruct one photo ([H, W, 3] uint8 RGB); ``crop``: a fixed 5:3 box (photo pixels)
+        instead of one around the person (a video's frames share one camera).
 
         Raises:
             ReconstructionError: no usable person (see :func:`streamer.reconstruct.person.find_person`).
@@ -133,7 +135,7 @@ class LHMReconstructor:
         step = StepClock(progress)
 
         step("detect")
-        person = find_person(rgb, strict=strict)
+        person = find_person(rgb, strict=strict, crop=crop)
         step("fit")
         pose, camera = fit_photo(self.body, person)
         step("prepare")
