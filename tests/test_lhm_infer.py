@@ -236,6 +236,9 @@ def test_reconstruct_method_lhm_missing_weights(tmp_path: Path, capsys: pytest.C
     assert "--weights" in capsys.readouterr().err
     assert main(["reconstruct", str(photo), "-o", str(out), "--weights", str(tmp_path)]) == 2
     assert "belong to --method lhm" in capsys.readouterr().err
+    assert main(["reconstruct", str(photo), "-o", str(out), "--device", "cuda"]) == 2
+    assert "--device cuda belongs to --method lhm (the fit method runs on the CPU)" in capsys.readouterr().err
+    assert not out.exists()
 
 
 @pytest.mark.parametrize(

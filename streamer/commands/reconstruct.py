@@ -59,6 +59,8 @@ def check_method_options(args: argparse.Namespace) -> None:
     """Refuse method options that do not go together, before any work."""
     if args.method == "fit" and (args.weights is not None or args.lhm_config is not None):
         raise InputError("--weights and --lhm-config belong to --method lhm")
+    if args.method == "fit" and args.device != "auto":  # it would be ignored without a word
+        raise InputError(f"--device {args.device} belongs to --method lhm (the fit method runs on the CPU)")
     if args.method == "lhm" and args.weights is None:
         raise InputError(
             "--method lhm needs --weights DIR: the folder with model.safetensors, "
