@@ -157,6 +157,7 @@ def test_eval_animate_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) ->
     report = json.loads(capsys.readouterr().out)
     assert report["frames"] == 3 and [f["frame"] for f in report["per_frame"]] == [1, 2, 3]
     assert report["refined"] is True  # poses refined offline to the person mask by default
+    assert report["method"] == "fit" and report["gaussians"] > 40_000  # the surface's 40k and the discs
     # Measured: about 22 dB over the first frames (the person stands still).
     assert report["psnr_db"] > 19.0 and report["mask_iou"] > 0.85, report
     # The sheet: the three frames above the avatar; the video (720x1280) fills the 5:3 crop's height.

@@ -205,6 +205,7 @@ def test_eval_recon_and_animate_measure_an_lhm_avatar(
     assert main(["eval", "animate", str(SHARED_VIDEO), "--max-frames", "2", *lhm]) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["method"] == "lhm" and report["frames"] == 2 and math.isfinite(report["psnr_db"]), report
+    assert report["gaussians"] == TINY.n_query_points  # the network's avatar, not the fit method's
     assert main(["eval", "recon", str(photo), "--weights", str(folder)]) == 2
     assert "--weights and --lhm-config belong to --method lhm" in capsys.readouterr().err
     # The random network's 64 faint Gaussians cover no pixel, but they stand where the person does:

@@ -154,7 +154,7 @@ def run_animate(args: argparse.Namespace) -> int:
     method = load_method(args, "eval animate")
     bar = tqdm(desc="eval animate", unit="frame", file=sys.stderr, disable=args.json or None)
     try:
-        ev, _ = evaluate_video(
+        ev, recon = evaluate_video(
             args.video,
             method.body,
             max_frames=args.max_frames,
@@ -173,6 +173,7 @@ def run_animate(args: argparse.Namespace) -> int:
     result: dict = {k: as_float(v) for k, v in ev.mean().items()}
     result["frames"] = len(ev.frames)
     result["method"] = args.method
+    result["gaussians"] = len(recon.avatar)
     result["refined"] = not args.no_refine
     if sheet is not None:
         _write_sheet(args.sheet, sheet.image())
