@@ -59,7 +59,75 @@ class _Points:
     weights: torch.Tensor  # [P, 55] skinning weights
 
 
-class SilhouetteRefiner:
+class PosedProjection:
+    """Poses chosen avatar points with a body's skeleton and projects them with a fixed camera, in
+    torch (differentiable in the pose): the geometry that the offline refiners share."""
+
+    def __init__(self, body: BodyModel, betas: torch.Tensor, camera: Camera) -> None:
+        self.body = body
+        self.betas = betas.detach().float().cpu()
+        with torch.no_grad():
+            self.rest_joints = body.rest_joints(self.betas.to(body.device)).float().cpu()
+        self.K = camera.K.detach().float().cpu()
+        self.R = camera.viewmat.detach().float().cpu()[:3, :3]
+        self.t = camera.viewmat.detach().float().cpu()[:3, 3]
+
+    def _project(self, x: torch.Tensor) -> torch.Tensor:
+        c = x @ self.R.T + self.t
+        z = c[:, 2:3].clamp_min(1e-3)
+        return (c[:, :2] / z) * torch.stack([self.K[0, 0], self.K[1, 1]]) + torch.stack(
+            [self.K[0, 2], self.K[1, 2]]
+        )
+
+    def _skin(self, points: _Points, pose: SmplxPose) -> tuple[torch.Tensor, torch.Tensor]:
+        """Posed points [P, 3] (world) and the pose's joint transforms [55, 4, 4]."""
+        A, _ = self.body.joint_transforms(pose, rest_joints=self.rest_joints)
+        A = A.float()
+        Ab = (points.weights @ A[:, :3, :].reshape(-1, 12)).reshape(-1, 3, 4)
+        return (Ab[:, :, :3] @ points.canon[:, :, None])[..., 0] + Ab[:, :, 3], A
+
+
+class FreePose:
+    """The refined part of a pose (root orientation, body joints, translation) as leaf tensors with
+    gradients, the rest kept as tracked; and the prior that holds it near where it started."""
+
+    def __init__(self, pose: SmplxPose, betas: torch.Tensor) -> None:
+        self.pose = pose
+        self.orient0 = pose.global_orient.detach().float().clone()
+        self.body0 = pose.body_pose.detach().float().clone()
+        self.transl0 = pose.transl.detach().float().clone()
+        self.orient = self.orient0.clone().requires_grad_(True)
+        self.body_pose = self.body0.clone().requires_grad_(True)
+        self.transl = self.transl0.clone().requires_grad_(True)
+        kept = ("left_hand_pose", "right_hand_pose", "jaw_pose", "leye_pose", "reye_pose", "expression")
+        self.base = pose.replace(**{k: getattr(pose, k).detach().float() for k in kept}).replace(betas=betas)
+
+    def current(self) -> SmplxPose:
+        return self.base.replace(global_orient=self.orient, body_pose=self.body_pose, transl=self.transl)
+
+    def prior(self, per_rad2: float, depth_per_m2: float, view_axis: torch.Tensor) -> torch.Tensor:
+        """Weighted squared change of the rotations (the root's :data:`ROOT_PRIOR_FACTOR` times
+        stiffer) and of the depth along ``view_axis`` (the outline barely tells depth)."""
+        rot = ((self.body_pose - self.body0) ** 2).sum() + ROOT_PRIOR_FACTOR * (
+            (self.orient - self.orient0) ** 2
+        ).sum()
+        return per_rad2 * rot + depth_per_m2 * ((self.transl - self.transl0) @ view_axis) ** 2
+
+    def snapshot(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        return self.orient.detach().clone(), self.body_pose.detach().clone(), self.transl.detach().clone()
+
+    def result(self, values: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None) -> SmplxPose:
+        """The tracked pose with refined values (the current ones by default), in its own dtypes."""
+        o, b, t = values if values is not None else self.snapshot()
+        p = self.pose
+        return p.replace(
+            global_orient=o.to(p.global_orient.dtype),
+            body_pose=b.to(p.body_pose.dtype),
+            transl=t.to(p.transl.dtype),
+        )
+
+
+class SilhouetteRefiner(PosedProjection):
     """Refine tracked poses of ``avatar`` to per-frame person masks seen by a fixed ``camera``.
 
     Args:
@@ -75,7 +143,7 @@ class SilhouetteRefiner:
     ) -> None:
         from ..tracking.landmark_model import LandmarkModel
 
-        self.body = body
+        super().__init__(body, avatar.betas, camera)
         self.iterations = iterations
         self.gen = np.random.default_rng(seed)
         g = avatar.gaussians
@@ -84,15 +152,9 @@ class SilhouetteRefiner:
         self.points = _Points(
             canon=g.means.detach()[idx].float().cpu(), weights=avatar.skin_weights.detach()[idx].float().cpu()
         )
-        self.betas = avatar.betas.detach().float().cpu()
-        with torch.no_grad():
-            self.rest_joints = body.rest_joints(self.betas.to(body.device)).float().cpu()
         lm = LandmarkModel(body, self.betas.double().numpy())
         self.lm_attach = torch.from_numpy(np.asarray(lm.pose_attach, dtype=np.int64))
         self.lm_rest = torch.from_numpy(np.asarray(lm.pose_rest, dtype=np.float32))
-        self.K = camera.K.detach().float().cpu()
-        self.R = camera.viewmat.detach().float().cpu()[:3, :3]
-        self.t = camera.viewmat.detach().float().cpu()[:3, 3]
         self.last_start_px2: float | None = None  # the last frame's silhouette loss before refining
 
     @classmethod
@@ -114,19 +176,9 @@ class SilhouetteRefiner:
         avatar = Avatar(gaussians=carrier, skin_weights=weights, betas=betas.detach().float().cpu())
         return cls(body, avatar, camera, iterations=iterations, seed=seed)
 
-    def _project(self, x: torch.Tensor) -> torch.Tensor:
-        c = x @ self.R.T + self.t
-        z = c[:, 2:3].clamp_min(1e-3)
-        return (c[:, :2] / z) * torch.stack([self.K[0, 0], self.K[1, 1]]) + torch.stack(
-            [self.K[0, 2], self.K[1, 2]]
-        )
-
     def _pose_points(self, pose: SmplxPose) -> tuple[torch.Tensor, torch.Tensor]:
         """Posed Gaussian centres [P, 3] and pose landmark body points [33, 3] (world)."""
-        A, _ = self.body.joint_transforms(pose, rest_joints=self.rest_joints)
-        A = A.float()
-        Ab = (self.points.weights @ A[:, :3, :].reshape(-1, 12)).reshape(-1, 3, 4)
-        x = (Ab[:, :, :3] @ self.points.canon[:, :, None])[..., 0] + Ab[:, :, 3]
+        x, A = self._skin(self.points, pose)
         Al = A[self.lm_attach]
         lmk = (Al[:, :3, :3] @ self.lm_rest[:, :, None])[..., 0] + Al[:, :3, 3]
         return x, lmk
@@ -181,32 +233,13 @@ class SilhouetteRefiner:
                 lm_obs = torch.from_numpy(np.where(ok[:, None], img, 0.0)).float()
                 lm_w = torch.from_numpy(ok * vis).float()
 
-        orient0 = pose.global_orient.detach().float().clone()
-        body0 = pose.body_pose.detach().float().clone()
-        transl0 = pose.transl.detach().float().clone()
-        orient = orient0.clone().requires_grad_(True)
-        body_pose = body0.clone().requires_grad_(True)
-        transl = transl0.clone().requires_grad_(True)
-        opt = _Adam([(orient, LR_ROT), (body_pose, LR_ROT), (transl, LR_TRANSL)], LR_DECAY)
+        free = FreePose(pose, self.betas)
+        opt = _Adam([(free.orient, LR_ROT), (free.body_pose, LR_ROT), (free.transl, LR_TRANSL)], LR_DECAY)
         scale = torch.tensor([2.0 / W, 2.0 / H])
-        base = pose.replace(
-            **{
-                k: getattr(pose, k).detach().float()
-                for k in (
-                    "left_hand_pose",
-                    "right_hand_pose",
-                    "jaw_pose",
-                    "leye_pose",
-                    "reye_pose",
-                    "expression",
-                )
-            }
-        ).replace(betas=self.betas)
-        best, best_loss = (orient0, body0, transl0), float("inf")
+        best, best_loss = free.snapshot(), float("inf")
         self.last_start_px2 = None
         for _ in range(self.iterations + 1):
-            cur = base.replace(global_orient=orient, body_pose=body_pose, transl=transl)
-            x, lmk = self._pose_points(cur)
+            x, lmk = self._pose_points(free.current())
             p = self._project(x)
             grid = (p * scale - 1.0)[None, None]  # [1, 1, P, 2] in [-1, 1]
             d_in = torch.nn.functional.grid_sample(dist_t, grid, align_corners=False, padding_mode="border")[
@@ -225,25 +258,15 @@ class SilhouetteRefiner:
                 self.last_start_px2 = float(loss.detach())
                 if self.last_start_px2 < min_start_px2:
                     return pose  # already on the mask: small moves would only shift the texture
-            prior = ((body_pose - body0) ** 2).sum() + ROOT_PRIOR_FACTOR * ((orient - orient0) ** 2).sum()
-            loss = (
-                loss
-                + PRIOR_PX2_PER_RAD2 * prior
-                + DEPTH_PRIOR_PX2_PER_M2 * ((transl - transl0) @ self.R[2]) ** 2
-            )
+            loss = loss + free.prior(PRIOR_PX2_PER_RAD2, DEPTH_PRIOR_PX2_PER_M2, self.R[2])
             value = float(loss.detach())
             if value < best_loss:
                 best_loss = value
-                best = (orient.detach().clone(), body_pose.detach().clone(), transl.detach().clone())
+                best = free.snapshot()
             opt.zero_grad()
             loss.backward()
             opt.step()
-        o, b, t = best
-        return pose.replace(
-            global_orient=o.to(pose.global_orient.dtype),
-            body_pose=b.to(pose.body_pose.dtype),
-            transl=t.to(pose.transl.dtype),
-        )
+        return free.result(best)
 
 
 class _Adam:
