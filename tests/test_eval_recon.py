@@ -157,6 +157,9 @@ def test_eval_animate_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) ->
     report = json.loads(capsys.readouterr().out)
     assert report["frames"] == 3 and [f["frame"] for f in report["per_frame"]] == [1, 2, 3]
     assert report["refined"] is True  # poses refined offline to the person mask by default
+    # ... and then to the frame's colours, a pose kept only where it agrees better with the frame.
+    assert report["photometric"] is True and 0 <= report["photometric_kept"] <= 3
+    assert sum(f["photometric"] for f in report["per_frame"]) == report["photometric_kept"]
     assert report["method"] == "fit" and report["gaussians"] > 40_000  # the surface's 40k and the discs
     # Measured: about 22 dB over the first frames (the person stands still).
     assert report["psnr_db"] > 19.0 and report["mask_iou"] > 0.85, report
@@ -173,6 +176,12 @@ def test_eval_animate_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) ->
     avatar = img[320:, :180]
     assert (avatar.min(axis=2) < 200).mean() > 0.05  # a body drawn on white
     assert (np.all(avatar == (0, 170, 0), axis=2)).sum() > 200  # the person mask's outline (BGR green)
+    # Without the colour stage the silhouette's poses are scored as they are.
+    args = ["eval", "animate", str(VIDEO), "--max-frames", "1", "--per-frame", "--json", "--no-photometric"]
+    assert main(args) == 0
+    plain = json.loads(capsys.readouterr().out)
+    assert plain["refined"] is True and plain["photometric"] is False and "photometric_kept" not in plain
+    assert "photometric" not in plain["per_frame"][0]
 
 
 def _video_frame(index: int) -> np.ndarray:

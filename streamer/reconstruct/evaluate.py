@@ -4,8 +4,8 @@
   camera, and compare with the photo inside the person mask.
 * :func:`evaluate_video`: LHM's Table-2 protocol: reconstruct from the first frame, track the
   others (MediaPipe + the live fitter, in the same crop and camera), drive the avatar with the tracked
-  poses (refined offline to each frame's person mask, :mod:`.track_refine`), render each frame and
-  compare inside that frame's person mask.
+  poses (refined offline to each frame's person mask and landmarks, :mod:`.track_refine`, then to
+  its colours, :mod:`.photo_refine`), render each frame and compare inside that frame's person mask.
 
 A person mask is MediaPipe's, with its edge snapped to the frame's colours
 (:func:`.mask_edges.snap_to_edges`), the same as the reconstruction's own.
@@ -133,6 +133,7 @@ def evaluate_video(
     smoothing: bool = True,
     progress: Callable[[int], None] | None = None,
     refine: bool = True,
+    photometric: bool = True,
     on_frame: Callable[[ScoredFrame], None] | None = None,
     reconstruct: Callable[..., Any] | None = None,
 ) -> tuple[VideoEval, Reconstruction]:
@@ -149,6 +150,9 @@ def evaluate_video(
         progress: called with the number of frames evaluated so far.
         refine: refine each evaluated frame's tracked pose to its person mask and 2D landmarks
             offline (:class:`.track_refine.SilhouetteRefiner`); the live fitter's pose otherwise.
+        photometric: then align the avatar's colours with the frame's
+            (:class:`.photo_refine.PhotometricRefiner`; only with ``refine``). Each frame's scores
+            say whether its pose was kept (``photometric``: 1, or 0 when the check refused it).
         on_frame: called with each scored frame's images and scores (for a contact sheet,
             :class:`.animation_sheet.AnimationSheet`).
         reconstruct: ``reconstruct(rgb, crop=box)``: another method than ``fit`` for the first frame,
@@ -163,6 +167,7 @@ def evaluate_video(
     from ..tracking.mediapipe_runner import MediaPipeRunner
     from ..tracking.sources import VideoFileSource
     from .person import crop_image, crop_valid, full_frame_box
+    from .photo_refine import PhotometricRefiner
     from .track_refine import SilhouetteRefiner
 
     if stride < 1:
@@ -192,6 +197,11 @@ def evaluate_video(
             iterations=FIT_ITERATIONS,
         )
         refiner = SilhouetteRefiner(body, recon.avatar, recon.camera) if refine else None
+        colours = (
+            PhotometricRefiner(body, recon.avatar, recon.camera, backend=backend)
+            if refine and photometric
+            else None
+        )
         with MediaPipeRunner(models="holistic", video=True, segmentation=True) as runner:
             runner.process(recon.person.rgb, first[0])
             for index, (t_ms, rgb) in enumerate(frames, start=1):
@@ -210,8 +220,12 @@ def evaluate_video(
                     pose = refiner.refine(
                         pose, mask, None if lm is None else lm.image, None if lm is None else lm.visibility
                     )
+                if colours is not None:
+                    pose = colours.refine(pose, crop, mask & valid)
                 img, alpha = render_np(recon.avatar.pose(body, pose), recon.camera, backend=backend)
                 scores = masked_scores(img, alpha, crop / 255.0, mask, valid)
+                if colours is not None:
+                    scores["photometric"] = float(colours.kept_last)
                 scores["frame"] = index
                 out.frames.append(scores)
                 if on_frame is not None:
