@@ -158,7 +158,7 @@ def test_eval_animate_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) ->
     assert report["frames"] == 3 and [f["frame"] for f in report["per_frame"]] == [1, 2, 3]
     assert report["refined"] is True  # poses refined offline to the person mask by default
     # ... and then to the frame's colours, a pose kept only where it agrees better with the frame.
-    assert report["photometric"] is True and 0 <= report["photometric_kept"] <= 3
+    assert report["photometric"] is True and report["photometric_kept"] >= 2  # measured: 3 of 3
     assert sum(f["photometric"] for f in report["per_frame"]) == report["photometric_kept"]
     assert report["method"] == "fit" and report["gaussians"] > 40_000  # the surface's 40k and the discs
     # Measured: about 22 dB over the first frames (the person stands still).

@@ -152,7 +152,7 @@ def evaluate_video(
             offline (:class:`.track_refine.SilhouetteRefiner`); the live fitter's pose otherwise.
         photometric: then align the avatar's colours with the frame's
             (:class:`.photo_refine.PhotometricRefiner`; only with ``refine``). Each frame's scores
-            say whether its pose was kept (``photometric``: 1, or 0 when the check refused it).
+            say whether its pose was kept (``photometric``: 1.0, or 0.0 when the check refused it).
         on_frame: called with each scored frame's images and scores (for a contact sheet,
             :class:`.animation_sheet.AnimationSheet`).
         reconstruct: ``reconstruct(rgb, crop=box)``: another method than ``fit`` for the first frame,

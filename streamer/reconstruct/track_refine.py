@@ -16,7 +16,8 @@ orientation and translation so that the avatar's own outline covers the mask and
 * **prior**: the refined rotations stay near the tracked ones, the depth near the tracked depth.
 
 A frame whose tracked outline and landmarks already fit (calm motion) is left as tracked: moving
-the body by a pixel or two there only shifts the texture against the photo.
+the body by a pixel or two for the outline there only shifts the texture against the photo. Lining
+the texture up is the job of the colours (:mod:`.photo_refine`), which ``eval animate`` runs next.
 
 Gaussian centres of the avatar are posed with its own skinning weights and skeleton, so the
 refinement fits exactly the shape that is rendered. A few dozen Adam steps per frame on the CPU
@@ -54,7 +55,9 @@ ROOT_PRIOR_FACTOR = 4.0  # the root orientation moves less freely than the limbs
 
 
 @dataclass
-class _Points:
+class SkinnedPoints:
+    """Avatar points to pose: a chosen subset of its Gaussian centres and their skinning weights."""
+
     canon: torch.Tensor  # [P, 3] canonical Gaussian centres
     weights: torch.Tensor  # [P, 55] skinning weights
 
@@ -72,14 +75,15 @@ class PosedProjection:
         self.R = camera.viewmat.detach().float().cpu()[:3, :3]
         self.t = camera.viewmat.detach().float().cpu()[:3, 3]
 
-    def _project(self, x: torch.Tensor) -> torch.Tensor:
+    def project(self, x: torch.Tensor) -> torch.Tensor:
+        """World points [P, 3] -> pixels [P, 2], differentiable (:func:`.silhouette.project` in torch)."""
         c = x @ self.R.T + self.t
         z = c[:, 2:3].clamp_min(1e-3)
         return (c[:, :2] / z) * torch.stack([self.K[0, 0], self.K[1, 1]]) + torch.stack(
             [self.K[0, 2], self.K[1, 2]]
         )
 
-    def _skin(self, points: _Points, pose: SmplxPose) -> tuple[torch.Tensor, torch.Tensor]:
+    def skin(self, points: SkinnedPoints, pose: SmplxPose) -> tuple[torch.Tensor, torch.Tensor]:
         """Posed points [P, 3] (world) and the pose's joint transforms [55, 4, 4]."""
         A, _ = self.body.joint_transforms(pose, rest_joints=self.rest_joints)
         A = A.float()
@@ -112,6 +116,10 @@ class FreePose:
             (self.orient - self.orient0) ** 2
         ).sum()
         return per_rad2 * rot + depth_per_m2 * ((self.transl - self.transl0) @ view_axis) ** 2
+
+    def optimizer(self, lr_rot: float, lr_transl: float, decay: float) -> DecayingAdam:
+        """Adam over the rotations (step ``lr_rot`` radians) and the translation (``lr_transl`` m)."""
+        return DecayingAdam([(self.orient, lr_rot), (self.body_pose, lr_rot), (self.transl, lr_transl)], decay)
 
     def snapshot(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         return self.orient.detach().clone(), self.body_pose.detach().clone(), self.transl.detach().clone()
@@ -149,7 +157,7 @@ class SilhouetteRefiner(PosedProjection):
         g = avatar.gaussians
         n = len(g)
         idx = np.sort(self.gen.choice(n, size=min(NUM_POINTS, n), replace=False))
-        self.points = _Points(
+        self.points = SkinnedPoints(
             canon=g.means.detach()[idx].float().cpu(), weights=avatar.skin_weights.detach()[idx].float().cpu()
         )
         lm = LandmarkModel(body, self.betas.double().numpy())
@@ -178,7 +186,7 @@ class SilhouetteRefiner(PosedProjection):
 
     def _pose_points(self, pose: SmplxPose) -> tuple[torch.Tensor, torch.Tensor]:
         """Posed Gaussian centres [P, 3] and pose landmark body points [33, 3] (world)."""
-        x, A = self._skin(self.points, pose)
+        x, A = self.skin(self.points, pose)
         Al = A[self.lm_attach]
         lmk = (Al[:, :3, :3] @ self.lm_rest[:, :, None])[..., 0] + Al[:, :3, 3]
         return x, lmk
@@ -234,13 +242,13 @@ class SilhouetteRefiner(PosedProjection):
                 lm_w = torch.from_numpy(ok * vis).float()
 
         free = FreePose(pose, self.betas)
-        opt = _Adam([(free.orient, LR_ROT), (free.body_pose, LR_ROT), (free.transl, LR_TRANSL)], LR_DECAY)
+        opt = free.optimizer(LR_ROT, LR_TRANSL, LR_DECAY)
         scale = torch.tensor([2.0 / W, 2.0 / H])
         best, best_loss = free.snapshot(), float("inf")
         self.last_start_px2 = None
         for _ in range(self.iterations + 1):
             x, lmk = self._pose_points(free.current())
-            p = self._project(x)
+            p = self.project(x)
             grid = (p * scale - 1.0)[None, None]  # [1, 1, P, 2] in [-1, 1]
             d_in = torch.nn.functional.grid_sample(dist_t, grid, align_corners=False, padding_mode="border")[
                 0, 0, 0
@@ -252,7 +260,7 @@ class SilhouetteRefiner(PosedProjection):
             loss_cov = (torch.clamp(d_cov - spacing, min=0.0).clamp(max=COVER_CAP_PX) ** 2).mean()
             loss = loss_in + loss_cov
             if lm_obs is not None and lm_w is not None:
-                r = (self._project(lmk) - lm_obs) / LANDMARK_SIGMA_PX
+                r = (self.project(lmk) - lm_obs) / LANDMARK_SIGMA_PX
                 loss = loss + (lm_w * (r**2).sum(1)).sum() / lm_w.sum().clamp_min(1.0) * spacing**2
             if self.last_start_px2 is None:
                 self.last_start_px2 = float(loss.detach())
@@ -269,7 +277,7 @@ class SilhouetteRefiner(PosedProjection):
         return free.result(best)
 
 
-class _Adam:
+class DecayingAdam:
     """Adam (torch's defaults and update) with a learning rate that decays by ``decay`` per step.
 
     Written out because creating a ``torch.optim`` optimizer for the first time in a process
