@@ -182,6 +182,11 @@ def test_eval_animate_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) ->
     plain = json.loads(capsys.readouterr().out)
     assert plain["refined"] is True and plain["photometric"] is False and "photometric_kept" not in plain
     assert "photometric" not in plain["per_frame"][0]
+    # In words: the figures, and how many frames kept their colour-fitted pose.
+    assert main(["eval", "animate", str(VIDEO), "--max-frames", "1"]) == 0
+    words = capsys.readouterr().out
+    assert "mean PSNR" in words and "over 1 frames" in words
+    assert "poses fitted to each frame's colours: kept in 1 of 1 frames" in words
 
 
 def _video_frame(index: int) -> np.ndarray:

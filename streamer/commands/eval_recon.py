@@ -200,6 +200,11 @@ def run_animate(args: argparse.Namespace) -> int:
             f"{args.video}: mean PSNR {result['psnr_db']} dB, SSIM {result['ssim']}, mask IoU {result['mask_iou']} "
             f"over {result['frames']} frames ({result['seconds']} s)"
         )
+        if result["photometric"]:
+            print(
+                f"poses fitted to each frame's colours: kept in {result['photometric_kept']} of "
+                f"{result['frames']} frames (the others: the silhouette's pose, which agreed better)"
+            )
         if sheet is not None:
             print(
                 f"wrote the contact sheet {args.sheet} (frames {result['sheet_frames']}, "
