@@ -41,8 +41,8 @@ LR_TRANSL = 0.003  # Adam step, metres
 LR_DECAY = 0.95
 ROBUST_SCALE = 0.01  # squared colour distance (RGB in [0, 1]) at which a residual counts half
 LOSS_SCALE = 1000.0  # the colour term's weight against the priors
-PRIOR_PER_RAD2 = 30.0
-DEPTH_PRIOR_PER_M2 = 2000.0
+PRIOR_PER_RAD2 = 30.0  # scaled colour loss worth one squared radian of change (the root's 4 times)
+DEPTH_PRIOR_PER_M2 = 2000.0  # ... and one squared metre of depth
 INNER_MARGIN_PX = 6  # points this close to the mask's edge, where blur mixes in the background, are not
 # used; a margin of 3 px or of 10 px (thin limbs lose their points) gave 0.03 / 0.13 dB less
 MIN_OPACITY = 0.5
@@ -66,7 +66,7 @@ def _erode(mask: np.ndarray, margin: int) -> np.ndarray:
     return cv2.erode(mask.astype(np.uint8), np.ones((size, size), np.uint8)).astype(bool)
 
 
-def _robust(e: np.ndarray | torch.Tensor) -> np.ndarray | torch.Tensor:
+def _robust(e: torch.Tensor) -> torch.Tensor:
     """Geman-McClure of squared residuals: about ``e`` when small, saturating at 1."""
     return e / (e + ROBUST_SCALE)
 
