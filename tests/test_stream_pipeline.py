@@ -5,6 +5,7 @@ newest picture at once and repeats it (a keep-alive) while the pose does not cha
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
 
 import av
@@ -328,25 +329,88 @@ def test_new_pictures_are_handed_over_at_once_and_not_repeated(body, demo_avatar
     assert waits[len(waits) // 2] < 0.1, f"pictures waited {waits} s before hand-over"
 
 
-def test_renders_keep_in_step_with_a_motion(body, demo_avatar) -> None:
-    """A motion at the stage's own rate is shown frame by frame: no motion frame is skipped
-    because a slightly late render pushed the next one back (that drift cost a frame in six)."""
+def test_a_motion_is_rendered_frame_by_frame(body, demo_avatar) -> None:
+    """A motion at the stage's own rate: each picture shows a later motion frame than the one
+    before, and no pose is rendered twice (how many frames a busy machine manages is left to the
+    benchmarks; the schedule itself is checked on a simulated clock below)."""
     from streamer.tracking.motion import Motion
 
     demo = demo_motion()
-    motion = Motion(demo.poses, fps=10.0)
-    source = MotionPoseSource(motion)
+    source = MotionPoseSource(Motion(demo.poses, fps=10.0))
     painter = AvatarPainter(demo_avatar, body, get_renderer("cpu"), 32, source.framing_poses())
-
     stats = PipelineStats()
 
-    frames = [f for _, f in _watch(painter, source, stats, fps=10.0, seconds=4.0)]
+    frames = [f for _, f in _watch(painter, source, stats, fps=10.0, seconds=3.0)]
     poses = [f.pose_seq for f in frames if not f.repeat]
-    assert len(poses) >= 30
-    steps = np.diff(poses[2:])  # after start-up
-    # (the drift skipped one in six, 83% in step; a busy shared host skips a stall's worth: 92% seen)
-    assert (steps == 1).mean() >= 0.9, f"motion frames skipped: {poses}"
-    # each motion frame is rendered when it falls due, not up to a period later (a drifting
-    # rate limit waits half a period, 50 ms here, on average)
-    waits = sorted(stats.times["wait_render"].values())
-    assert waits[len(waits) // 2] < 25.0, f"renders lag their motion frames: median {waits[len(waits) // 2]:.1f} ms"
+    assert len(poses) >= 6, poses
+    assert all(b > a for a, b in itertools.pairwise(poses)), poses
+    assert stats.renders.count == stats.poses.count >= len(poses)  # one skinning and one render per motion frame
+
+
+class _MinGap:
+    """The rate limit the render budget replaced: no round sooner than a period after the last."""
+
+    def __init__(self, fps: float, now: float) -> None:
+        self.period, self.last = 1.0 / fps, -1e9
+
+    def wait(self, now: float) -> float:
+        return max(0.0, self.last + self.period - now)
+
+    def spend(self, now: float) -> None:
+        self.last = now
+
+
+def _simulate_motion(budget_cls, fps: float = 10.0, seconds: float = 60.0, seed: int = 0) -> tuple[list[int], list[float]]:
+    """The render worker's schedule for a motion at the stage's rate, on a simulated clock: the
+    thread wakes 0-4 ms late (now and then 30 ms), a render takes 20-90% of a period. Returns the
+    motion frames rendered and how late (s) each render started after its frame fell due."""
+    rng = np.random.default_rng(seed)
+    period = 1.0 / fps
+    budget = budget_cls(fps, 0.0)
+    t, next_check, shown, lags = 0.0, 0.0, [], []
+    while t < seconds:
+        t = max(t, next_check) + rng.uniform(0.0, 0.004) + (0.03 if rng.random() < 0.05 else 0.0)
+        t += budget.wait(t)
+        seq, next_check = int(t * fps), t + period
+        if not shown or seq != shown[-1]:
+            budget.spend(t)
+            shown.append(seq)
+            lags.append(t - seq / fps)
+            t += rng.uniform(0.2, 0.9) * period
+        next_check = min(next_check, (int(t * fps) + 1) / fps)  # when the next motion frame falls due
+    return shown, lags
+
+
+def test_render_budget_keeps_renders_in_step_with_a_motion() -> None:
+    """No motion frame is skipped and each is rendered soon after it falls due, although the thread
+    wakes a little late; the plain minimum gap it replaced drifts behind by a third of a period."""
+    from streamer.stream.stage import RenderBudget
+
+    for seed in range(3):
+        shown, lags = _simulate_motion(RenderBudget, seed=seed)
+        assert len(shown) > 590 and (np.diff(shown) == 1).mean() >= 0.99, seed
+        assert np.median(lags) < 0.01, f"renders lag their frames by {np.median(lags) * 1000:.0f} ms"
+        shown, lags = _simulate_motion(_MinGap, seed=seed)
+        assert np.median(lags) > 0.03 and (np.diff(shown) > 1).any(), seed  # the drift this guards against
+
+
+def test_render_budget_allows_fps_rounds_a_second_and_a_short_burst() -> None:
+    from streamer.stream.stage import RENDER_BURST, RenderBudget
+
+    budget = RenderBudget(10.0, now=100.0)
+    for _ in range(int(RENDER_BURST)):  # saved-up rounds go at once
+        assert budget.wait(100.0) == 0.0
+        budget.spend(100.0)
+    assert budget.wait(100.0) == pytest.approx(0.1)  # then one per period
+    assert budget.wait(100.05) == pytest.approx(0.05)
+    budget.spend(100.1)
+    assert budget.wait(100.1) == pytest.approx(0.1)
+    assert budget.wait(200.0) == 0.0 and budget.tokens == RENDER_BURST  # idle time saves up no more than the burst
+    starts, t = [], 0.0
+    budget = RenderBudget(10.0, now=0.0)
+    while t < 10.0:  # a worker that asks as fast as it can
+        t += budget.wait(t)
+        budget.spend(t)
+        starts.append(t)
+        t += 0.001
+    assert len(starts) <= 10.0 * 10 + RENDER_BURST + 1

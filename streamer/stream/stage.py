@@ -55,6 +55,34 @@ OrbitKey = tuple[float, float, float]
 StreamKey = tuple[OrbitKey, str, int]  # a camera, a codec and a bit rate
 
 
+class RenderBudget:
+    """At most ``fps`` render rounds a second on average, with ``burst`` rounds saved up (a token bucket).
+
+    A round that starts a little late does not push the next one back (as a minimum gap after the
+    last round would), so renders keep in step with a motion's frames instead of drifting behind
+    them and skipping one now and then. Times are ``time.monotonic()`` seconds, passed in so that
+    the budget can be checked against any clock.
+    """
+
+    def __init__(self, fps: float, now: float, burst: float = RENDER_BURST) -> None:
+        self.fps, self.burst = fps, burst
+        self.tokens, self._refilled = burst, now
+
+    def _refill(self, now: float) -> None:
+        self.tokens = min(self.burst, self.tokens + max(0.0, now - self._refilled) * self.fps)
+        self._refilled = max(self._refilled, now)
+
+    def wait(self, now: float) -> float:
+        """Seconds until a round may start (0.0: at once)."""
+        self._refill(now)
+        return max(0.0, (1.0 - self.tokens) / self.fps)
+
+    def spend(self, now: float) -> None:
+        """A round starts at ``now``."""
+        self._refill(now)
+        self.tokens -= 1.0
+
+
 @dataclass(frozen=True)
 class AvatarFrame:
     """One output picture and where it came from.
@@ -262,24 +290,19 @@ class Stage:
         posed: tuple[int, object] | None = None  # (pose seq, posed Gaussians)
         last_render = -1.0
         next_check = 0.0
-        # At most fps render rounds a second on average (a token bucket): a round that starts a
-        # little late does not push the next one back, so renders keep in step with a motion's
-        # frames instead of drifting behind them and skipping one now and then.
-        tokens, refilled = RENDER_BURST, time.monotonic()
+        budget = RenderBudget(self.fps, time.monotonic())
         while not self._stop.is_set():
             # New pose, new camera or new view; a motion's pose also changes with time alone, so
             # look again when its next frame falls due (at most one frame period later).
             self._wake.wait(max(0.0, next_check - time.monotonic()))
             self._wake.clear()
-            now = time.monotonic()
-            tokens, refilled = min(RENDER_BURST, tokens + (now - refilled) * self.fps), now
-            if tokens < 1.0 and self._stop.wait((1.0 - tokens) / self.fps):
+            wait = budget.wait(time.monotonic())
+            if wait > 0.0 and self._stop.wait(wait):
                 break
             if self._stop.is_set():
                 break
             now = time.monotonic()
-            tokens, refilled = min(RENDER_BURST, tokens + (now - refilled) * self.fps), now
-            next_check = time.monotonic() + self.period
+            next_check = now + self.period
             with self._lock:
                 views = [(v, v.orbit) for v in self._views.values()]
             if not views:
@@ -301,7 +324,7 @@ class Stage:
                         self.stats.times["lbs"].add((time.perf_counter() - t) * 1000.0)
                         self.stats.poses.tick()
                     if last_render < now:  # the first render of this round uses up a token
-                        tokens -= 1.0
+                        budget.spend(now)
                     last_render = time.monotonic()
                     next_check = last_render + self.period
                     t = time.perf_counter()
