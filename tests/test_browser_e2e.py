@@ -72,6 +72,7 @@ def browser(
         headless=True,
         args=webcam_flags(fake_webcam),
     )
+    context.set_default_timeout(WAIT_S * 1000)  # (Playwright's own default, 30 s, is tight on a busy machine)
     try:
         yield context
     finally:
@@ -344,6 +345,7 @@ def test_refused_camera_is_shown_in_words(
         headless=True,
         args=CHROMIUM_FLAGS + ["--use-fake-device-for-media-stream"],
     )
+    context.set_default_timeout(WAIT_S * 1000)
     try:
         page = context.new_page()
         page.goto(server.url + "?autostart=1&stage=nocam")
@@ -542,6 +544,7 @@ def test_over_https_the_performer_page_sends_the_webcam_and_plays(
             args=flags,
             ignore_https_errors=True,
         )
+        context.set_default_timeout(WAIT_S * 1000)
         try:
             page = context.new_page()
             page.goto(url + "?autostart=1")
@@ -592,8 +595,10 @@ def test_stop_during_the_camera_prompt_turns_the_camera_off(browser: Any, server
         while page.evaluate("() => window.lateCamera") is None and time.monotonic() < deadline:
             time.sleep(0.05)
         page.click("#stop")
-        page.wait_for_timeout(2500)  # the prompt "answers" 1.5 s after the camera started
-        assert page.evaluate("() => window.lateCamera.getVideoTracks().every((t) => t.readyState === 'ended')")
+        # the prompt "answers" 1.5 s after the camera started; then the page must end its tracks
+        page.wait_for_function(
+            "() => window.lateCamera.getVideoTracks().every((t) => t.readyState === 'ended')", timeout=WAIT_S * 1000
+        )
         assert page.evaluate("() => document.getElementById('preview').srcObject === null")
         assert _status(page)["state"] == "idle"
     finally:

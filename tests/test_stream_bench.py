@@ -111,13 +111,14 @@ def test_bench_viewers_measures_a_running_server(body, demo_avatar, capsys: pyte
     config = ServerConfig(host="127.0.0.1", port=0, size=64, fps=15.0, backend="cpu", motion="demo")
     with ServerThread(config, avatar=demo_avatar, body=body) as st:
         page = st.url + "view?stage=main"  # any page of the server will do
-        code = main(["bench", "viewers", page, "--count", "3", "--seconds", "2", "--warmup", "0.5",
+        code = main(["bench", "viewers", page, "--count", "3", "--seconds", "4", "--warmup", "0.5",
                      "--codec", "h264", "--json"])  # fmt: skip
         assert code == 0
         report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
         assert report["bench"] == "viewers" and report["count"] == 3 and report["codecs"] == ["video/H264"]
         assert len(report["fps_per_client"]) == 3 and report["fps_min"] > 0  # every viewer got pictures
-        assert report["fps_max"] <= 15.0 * 1.5  # at the stage's rate, not more
+        # at the stage's rate, not more (a short stall before the window may bring a few late frames in)
+        assert report["fps_max"] <= 15.0 * 1.5
         assert report["server_cpu_cores"] > 0 and report["latency_ms_p50"] > 0
         # each viewer's own figures came back from the server: the rate it chose for that viewer
         assert len(report["bitrate_per_client"]) == 3 and set(report["bitrate_per_client"]) <= set(BITRATES)

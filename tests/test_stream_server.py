@@ -273,9 +273,10 @@ def test_the_answer_takes_the_offers_first_of_vp8_and_h264(server: ServerThread)
         stage = server.call(lambda: server.server.stages["main"].stage)
         # (a stream per codec and bit rate in use: a peer's link could call for a lower one)
         assert server.call(lambda: {s["codec"] for s in stage.streams()}) == {"video/H264", "video/VP8"}
-        # the same avatar: both pictures show a body of about the same size
-        a, b = (c.received.kept[-1].rgb for c in clients.values())
-        assert silhouette(a).mean() > 0.05 and abs(silhouette(a).mean() - silhouette(b).mean()) < 0.05
+        # the same avatar: both streams show a body of about the same size (averaged over the
+        # pictures each got, so that a decoder a few frames behind the other does not matter)
+        a, b = (np.mean([silhouette(f.rgb).mean() for f in c.received.kept]) for c in clients.values())
+        assert a > 0.05 and abs(a - b) < 0.05, (a, b)
         for client in (*clients.values(), h264_first):
             await client.close()
 
@@ -616,7 +617,7 @@ def test_a_control_message_that_fails_gets_an_error_and_the_video_goes_on(
 def test_a_client_that_never_offers_is_timed_out(server: ServerThread, monkeypatch: pytest.MonkeyPatch) -> None:
     from streamer.stream import session
 
-    monkeypatch.setattr(session, "OFFER_TIMEOUT_S", 1.0)
+    monkeypatch.setattr(session, "OFFER_TIMEOUT_S", 5.0)  # counted from connecting: the join's new stage inside
     replies, close_code = run(ws_exchange(server.url, ['{"type": "join", "role": "viewer", "stage": "idle"}']))
     assert [r["type"] for r in replies] == ["joined", "error"], replies
     assert replies[-1]["code"] == "timeout" and close_code == 1008
@@ -649,7 +650,7 @@ def test_a_client_that_takes_its_answer_but_never_connects_is_timed_out(
     replies, close_code, seconds = run(main())
     assert [r["type"] for r in replies] == ["joined", "answer", "error"], replies
     assert replies[-1]["code"] == "timeout" and "media connection" in replies[-1]["message"]
-    assert close_code == 1008 and 2.0 <= seconds < 20.0
+    assert close_code == 1008 and 2.0 <= seconds < 60.0  # not aiortc's minute and more
     _assert_freed(server)
     _still_serving(server)
 
@@ -660,11 +661,11 @@ def test_a_connected_viewer_outlives_the_connect_timeout(
     """The timeout is for connections that never came up: one that did keeps streaming past it."""
     from streamer.stream import session
 
-    monkeypatch.setattr(session, "CONNECT_TIMEOUT_S", 1.0)
+    monkeypatch.setattr(session, "CONNECT_TIMEOUT_S", 5.0)  # long enough to connect on a busy machine
 
     async def main() -> None:
         client = await _watch(server.url, frames=3)
-        await asyncio.sleep(3.0)  # three timeouts' worth
+        await asyncio.sleep(6.0)  # the timeout has come and gone
         count = client.received.count
         assert await client.wait_frames(count + 5, FRAMES_TIMEOUT_S) >= count + 5
         assert not client.errors and client.pc.connectionState == "connected", client.errors
@@ -718,12 +719,20 @@ def test_performer_replaced_mid_negotiation_leaves_no_view(
     _assert_freed(server)
 
 
-def test_a_stuck_old_performer_does_not_hold_up_the_new_one(server: ServerThread) -> None:
+def test_a_stuck_old_performer_does_not_hold_up_the_new_one(
+    body, demo_avatar, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from websockets.asyncio.client import connect
 
+    from streamer.stream import server as server_module
     from streamer.stream.client import ws_url
+    from streamer.tracking.demo_motion import demo_motion
 
-    async def main() -> None:
+    # closing the stuck client's websocket now takes a minute: the new performer must not wait for it
+    monkeypatch.setattr(server_module, "WS_CLOSE_TIMEOUT_S", 60.0)
+    config = ServerConfig(host="127.0.0.1", port=0, size=128, fps=15.0, backend="cpu")
+
+    async def main(server: ServerThread) -> None:
         async with connect(ws_url(server.url), close_timeout=1) as old:
             await old.send(json.dumps({"type": "join", "role": "performer", "stage": "stuck"}))
             await old.recv()
@@ -731,13 +740,13 @@ def test_a_stuck_old_performer_does_not_hold_up_the_new_one(server: ServerThread
             new = StreamClient(server.url, "performer", stage="stuck")
             t = time.monotonic()
             await new.connect(timeout=FRAMES_TIMEOUT_S)
-            # (waiting for the stuck client took websockets' close timeout, 10 s, before; now none)
-            assert time.monotonic() - t < 8.0
+            assert time.monotonic() - t < 30.0
             await new.close()
             old.transport.resume_reading()
 
-    run(main())
-    _assert_freed(server)
+    with ServerThread(config, avatar=demo_avatar, body=body, motion=demo_motion()) as server:
+        run(main(server))
+        _assert_freed(server)
 
 
 def test_limits_answer_busy(body, demo_avatar) -> None:

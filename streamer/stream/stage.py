@@ -61,12 +61,13 @@ class RenderBudget:
     A round that starts a little late does not push the next one back (as a minimum gap after the
     last round would), so renders keep in step with a motion's frames instead of drifting behind
     them and skipping one now and then. Times are ``time.monotonic()`` seconds, passed in so that
-    the budget can be checked against any clock.
+    the budget can be checked against any clock. It starts with one round: a second one at once
+    would only wait for its hand-over (:data:`MIN_GAP_PERIODS`).
     """
 
     def __init__(self, fps: float, now: float, burst: float = RENDER_BURST) -> None:
         self.fps, self.burst = fps, burst
-        self.tokens, self._refilled = burst, now
+        self.tokens, self._refilled = 1.0, now
 
     def _refill(self, now: float) -> None:
         self.tokens = min(self.burst, self.tokens + max(0.0, now - self._refilled) * self.fps)
