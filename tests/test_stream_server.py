@@ -858,7 +858,7 @@ def test_https_serves_the_pages_and_the_signalling(tmp_path, body, demo_avatar, 
         run(main())
         # bench viewers measures it when told to trust the certificate, and says how when not told
         capsys.readouterr()
-        bench = ["bench", "viewers", st.url, "--count", "1", "--seconds", "1", "--warmup", "0.2", "--json"]
+        bench = ["bench", "viewers", st.url, "--count", "1", "--seconds", "2", "--warmup", "0.2", "--json"]
         assert cli_main([*bench, "--ca", cert]) == 0
         assert json.loads(capsys.readouterr().out)["fps_min"] > 0
         assert cli_main(bench) == 2
