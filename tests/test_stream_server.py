@@ -32,13 +32,17 @@ from streamer.stream.server import AvatarServer, ServerConfig
 FRAMES_TIMEOUT_S = 120.0  # generous: CI machines are slow and shared
 
 
-@pytest.fixture(scope="module")
-def server(body, demo_avatar) -> Iterator[ServerThread]:
+def _motion_server(body, avatar) -> ServerThread:
     """A motion-driven server (no webcam tracking: quick) on a free loopback port."""
     from streamer.tracking.demo_motion import demo_motion
 
     config = ServerConfig(host="127.0.0.1", port=0, size=128, fps=15.0, backend="cpu")
-    with ServerThread(config, avatar=demo_avatar, body=body, motion=demo_motion()) as st:
+    return ServerThread(config, avatar=avatar, body=body, motion=demo_motion())
+
+
+@pytest.fixture(scope="module")
+def server(body, demo_avatar) -> Iterator[ServerThread]:
+    with _motion_server(body, demo_avatar) as st:
         yield st
 
 
@@ -726,11 +730,9 @@ def test_a_stuck_old_performer_does_not_hold_up_the_new_one(
 
     from streamer.stream import server as server_module
     from streamer.stream.client import ws_url
-    from streamer.tracking.demo_motion import demo_motion
 
     # closing the stuck client's websocket now takes a minute: the new performer must not wait for it
     monkeypatch.setattr(server_module, "WS_CLOSE_TIMEOUT_S", 60.0)
-    config = ServerConfig(host="127.0.0.1", port=0, size=128, fps=15.0, backend="cpu")
 
     async def main(server: ServerThread) -> None:
         async with connect(ws_url(server.url), close_timeout=1) as old:
@@ -744,7 +746,7 @@ def test_a_stuck_old_performer_does_not_hold_up_the_new_one(
             await new.close()
             old.transport.resume_reading()
 
-    with ServerThread(config, avatar=demo_avatar, body=body, motion=demo_motion()) as server:
+    with _motion_server(body, demo_avatar) as server:
         run(main(server))
         _assert_freed(server)
 
