@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import shutil
+import sys
+import types
 from pathlib import Path
 
 import numpy as np
@@ -132,6 +134,10 @@ def test_train_tiny_on_cpu_loss_falls_checkpoints_resumes_and_loads(
     assert last < 0.7 * first, (first, last, losses)
     for name in ("train_state.pt", "model.safetensors", "config.json", "sapiens_1b_epoch_173_torchscript.pt2"):
         assert (run / name).is_file(), name
+    # a weights folder others can read: the network file gets the mode config.json gets, not 0o600
+    mode = {name: (run / name).stat().st_mode & 0o777 for name in ("model.safetensors", "config.json", "train_state.pt")}
+    assert len(set(mode.values())) == 1, mode
+    assert not list(run.glob("*.tmp*")) and not list(run.glob(".*")), "no temporary files left"
     assert torch.load(run / "train_state.pt", weights_only=False)["step"] == 30
     assert len((run / "log.jsonl").read_text().splitlines()) == 30
 
@@ -187,3 +193,26 @@ def test_training_renderer_matches_the_reference_and_has_gradients() -> None:
         assert t.grad is not None and torch.isfinite(t.grad).all() and t.grad.abs().sum() > 0, name
     rgb2, _ = render_train(g, camera, torch.tensor(bg))  # the CPU dispatch is the same renderer
     assert torch.equal(rgb2, rgb.detach())
+
+
+def test_lpips_refuses_to_download_its_vgg_backbone(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``lpips`` would fetch torchvision's VGG16 when it is not cached: the term names the file instead."""
+    from streamer.errors import InputError
+    from streamer.reconstruct.lhm.train.losses import VGG16_WEIGHTS, Perceptual
+
+    built: list[str] = []
+
+    def fake_lpips(net: str, verbose: bool) -> torch.nn.Module:  # stands in for the package's network
+        built.append(net)
+        return torch.nn.Linear(1, 1)
+
+    monkeypatch.setitem(sys.modules, "lpips", types.SimpleNamespace(LPIPS=fake_lpips))
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    with pytest.raises(InputError, match=VGG16_WEIGHTS) as err:
+        Perceptual(torch.device("cpu"))
+    assert str(tmp_path) in str(err.value) and built == [], "refused before the network was built"
+
+    (tmp_path / "hub" / "checkpoints").mkdir(parents=True)
+    (tmp_path / "hub" / "checkpoints" / VGG16_WEIGHTS).write_bytes(b"cached")
+    Perceptual(torch.device("cpu"))
+    assert built == ["vgg"]

@@ -914,6 +914,23 @@ def test_a_certificate_that_cannot_serve_is_refused_before_loading(tmp_path, mon
             asyncio.run(run_server(config))
 
 
+def test_the_printed_urls_say_how_another_machine_reaches_a_server_on_every_interface() -> None:
+    """``--host 0.0.0.0`` prints 127.0.0.1 URLs (this machine's); the next line gives the address
+    other machines use, performer key included. A server on one address prints only its URLs."""
+    from streamer.stream.server import announcement, this_machine_address
+
+    text = announcement("https://127.0.0.1:8443/", "0.0.0.0", "k y", "192.168.1.20")
+    first, second = text.splitlines()
+    assert first.startswith("streamer serve: open https://127.0.0.1:8443/?key=k%20y (performer)")
+    assert "https://127.0.0.1:8443/view (viewer)" in first and "https://127.0.0.1:8443/xr" in first
+    assert second.endswith("instead of 127.0.0.1: https://192.168.1.20:8443/?key=k%20y")
+    assert announcement("http://[::1]:80/", "::", None, "10.0.0.2").splitlines()[1].endswith(": http://10.0.0.2:80/")
+    assert announcement("http://127.0.0.1:8080/", "0.0.0.0", None, None).splitlines()[1].endswith("instead of 127.0.0.1")
+    assert "\n" not in announcement("http://127.0.0.1:8080/", "127.0.0.1", None, "192.168.1.20")
+    address = this_machine_address()  # offline it may have no route: None, never a loopback address
+    assert address is None or not address.startswith("127.")
+
+
 def test_avatar_frames_are_512_when_asked(body, demo_avatar) -> None:
     """The default picture size is 512x512 (issue target), and pictures are I420 of that size."""
     from streamer.render import get_renderer

@@ -189,6 +189,7 @@ def run_viewers(args: argparse.Namespace) -> int:
     print(
         f"  bit rates chosen (kbit/s): {', '.join(str(r // 1000) for r in rates) or '?'}; "
         f"steps down {sum(n or 0 for n in out['steps_down_per_client'])}, "
+        f"up {sum(n or 0 for n in out['steps_up_per_client'])}, "
         f"resends {sum(n or 0 for n in out['resends_per_client'])}, "
         f"loss at most {f'{max(losses):.1%}' if losses else '?'}"
     )

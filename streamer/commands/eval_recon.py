@@ -21,7 +21,13 @@ import time
 from typing import TYPE_CHECKING
 
 from ..errors import InputError, ReconstructionError
-from .reconstruct import add_method_options, check_gaussians, check_method_options, load_method
+from .reconstruct import (
+    GAUSSIANS_HELP,
+    add_method_options,
+    check_gaussians,
+    check_method_options,
+    load_method,
+)
 
 if TYPE_CHECKING:
     import numpy as np
@@ -32,12 +38,12 @@ def add_eval_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "recon",
         help="reconstruct a photo and compare its re-rendering with the photo (PSNR, SSIM, mask IoU)",
-        description="Reconstruct the photo with the 'fit' method, render the avatar in the fitted pose with the "
+        description="Reconstruct the photo (--method, default fit), render the avatar in the fitted pose with the "
         "photo's camera and compare with the photo inside the person mask.",
     )
     p.add_argument("photo", help="the photo (PNG, JPEG, WebP, BMP)")
     p.add_argument("--sheet", help="save a contact sheet (.png): photo, re-render, front, side, back")
-    p.add_argument("--gaussians", type=int, default=40_000, help="number of Gaussians (default: %(default)s)")
+    p.add_argument("--gaussians", type=int, default=40_000, help=GAUSSIANS_HELP)
     p.add_argument("--backend", default="cpu", help="render backend: cpu, cuda, auto (default: %(default)s)")
     p.add_argument(
         "--smplx-dir",
@@ -56,7 +62,7 @@ def add_eval_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("video", help="a video file with one person")
     p.add_argument("--max-frames", type=int, help="evaluate at most this many frames after the first")
     p.add_argument("--stride", type=int, default=1, help="evaluate every N-th frame (default: %(default)s)")
-    p.add_argument("--gaussians", type=int, default=40_000, help="number of Gaussians (default: %(default)s)")
+    p.add_argument("--gaussians", type=int, default=40_000, help=GAUSSIANS_HELP)
     p.add_argument("--backend", default="cpu", help="render backend: cpu, cuda, auto (default: %(default)s)")
     p.add_argument(
         "--smplx-dir",

@@ -34,6 +34,12 @@ def check_gaussians(count: int) -> int:
     return count
 
 
+GAUSSIANS_HELP = (
+    "fit: Gaussians on the body surface (default: %(default)s; 4,500-8,600 small discs are added along "
+    "the outline and where hair or cloth reaches past it); lhm uses the checkpoint's query-point count"
+)
+
+
 def add_method_options(p: argparse.ArgumentParser) -> None:
     """``--method``, ``--weights``, ``--device`` and ``--lhm-config``: for every command that reconstructs."""
     p.add_argument(
@@ -139,8 +145,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "--gaussians",
         type=int,
         default=40_000,
-        help="fit: Gaussians on the body surface (default: %(default)s; 4,500-8,600 small discs are added along "
-        "the outline and where hair or cloth reaches past it); lhm uses the checkpoint's query-point count",
+        help=GAUSSIANS_HELP,
     )
     p.add_argument("--seed", type=int, default=0, help="sampling seed (default: %(default)s)")
     p.add_argument("--strict", action="store_true", help="refuse photos with more than one person")

@@ -32,7 +32,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "track",
         help="track a person in a video or camera and write the SMPL-X motion",
         description="Run MediaPipe (pose, hands, face) on every frame of a video file or camera (camera:N), "
-        "fit SMPL-X to the landmarks and write the motion as .npz (one pose per input frame). "
+        "fit SMPL-X to the landmarks and write the motion as .npz (one pose per frame; a variable-frame-rate "
+        "video is resampled to a steady rate). "
         "Stop a camera with Ctrl+C; what was tracked so far is written.",
     )
     p.add_argument("source", metavar="VIDEO_OR_CAMERA", help="a video file, or camera:N for camera index N")

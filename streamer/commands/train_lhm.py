@@ -1,6 +1,6 @@
 """``streamer train-lhm``: train an LHM network on (frames, masks, SMPL-X, cameras) folders.
 
-Tiny on the CPU, from nothing (a minute or two)::
+Tiny on the CPU, from nothing (minutes with these defaults; docs/lhm-training.md has a smaller run)::
 
     streamer train-lhm --make-synthetic data/lhm-synth
     streamer train-lhm --config tiny --data data/lhm-synth --out runs/tiny --steps 200
@@ -14,8 +14,8 @@ and cameras, e.g. from a multi-view capture or a video tracker), then::
         --dinov2 dinov2_vitl14_reg4_pretrain.pth --points 40000 --target-size 512 --batch 1 --steps 100000
 
 Sapiens is the frozen body encoder (required: nothing is downloaded); ``--dinov2`` initialises
-the head encoder (optional). The decoder and transformer train in bf16 autocast, renders go
-through gsplat. The run folder is a weights folder for ``streamer reconstruct --method lhm``.
+the head encoder (optional). On CUDA the head encoder and the transformer train in bf16 autocast,
+the decoder in fp32; renders go through gsplat. The run folder is a weights folder for ``streamer reconstruct --method lhm``.
 """
 
 from __future__ import annotations

@@ -225,7 +225,8 @@ def reconstruct_photo(
     Args:
         rgb: the photo, [H, W, 3] uint8 RGB (:func:`.image.read_photo`).
         body: the body model (default: the built-in one).
-        num_gaussians: how many Gaussians to sample.
+        num_gaussians: how many Gaussians to sample on the body surface (the outline and loose-cloth
+            discs come on top).
         strict: refuse photos with several people.
         seed: sampling seed (the result is deterministic for a seed).
         crop: a fixed 5:3 crop box (photo pixels) instead of one around the person.

@@ -5,7 +5,8 @@ Signalling runs over one websocket per session, JSON text messages, one object e
     client -> server                              server -> client
     {"type": "join", "role": "performer"|"viewer", {"type": "joined", "session": id, "stage": name,
      "stage": name, "key": k}                       "role": ..., "source": "webcam"|"motion",
-                                                    "ice_servers": [url, ...], "size": px, "fps": f,
+                                                    "ice_servers": [{"urls": url, "username"?: u,
+                                                      "credential"?: c}, ...], "size": px, "fps": f,
                                                     "background": [r, g, b]}
     {"type": "offer", "sdp": "v=0..."}            {"type": "answer", "sdp": "v=0..."}
     {"type": "ping"}                              {"type": "pong"}

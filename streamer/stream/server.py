@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 import ssl
 import time
 import urllib.parse
@@ -421,18 +422,40 @@ class AvatarServer:
         }
 
 
+def this_machine_address() -> str | None:
+    """The IPv4 address other machines most likely reach this one at (the default route's), or None.
+
+    Connecting a UDP socket sends nothing; it only picks the outgoing interface.
+    """
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+            probe.connect(("192.0.2.1", 9))  # TEST-NET-1: never routed anywhere real
+            address = str(probe.getsockname()[0])
+    except OSError:
+        return None
+    return None if address.startswith("127.") or address == "0.0.0.0" else address
+
+
+def announcement(url: str, host: str, performer_key: str | None, address: str | None) -> str:
+    """What ``streamer serve`` prints: the pages to open, and for a server on every interface
+    (``--host 0.0.0.0`` or ``::``) how another machine reaches it, since ``url`` names this one."""
+    performer = url
+    if performer_key is not None:
+        performer += "?key=" + urllib.parse.quote(performer_key, safe="")
+    text = f"streamer serve: open {performer} (performer), {url}view (viewer) or {url}xr (VR viewer)"
+    if host in ("", "0.0.0.0", "::"):
+        parts = urllib.parse.urlsplit(performer)
+        there = f": {parts._replace(netloc=f'{address}:{parts.port}').geturl()}" if address else ""
+        text += f"\n  from another machine, use this machine's address instead of {parts.hostname}{there}"
+    return text
+
+
 async def run_server(config: ServerConfig, ready: asyncio.Event | None = None) -> None:
     """Serve until cancelled (Ctrl+C); prints the URLs to open."""
     server = AvatarServer(config)
     await server.start()
-    performer = server.url
-    if config.performer_key is not None:
-        performer += "?key=" + urllib.parse.quote(config.performer_key, safe="")
-    print(
-        f"streamer serve: open {performer} (performer), {server.url}view (viewer) or "
-        f"{server.url}xr (VR viewer)",
-        flush=True,
-    )
+    address = this_machine_address() if config.host in ("", "0.0.0.0", "::") else None
+    print(announcement(server.url, config.host, config.performer_key, address), flush=True)
     if ready is not None:
         ready.set()
     try:

@@ -25,6 +25,7 @@ exact head-token term could not be found, so this is our reading of it.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -123,19 +124,37 @@ class LossWeights:
     head_weight: float = 4.0
 
 
+VGG16_WEIGHTS = "vgg16-397923af.pth"  # torchvision's ImageNet VGG16, which ``lpips`` builds on
+
+
+def vgg16_weights_path() -> Path:
+    """Where torchvision looks for the VGG16 weights (``$TORCH_HOME/hub/checkpoints``)."""
+    return Path(torch.hub.get_dir()) / "checkpoints" / VGG16_WEIGHTS
+
+
 class Perceptual:
-    """LPIPS through the ``lpips`` package (optional; its weights must already be on disk)."""
+    """LPIPS through the ``lpips`` package (optional; its weights must already be on disk).
+
+    ``lpips`` ships its own linear layers but takes the VGG16 backbone from torchvision, which
+    would download it when it is not in torch's hub cache: we refuse instead, naming the file.
+    """
 
     def __init__(self, device: torch.device) -> None:
+        from ....errors import InputError
+
         try:
             import lpips  # type: ignore[import-not-found]
         except ImportError:
-            from ....errors import InputError
-
             raise InputError(
                 "--lpips-weight needs the 'lpips' package and its VGG weights on disk "
                 "(pip install lpips); or leave the perceptual term off (weight 0)"
             ) from None
+        weights = vgg16_weights_path()
+        if not weights.is_file():
+            raise InputError(
+                f"--lpips-weight needs torchvision's VGG16 weights at {weights} (nothing is downloaded; "
+                f"copy {VGG16_WEIGHTS} there or set TORCH_HOME); or leave the perceptual term off (weight 0)"
+            )
         self.net = lpips.LPIPS(net="vgg", verbose=False).to(device).eval()
         for p in self.net.parameters():
             p.requires_grad_(False)

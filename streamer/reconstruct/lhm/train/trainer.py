@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import time
 import warnings
 from collections.abc import Callable
@@ -41,6 +40,7 @@ from ....avatar.gaussians import Gaussians
 from ....avatar.lbs import skin_gaussians
 from ....body.model import BodyModel
 from ....errors import InputError
+from ....fileio import atomic_path
 from ..body_encoder import BodyEncoder, PatchStandInEncoder, load_sapiens_torchscript
 from ..checkpoint import save_checkpoint
 from ..config import LHMConfig, get_config
@@ -107,9 +107,8 @@ class TrainResult:
 
 
 def _atomic_torch_save(obj: Any, path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        torch.save(obj, tmp)
 
 
 def tiny_body_encoder(config: LHMConfig, seed: int) -> torch.nn.Module:
@@ -125,9 +124,8 @@ def tiny_body_encoder(config: LHMConfig, seed: int) -> torch.nn.Module:
 
 def export_inference_folder(network: LHMNetwork, run_dir: Path) -> Path:
     """Write ``model.safetensors`` and ``config.json`` into ``run_dir`` (atomically)."""
-    tmp = run_dir / "model.safetensors.tmp.safetensors"
-    save_checkpoint(network, tmp)
-    os.replace(tmp, run_dir / "model.safetensors")
+    with atomic_path(run_dir / "model.safetensors") as tmp:  # readable as a new file would be, not 0o600
+        save_checkpoint(network, tmp)
     write_config_marker(run_dir, network.config)
     return run_dir / "model.safetensors"
 
