@@ -84,6 +84,9 @@ def _new_file_mode() -> int:
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; on success it replaces ``path``, on error it is removed.
 
+    An ``OSError`` while writing (no space left, a quota, an I/O error) becomes an
+    :class:`InputError` naming ``path``, since the command's output, not its code, is at fault.
+
     For writers that want a file name (``np.savez``, PyAV). The suffix is kept so that
     format detection by extension still works.
 
@@ -108,6 +111,9 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     except IsADirectoryError:
         Path(tmp).unlink(missing_ok=True)
         raise InputError(f"{path} is a folder; give a file name") from None
+    except OSError as exc:  # a full disk or quota, an I/O error: the old file stays as it was
+        Path(tmp).unlink(missing_ok=True)
+        raise InputError(f"cannot write {path}: {exc.strerror or exc}") from None
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise

@@ -85,6 +85,15 @@ def test_truncated_ply(tmp_path):
         Avatar.load(path)
 
 
+def test_an_avatar_with_no_gaussians_is_refused_when_read(tmp_path):
+    """A valid header declaring 0 vertices would start a server whose every session then fails."""
+    path = _random_avatar(n=1).save(tmp_path / "a.ply")
+    head, _, _ = path.read_bytes().partition(b"end_header\n")
+    path.write_bytes(head.replace(b"element vertex 1\n", b"element vertex 0\n") + b"end_header\n")
+    with pytest.raises(AvatarFormatError, match="a.ply: an avatar with no Gaussians"):
+        Avatar.load(path)
+
+
 def test_non_3dgs_ply(tmp_path):
     path = tmp_path / "mesh.ply"
     path.write_bytes(b"ply\nformat binary_little_endian 1.0\nelement vertex 1\nproperty float x\n"

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import resource
 import stat
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from streamer.errors import InputError
@@ -59,6 +62,41 @@ def test_a_failure_while_writing_leaves_the_old_file_and_no_temporary(tmp_path: 
         raise RuntimeError("encoder died")
     assert target.read_bytes() == b"old"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["clip.mp4"]
+
+
+@contextlib.contextmanager
+def file_size_limit(limit: int):
+    """Writes past ``limit`` bytes fail with EFBIG, as on a full disk (Python ignores SIGXFSZ)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (limit, hard))
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+
+
+def test_a_full_disk_is_an_input_error_naming_the_output_and_keeps_the_old_file(tmp_path: Path) -> None:
+    target = tmp_path / "avatar.ply"
+    target.write_bytes(b"old")
+    with file_size_limit(4096), pytest.raises(InputError, match=f"cannot write {target}: File too large"):
+        atomic_write_bytes(target, bytes(100_000))
+    assert target.read_bytes() == b"old"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["avatar.ply"]
+
+
+def test_a_video_that_fills_the_disk_is_an_input_error_and_leaves_nothing(tmp_path: Path) -> None:
+    from streamer.render.video import VideoWriter
+
+    noise = np.random.default_rng(0).integers(0, 256, (30, 128, 128, 3), dtype=np.uint8)
+    clip = tmp_path / "clip.mp4"
+    with (
+        file_size_limit(20_000),
+        pytest.raises(InputError, match=f"cannot write {clip}: File too large"),
+        VideoWriter(clip, 128, 128, crf=0) as writer,
+    ):
+        for rgb in noise:
+            writer.write(rgb)
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_new_files_get_the_umask_mode_and_replaced_files_keep_theirs(tmp_path: Path) -> None:

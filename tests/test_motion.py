@@ -28,8 +28,12 @@ def test_errors_name_the_problem(tmp_path):
         load_motion(tmp_path / "nope.npz")
     bad = tmp_path / "bad.npz"
     bad.write_bytes(b"not a zip")
-    with pytest.raises(MotionFormatError, match="not a readable .npz"):
+    with pytest.raises(MotionFormatError, match="not a .npz motion file"):
         load_motion(bad)
+    broken = tmp_path / "broken.npz"
+    broken.write_bytes(b"PK\x03\x04 but cut short")
+    with pytest.raises(MotionFormatError, match="not a readable .npz"):
+        load_motion(broken)
     np.savez(tmp_path / "nofps.npz", body_pose=np.zeros((2, 21, 3)), global_orient=np.zeros((2, 3)))
     with pytest.raises(MotionFormatError, match="no 'fps' entry"):
         load_motion(tmp_path / "nofps.npz")
@@ -42,8 +46,28 @@ def test_errors_name_the_problem(tmp_path):
     nan = np.zeros((2, 21, 3))
     nan[1, 4, 2] = np.nan
     np.savez(tmp_path / "nan.npz", fps=30, body_pose=nan, global_orient=np.zeros((2, 3)))
-    with pytest.raises(MotionFormatError, match="body_pose: contains NaN"):
+    with pytest.raises(MotionFormatError, match=r"nan.npz: body_pose contains NaN .*index \[1, 4, 2\]"):
         load_motion(tmp_path / "nan.npz")
+
+
+@pytest.mark.parametrize(
+    "fields, words",
+    [
+        ({"fps": np.zeros(0)}, "fps must be one number, got an array of shape \\(0,\\)"),
+        ({"fps": np.array("abc")}, "fps is not numeric"),
+        ({"fps": 0.0}, "fps must be in \\(0, 1000\\], got 0.0"),
+        ({"global_orient": np.full((2, 3), "x")}, "global_orient is not numeric"),
+        ({"global_orient": np.zeros((2, 3), complex)}, "global_orient is not numeric"),
+        ({"global_orient": np.full((2, 3), 1e30)}, "global_orient holds values up to 1e\\+30"),
+    ],
+)
+def test_broken_fields_are_refused_naming_the_file(tmp_path, fields, words) -> None:
+    """Each field of a motion file is checked (type, size, magnitude) before anything uses it, and
+    the message names the file: no IndexError from an empty fps, no NaN camera from huge angles."""
+    arrays = {"fps": 30.0, "body_pose": np.zeros((2, 21, 3)), "global_orient": np.zeros((2, 3)), **fields}
+    np.savez(tmp_path / "m.npz", **arrays)
+    with pytest.raises(MotionFormatError, match=f"m.npz: {words}"):
+        load_motion(tmp_path / "m.npz")
 
 
 def test_demo_motion_moves_naturally():

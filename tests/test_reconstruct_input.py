@@ -180,10 +180,10 @@ def test_bomb_refused_before_decoding(
 def test_unsupported_format(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     path = tmp_path / "photo.gif"
     path.write_bytes(b"GIF89a" + b"\0" * 100)
-    assert_refused(path, tmp_path, capsys, "unsupported image format")
+    assert_refused(path, tmp_path, capsys, "not an image in a supported format")
     text = tmp_path / "notes.png"
     text.write_text("not an image at all")
-    assert_refused(text, tmp_path, capsys, "unsupported image format")
+    assert_refused(text, tmp_path, capsys, "not an image in a supported format")
 
 
 def test_missing_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import threading
 import time
 from dataclasses import dataclass
@@ -287,8 +288,21 @@ def test_ice_server_urls() -> None:
         "se:cret",
     )
     assert browser_ice_servers(["turn:a:b@h:1"]) == [{"urls": "turn:h:1", "username": "a", "credential": "b"}]
-    for bad in ("http://x", "stun:", "turn:alice@h:1", "h:1"):
-        with pytest.raises(InputError):
+    assert parse_ice_server("stuns:h").urls == "stuns:h" and parse_ice_server("turns:a:b@h:5349?transport=tcp")
+    for bad, words in (
+        ("http://x", "must be a stun:"),
+        ("stun:", "must be a stun:"),
+        ("h:1", "must be a stun:"),
+        ("turn:alice@h:1", "credentials must be USER:PASS@"),
+        ("turn:u:p@", "malformed uri"),  # each of these aiortc refuses on every connection
+        ("stun:host:abc", "malformed uri"),
+        ("stun:host:3478:5", "malformed uri"),
+        ("stun:h:1?transport=udp", "must not contain transport"),
+        ("stun:host:99999", "port 99999 is not in [1, 65535]"),
+        ("turn:a:b@h:1?transport=sctp", "transport must be udp or tcp"),
+        ("turn:h:3478", "a TURN server needs credentials"),  # browsers refuse it
+    ):
+        with pytest.raises(InputError, match=re.escape(words)):
             parse_ice_server(bad)
 
 

@@ -812,6 +812,10 @@ def test_serve_command_refuses_bad_options() -> None:
     env = {**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
     for args, text in (
         (["--ice-server", "http://nope"], "ICE server must be a stun:"),
+        (["--ice-server", "stun:host:abc"], "ICE server 'stun:host:abc': malformed uri"),
+        (["--ice-server", "turn:host:3478"], "a TURN server needs credentials"),
+        (["--host", ""], "--host is empty; give an address"),
+        (["--host", "not..a..host", "--motion", "demo", "--size", "64"], "cannot listen on not..a..host:0: not a valid"),
         (["--size", "31"], "--size must be an even number"),
         (["--models", "yoga"], "unknown MediaPipe model"),
         (["--render-threads", "-1"], "--render-threads must be in [0, 256]"),

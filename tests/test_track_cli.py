@@ -55,11 +55,37 @@ def test_track_writes_a_motion_of_the_first_60_frames(tmp_path, capsys):
     assert summary["output"] == str(out) and summary["fps"] == 30.0
     assert summary["ms_per_frame_mediapipe"] > 0 and summary["ms_per_frame_fit"] > 0
     assert set(summary["ms_per_frame_by_model"]) == {"holistic"}
+    assert summary["frames_declared"] >= 300 and "warning" not in capsys.readouterr().err  # 60 asked, 60 read
     motion = load_motion(out)
     assert len(motion) == 60 and motion.fps == 30.0
     assert np.isfinite(motion.poses.body_pose.numpy()).all()
     # A person moving their arms: the body is not stuck in one pose.
     assert float(motion.poses.body_pose.std(0).max()) > 0.01
+
+
+@needs_video
+def test_a_truncated_video_is_tracked_as_far_as_it_goes_with_a_warning(tmp_path, capsys):
+    """A file cut short (a copy that stopped) decodes to its end: the motion keeps what was read,
+    and the command says the file held fewer frames than its header declares."""
+    import av
+
+    whole, cut = tmp_path / "whole.mp4", tmp_path / "cut.mp4"
+    with av.open(str(VIDEO)) as src, av.open(str(whole), "w", options={"movflags": "faststart"}) as dst:
+        stream = dst.add_stream_from_template(src.streams.video[0])  # the index first, as streamed files have
+        for packet in src.demux(src.streams.video[0]):
+            if packet.dts is not None:
+                packet.stream = stream
+                dst.mux(packet)
+    data = whole.read_bytes()
+    cut.write_bytes(data[: len(data) // 12])
+    out = tmp_path / "motion.npz"
+    assert main(["track", str(cut), "-o", str(out), "--json"]) == 0
+    captured = capsys.readouterr()
+    summary = json.loads(captured.out)
+    declared = summary["frames_declared"]
+    assert declared >= 300 and 0 < summary["frames"] < 100
+    assert f"ended after {summary['frames']} of the {declared} frames its header declares" in captured.err
+    assert len(load_motion(out)) == summary["motion_frames"]
 
 
 def test_black_video_fails_clearly_and_writes_nothing(tmp_path, capsys):

@@ -137,6 +137,8 @@ def read_ply(path: str | Path) -> tuple[Gaussians, dict[str, np.ndarray], list[s
     if not elements or elements[0][0] != "vertex":
         raise AvatarFormatError(f"{path}: no 'vertex' element first; not a 3DGS PLY")
     _, n, props = elements[0]
+    if n == 0:
+        raise AvatarFormatError(f"{path}: an avatar with no Gaussians (the header declares 0 vertices)")
     names = [p[0] for p in props]
     missing = [p for p in GAUSSIAN_PROPS if p not in names and p not in ("nx", "ny", "nz")]
     if missing:

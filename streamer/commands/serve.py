@@ -94,6 +94,8 @@ def run(args: argparse.Namespace) -> int:
     from ..stream import ServerConfig, run_server
     from ..tracking.mediapipe_runner import parse_models
 
+    if not args.host.strip():  # asyncio would listen on every interface, behind a 127.0.0.1 URL
+        raise InputError("--host is empty; give an address (127.0.0.1, or 0.0.0.0 for every interface)")
     if not 0 <= args.port <= 65535:
         raise InputError(f"--port must be in [0, 65535], got {args.port}")
     parse_models(args.models)

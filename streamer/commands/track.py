@@ -27,6 +27,11 @@ if TYPE_CHECKING:
     from ..tracking.fit import PoseFitter
 
 
+#: A file that yields fewer of the frames its header declares is reported as likely truncated
+#: (the count of some containers is an estimate from the duration, hence the margin).
+SHORT_VIDEO_FRACTION = 0.95
+
+
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "track",
@@ -217,6 +222,14 @@ def run(args: argparse.Namespace) -> int:
             f"{args.source}: no person found in any of the {result.frames} frames (a black or empty video, "
             "or the person is too small or out of view); nothing written"
         )
+    declared = None if source.is_live else source.frame_count
+    wanted = declared if args.max_frames is None or declared is None else min(args.max_frames, declared)
+    if wanted and not result.interrupted and result.frames < SHORT_VIDEO_FRACTION * wanted:
+        print(
+            f"streamer track: warning: {args.source} ended after {result.frames} of the {wanted} frames its "
+            "header declares (a truncated file?); the motion has what was read",
+            file=sys.stderr,
+        )
     poses, resampled = uniform_poses(result.poses, result.times_ms, fps)
     motion = Motion(poses=SmplxPose.stack(poses), fps=fps)
     motion.save(args.out)
@@ -224,6 +237,7 @@ def run(args: argparse.Namespace) -> int:
         "output": str(args.out),
         "source": str(args.source),
         "frames": result.frames,
+        "frames_declared": declared,
         "motion_frames": len(poses),
         "resampled": resampled,
         "tracked_frames": result.tracked,

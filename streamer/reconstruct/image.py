@@ -204,7 +204,9 @@ def read_photo(path: str | Path, max_pixels: int = MAX_PIXELS) -> np.ndarray:
         raise ReconstructionError(f"{path}: empty file")
     fmt = sniff_format(data[:16])
     if fmt is None:
-        raise ReconstructionError(f"{path}: unsupported image format (expected one of {', '.join(FORMATS)})")
+        raise ReconstructionError(
+            f"{path}: not an image in a supported format (expected one of {', '.join(FORMATS)})"
+        )
     size = image_size(data, fmt)
     if size is None:
         raise ReconstructionError(f"{path}: corrupt {fmt.upper()} header")

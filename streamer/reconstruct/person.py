@@ -339,7 +339,10 @@ def find_person(
     with MediaPipeRunner(models="holistic", video=False, segmentation=True) as runner:
         frame = runner.process(image, 0.0)
     if frame.pose is None:
-        raise ReconstructionError("no person found after cropping round them")
+        raise ReconstructionError(
+            "the person found in the photo was lost in the crop round them: a photo showing at least the "
+            "head and the upper body, both shoulders whole, works best"
+        )
     if frame.segmentation is None:
         raise ReconstructionError("no person found after cropping round them (MediaPipe gave no person mask)")
     return Person(

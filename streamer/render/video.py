@@ -41,6 +41,7 @@ class VideoWriter:
             self._tmp_ctx.__exit__(type(exc), exc, exc.__traceback__)
             raise
         self.frames = 0
+        self._aborted = False
 
     def write(self, rgb: torch.Tensor | np.ndarray) -> None:
         """Append one frame, [H, W, 3] float in [0, 1] or uint8."""
@@ -51,22 +52,36 @@ class VideoWriter:
         if rgb.shape != (self._stream.height, self._stream.width, 3):
             raise InputError(f"frame shape {rgb.shape} != ({self._stream.height}, {self._stream.width}, 3)")
         frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24")
-        for packet in self._stream.encode(frame):
-            self._container.mux(packet)
+        try:
+            for packet in self._stream.encode(frame):
+                self._container.mux(packet)
+        except OSError as exc:
+            self._write_failed(exc)
         self.frames += 1
 
     def close(self) -> Path:
         """Flush the encoder and move the finished file into place."""
-        for packet in self._stream.encode():
-            self._container.mux(packet)
-        self._container.close()
+        try:
+            for packet in self._stream.encode():
+                self._container.mux(packet)
+            self._container.close()
+        except OSError as exc:
+            self._write_failed(exc)
         self._tmp_ctx.__exit__(None, None, None)
         return self.path
 
+    def _write_failed(self, exc: OSError) -> None:
+        """A full disk or an I/O error: drop the partial file and say which output failed."""
+        self.abort(exc)
+        raise InputError(f"cannot write {self.path}: {exc.strerror or exc}") from None
+
     def abort(self, exc: BaseException | None = None) -> None:
         """Drop the partial file."""
+        self._aborted = True
         try:
             self._container.close()
+        except OSError:
+            pass  # the partial file goes anyway; a full disk cannot take the trailer either
         finally:
             err = exc or RuntimeError("aborted")
             try:
@@ -80,5 +95,5 @@ class VideoWriter:
     def __exit__(self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None) -> None:
         if ev is None:
             self.close()
-        else:
+        elif not self._aborted:
             self.abort(ev)

@@ -268,10 +268,11 @@ class AvatarServer:
                 close_timeout=WS_CLOSE_TIMEOUT_S,
                 ssl=self._tls,
             )
-        except OSError as exc:
-            raise StreamError(
-                f"cannot listen on {self.config.host}:{self.config.port}: {exc.strerror or exc}"
-            ) from None
+        except (OSError, UnicodeError) as exc:  # UnicodeError: a host name that cannot be encoded
+            reason = (
+                exc.strerror if isinstance(exc, OSError) and exc.strerror else f"not a valid address ({exc})"
+            )
+            raise StreamError(f"cannot listen on {self.config.host}:{self.config.port}: {reason}") from None
         self.port = self._server.sockets[0].getsockname()[1]
         self._started = time.monotonic()
         logger.info("serving on %s", self.url)

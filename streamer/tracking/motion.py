@@ -47,6 +47,8 @@ if TYPE_CHECKING:
 
 #: SMPL-X template pelvis (rest joint 0, metres) used to re-root translations without a body model.
 TEMPLATE_PELVIS = np.array([0.0, -0.35, 0.012])
+#: Larger numbers in a motion file are an error (they overflow float32 skinning into NaN).
+MAX_ABS_VALUE = 1e5
 #: AMASS (Z-up) -> our world (Y-up): x stays, y <- z, z <- -y.
 AMASS_TO_WORLD = np.array([[1.0, 0.0, 0.0], [0.0, 0.0, 1.0], [0.0, -1.0, 0.0]])
 #: LHM camera frame (OpenCV) -> tracking world: turned 180 degrees about x.
@@ -121,9 +123,24 @@ def load_motion(
     path = Path(path)
     if not path.exists():
         raise MotionFormatError(f"motion file not found: {path}")
+    try:
+        return _load(path, body, fps, hand_mean)
+    except MotionFormatError as exc:  # every message names the file
+        if str(exc).startswith(str(path)):
+            raise
+        raise MotionFormatError(f"{path}: {exc}") from None
+
+
+def _load(
+    path: Path, body: "BodyModel | None", fps: float | None, hand_mean: tuple[np.ndarray, np.ndarray] | None
+) -> Motion:
     if path.is_dir() or path.suffix.lower() == ".json":
         return _load_lhm(path, body, 30.0 if fps is None else fps)
     try:
+        with open(path, "rb") as fh:
+            magic = fh.read(2)
+        if magic != b"PK":
+            raise MotionFormatError(f"{path}: not a .npz motion file (a .npz is a zip archive of arrays)")
         with np.load(path, allow_pickle=False) as data:
             arrays = {k: data[k] for k in data.files}
     except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
@@ -138,14 +155,14 @@ def load_motion(
 
 
 def _load_ours(path: Path, arrays: dict[str, np.ndarray]) -> Motion:
-    fps = float(np.asarray(arrays.pop("fps")).reshape(-1)[0])
+    fps = _scalar(path, "fps", arrays.pop("fps"))
     unknown = sorted(set(arrays) - set(FIELDS))
     if unknown:
         raise MotionFormatError(f"{path}: unknown keys {', '.join(unknown)}; expected SMPL-X fields {', '.join(FIELDS)}")
     if "body_pose" not in arrays or "global_orient" not in arrays:
         raise MotionFormatError(f"{path}: needs at least 'global_orient' and 'body_pose' arrays")
     try:
-        poses = SmplxPose.from_dict(arrays)
+        poses = SmplxPose.from_dict({k: _numeric(path, k, v) for k, v in arrays.items()})
     except PoseError as exc:
         raise MotionFormatError(f"{path}: {exc}") from None
     return Motion(poses=poses, fps=fps)
@@ -159,11 +176,29 @@ def _finite(path: Path | str, name: str, value: np.ndarray) -> np.ndarray:
 
 
 def _numeric(path: Path | str, name: str, value: Any) -> np.ndarray:
+    """``value`` as float64, refused unless real numbers, finite and of a plausible size (radians,
+    metres, frames per second: nothing near :data:`MAX_ABS_VALUE`)."""
     try:
-        arr = np.asarray(value, dtype=np.float64)
+        raw = np.asarray(value)
+        if raw.dtype.kind not in "biuf":  # complex, strings, objects
+            raise TypeError(raw.dtype)
+        arr = raw.astype(np.float64)
     except (TypeError, ValueError):
         raise MotionFormatError(f"{path}: {name} is not numeric") from None
-    return _finite(path, name, arr)
+    _finite(path, name, arr)
+    if arr.size and np.abs(arr).max() > MAX_ABS_VALUE:
+        raise MotionFormatError(
+            f"{path}: {name} holds values up to {np.abs(arr).max():.3g}; poses are angles in radians and "
+            "translations in metres"
+        )
+    return arr
+
+
+def _scalar(path: Path | str, name: str, value: Any) -> float:
+    arr = _numeric(path, name, value)
+    if arr.size != 1:
+        raise MotionFormatError(f"{path}: {name} must be one number, got an array of shape {arr.shape}")
+    return float(arr.reshape(-1)[0])
 
 
 def _pelvis(body: "BodyModel | None") -> np.ndarray:
@@ -213,7 +248,7 @@ def _load_amass(path: Path, arrays: dict[str, np.ndarray], body: "BodyModel | No
     rate_key = "mocap_framerate" if "mocap_framerate" in arrays else "mocap_frame_rate"
     if rate_key not in arrays:
         raise MotionFormatError(f"{path}: AMASS file without 'mocap_framerate' (or 'mocap_frame_rate')")
-    fps = float(_numeric(path, rate_key, arrays[rate_key]).reshape(-1)[0])
+    fps = _scalar(path, rate_key, arrays[rate_key])
     betas = _numeric(path, "betas", arrays["betas"]).reshape(-1) if "betas" in arrays else np.zeros(10)
     p = poses.reshape(T, -1, 3)
     if p.shape[1] == 52:  # SMPL-H: root, 21 body, 15 + 15 hand joints
