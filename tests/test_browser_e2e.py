@@ -335,6 +335,35 @@ def test_server_gone_is_shown_in_words_and_the_page_reconnects(
         first.stop()
 
 
+def test_a_camera_that_stops_is_asked_for_again(browser: Any, server: ServerThread) -> None:
+    """A webcam track that ends (unplugged, taken by another app) would leave the avatar at rest
+    under "Connected.": the page says so and reconnects, asking for the camera anew."""
+    page = browser.new_page()
+    try:
+        page.goto(server.url + "?autostart=1&stage=camgone")
+        _wait_playing(page)
+        connects = page.evaluate("() => window.avatarClient.connects")
+        # what the browser does when the device goes away ("ended" is not fired by track.stop())
+        page.evaluate(
+            "() => window.avatarClient.pc.getSenders().forEach((s) => s.track && s.track.dispatchEvent(new Event('ended')))"
+        )
+        texts = set()
+        deadline = time.monotonic() + WAIT_S
+        status = _status(page)
+        while time.monotonic() < deadline:
+            status = _status(page)
+            texts.add(status["stateText"])
+            if status["state"] == "connected" and page.evaluate("() => window.avatarClient.connects") > connects:
+                break
+            time.sleep(0.05)
+        assert any("The camera stopped" in t for t in texts), texts
+        assert status["state"] == "connected", status
+        assert page.evaluate("() => window.avatarClient.connects") == connects + 1
+        _wait_playing(page)
+    finally:
+        page.close()
+
+
 def test_refused_camera_is_shown_in_words(
     playwright: Any, chromium: str, server: ServerThread, tmp_path: Path
 ) -> None:

@@ -5,6 +5,7 @@ start at keyframes; the stage hands out one encoder per camera and codec; a peer
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
 
 import av
@@ -100,6 +101,7 @@ def test_peers_on_a_camera_share_one_encode_and_catch_up_in_order(codec: str, st
 
 @pytest.mark.parametrize("codec", CODEC_MIME_TYPES)
 def test_a_new_peer_waits_for_a_keyframe_and_never_goes_back_in_time(codec: str, steady_clock) -> None:
+    steady_clock.step = camera_encoder.KEYFRAME_MIN_GAP_S  # requested keyframes may come at every picture
     encoder = CameraEncoder(codec=codec)
     first = encoder.take(_frame(1), None)
     cursor = first[-1].index
@@ -118,7 +120,7 @@ def test_a_new_peer_waits_for_a_keyframe_and_never_goes_back_in_time(codec: str,
 
 
 @pytest.mark.parametrize("codec", CODEC_MIME_TYPES)
-def test_a_peer_too_far_behind_restarts_at_a_keyframe(codec: str) -> None:
+def test_a_peer_too_far_behind_restarts_at_a_keyframe(codec: str, steady_clock) -> None:
     encoder = CameraEncoder(codec=codec)
     behind = encoder.take(_frame(1), None)[-1].index  # this peer sent the first picture, then stalled
     other = behind
@@ -128,6 +130,21 @@ def test_a_peer_too_far_behind_restarts_at_a_keyframe(codec: str) -> None:
     assert encoder.take(_frame(camera_encoder.HISTORY + 4), behind) == []
     again = encoder.take(_frame(camera_encoder.HISTORY + 5), behind)
     assert len(again) == 1 and again[0].keyframe
+
+
+@pytest.mark.parametrize("codec", CODEC_MIME_TYPES)
+def test_keyframe_requests_are_spaced_for_everybody(codec: str, steady_clock) -> None:
+    """A peer asking for a keyframe at every picture (a broken client, a very lossy link) gets one
+    every KEYFRAME_MIN_GAP_S, not one per picture: the camera's other peers share that stream."""
+    encoder = CameraEncoder(codec=codec)
+    keys = []
+    for seq in range(1, 61):  # 4 s at 15 pictures a second
+        encoder.request_keyframe()
+        keys.append(encoder.take(_frame(seq), seq - 2 if seq > 1 else None)[-1].keyframe)
+    gap = round(camera_encoder.KEYFRAME_MIN_GAP_S / steady_clock.step)  # pictures
+    at = [i for i, k in enumerate(keys) if k]
+    assert at[0] == 0 and all(b - a == gap for a, b in itertools.pairwise(at)), at
+    assert len(at) == 1 + (len(keys) - 1) // gap  # as often as allowed: no request is lost
 
 
 @pytest.mark.parametrize("codec", CODEC_MIME_TYPES)
@@ -234,10 +251,12 @@ def test_stage_gives_one_encoder_per_camera(body, demo_avatar) -> None:
     asyncio.run(main())
 
 
-def test_a_peer_keyframe_request_reaches_the_track() -> None:
+def test_a_peer_keyframe_request_reaches_the_track(steady_clock) -> None:
     """aiortc's sender notes an RTCP PLI in a private flag (only used when it encodes itself); the
     track reads and clears it and starts again at a keyframe. Fails if aiortc renames the flag."""
     from aiortc import RTCPeerConnection
+
+    steady_clock.step = camera_encoder.KEYFRAME_MIN_GAP_S  # (requested keyframes are spaced by it)
 
     from streamer.stream.stats import PipelineStats
     from streamer.stream.tracks import AvatarTrack

@@ -174,6 +174,32 @@ def test_fitting_overlaps_tracking(body, monkeypatch) -> None:
     assert source.error is None
 
 
+def test_a_new_performer_starts_the_fit_afresh(body) -> None:
+    """``new_performer`` makes the fit thread forget the last person (pose, filters, fades) before
+    the next frame it fits, and only then: frames already fitted are not redone."""
+    import threading
+
+    from streamer.tracking.landmarks import FrameLandmarks
+
+    source = TrackingPoseSource(body, PipelineStats())
+    calls: list[str] = []
+    real_fit, real_reset = source._fitter.fit, source._fitter.reset
+    source._fitter.fit = lambda lm: (calls.append(f"fit {lm.timestamp_ms:g}"), real_fit(lm))[1]  # type: ignore[method-assign]
+    source._fitter.reset = lambda: (calls.append("reset"), real_reset())[0]  # type: ignore[method-assign]
+    worker = threading.Thread(target=source._fit_loop)
+    worker.start()
+    source._to_fit.put((FrameLandmarks(64, 48, timestamp_ms=1.0), None, True))
+    deadline = time.monotonic() + 60
+    while calls != ["fit 1"] and time.monotonic() < deadline:
+        time.sleep(0.01)
+    source.new_performer()
+    source._to_fit.put((FrameLandmarks(64, 48, timestamp_ms=2.0), None, True))
+    source._to_fit.put((FrameLandmarks(64, 48, timestamp_ms=3.0), None, True))
+    source._to_fit.put(None)
+    worker.join(60)
+    assert calls == ["fit 1", "reset", "fit 2", "fit 3"]
+
+
 def test_fresh_wait_rule() -> None:
     from streamer.stream.pose_source import FRESH_MIN_FPS, FRESH_SLACK, fresh_wait
 

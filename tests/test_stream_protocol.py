@@ -329,3 +329,27 @@ def test_rgb_to_i420_matches_ffmpeg_on_smooth_pictures() -> None:
 
     with pytest.raises(ValueError, match="even"):
         _cpu_raster.rgb_to_i420(np.zeros((3, 4, 3), np.float32))
+
+
+def test_a_background_task_that_fails_is_logged_when_it_fails(caplog: pytest.LogCaptureFixture) -> None:
+    """A pacer or a stats pusher that raised would otherwise stop without a word until collected."""
+    from streamer.stream.tasks import background
+
+    async def broken() -> None:
+        raise RuntimeError("the pacer tripped")
+
+    async def cancelled() -> None:
+        await asyncio.sleep(3600)
+
+    async def main() -> None:
+        failing = background(broken())
+        waiting = background(cancelled())
+        await asyncio.sleep(0.05)
+        waiting.cancel()
+        await asyncio.sleep(0.05)
+        assert failing.done() and waiting.cancelled()
+
+    with caplog.at_level("ERROR", logger="streamer.stream.tasks"):
+        asyncio.run(main())
+    failures = [r for r in caplog.records if r.name == "streamer.stream.tasks"]
+    assert len(failures) == 1 and "the pacer tripped" in str(failures[0].exc_info[1])  # not the cancelled one

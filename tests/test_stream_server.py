@@ -536,6 +536,62 @@ def test_new_performer_replaces_the_old_one(server: ServerThread) -> None:
     _assert_freed(server)
 
 
+def test_a_replaced_performer_no_longer_feeds_the_tracker(body, demo_avatar, monkeypatch) -> None:
+    """While the old performer's session is still closing, its webcam frames keep arriving; only
+    the stage's performer feeds the tracker (else two people alternate in one avatar), and the fit
+    starts afresh for the new one."""
+    import fractions
+
+    import av
+    from aiortc.mediastreams import VideoStreamTrack
+
+    from streamer.stream.pose_source import TrackingPoseSource
+    from streamer.stream.session import Session
+
+    class Flat(VideoStreamTrack):  # a webcam of a given size
+        def __init__(self, width: int) -> None:
+            super().__init__()
+            self.width = width
+
+        async def recv(self):  # type: ignore[no-untyped-def]
+            pts, time_base = await self.next_timestamp()
+            frame = av.VideoFrame.from_ndarray(np.full((96, self.width, 3), 90, np.uint8), format="rgb24")
+            frame.pts, frame.time_base = pts, fractions.Fraction(time_base)
+            return frame
+
+    fed: list[int] = []
+    real_feed, real_reset = TrackingPoseSource.feed, TrackingPoseSource.new_performer
+    resets: list[int] = []
+    monkeypatch.setattr(TrackingPoseSource, "feed", lambda self, f, t: (fed.append(f.width), real_feed(self, f, t)))
+    monkeypatch.setattr(TrackingPoseSource, "new_performer", lambda self: (resets.append(1), real_reset(self)))
+    real_replace = Session.replace
+
+    async def slow_replace(self: Session) -> None:  # the old session takes a while to close
+        await asyncio.sleep(2.0)
+        await real_replace(self)
+
+    monkeypatch.setattr(Session, "replace", slow_replace)
+    config = ServerConfig(host="127.0.0.1", port=0, size=64, fps=15.0, backend="cpu")  # a webcam stage
+    with ServerThread(config, avatar=demo_avatar, body=body) as st:
+
+        async def main() -> None:
+            first = StreamClient(st.url, "performer", source=Flat(128))
+            await first.connect(timeout=FRAMES_TIMEOUT_S)
+            await asyncio.to_thread(_wait_until, lambda: 128 in fed)
+            second = StreamClient(st.url, "performer", source=Flat(160))
+            await second.connect(timeout=FRAMES_TIMEOUT_S)
+            switched = len(fed)
+            await asyncio.to_thread(_wait_until, lambda: first.errors)  # replaced, 2 s later
+            assert first.errors[0]["code"] == "replaced"
+            assert fed[switched:] and set(fed[switched:]) == {160}, fed[switched:]
+            await first.close()
+            await second.close()
+
+        run(main())
+        assert len(resets) == 2  # each performer's arrival
+        _assert_freed(st)
+
+
 def test_with_a_performer_key_only_its_holders_perform(body, demo_avatar) -> None:
     """``--performer-key``: a performer without the key, or with a wrong one, is refused in words
     (``forbidden``) and does not take the stage from the one who has it; viewers need no key."""
@@ -618,6 +674,36 @@ def test_a_control_message_that_fails_gets_an_error_and_the_video_goes_on(
     _assert_freed(server)
 
 
+def test_a_flood_of_stats_requests_is_answered_at_a_bounded_rate(
+    server: ServerThread, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each stats snapshot sorts every timing window on the event loop: 200 requests at once get a
+    few answers (one now, one when STATS_MIN_GAP_S has passed), not 200; a request still gets one."""
+    from streamer.stream import session
+    from streamer.stream.session import Session
+
+    snapshots: list[float] = []
+    real = Session._stats_message
+    monkeypatch.setattr(Session, "_stats_message", lambda self: (snapshots.append(time.monotonic()), real(self))[1])
+    monkeypatch.setattr(session, "STATS_INTERVAL_S", 3600.0)  # no pushes in between (for new sessions)
+
+    async def main() -> None:
+        client = await _watch(server.url, frames=3, stage="flood")
+        snapshots.clear()
+        t = time.monotonic()
+        for _ in range(200):
+            assert client.send_control({"type": "stats"})
+        await asyncio.sleep(1.0)
+        assert 1 <= len(snapshots) <= 3, len(snapshots)  # the flood's answers: at once, after the gap
+        assert all(b - a >= session.STATS_MIN_GAP_S - 0.01 for a, b in itertools.pairwise(snapshots))
+        assert snapshots[0] - t < 1.0
+        assert await client.fresh_stats(30)  # a later request is answered
+        await client.close()
+
+    run(main())
+    _assert_freed(server)
+
+
 def test_a_client_that_never_offers_is_timed_out(server: ServerThread, monkeypatch: pytest.MonkeyPatch) -> None:
     from streamer.stream import session
 
@@ -627,6 +713,43 @@ def test_a_client_that_never_offers_is_timed_out(server: ServerThread, monkeypat
     assert replies[-1]["code"] == "timeout" and close_code == 1008
     _assert_freed(server)  # the stage it held is stopped
     _still_serving(server)
+
+
+def test_idle_sockets_cannot_lock_clients_out(body, demo_avatar, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Sockets that never join count against no limit: beyond MAX_UNJOINED the oldest is closed to
+    make room, and each is refused after JOIN_TIMEOUT_S, so squatters cannot keep a viewer out of a
+    server whose session limit they would otherwise fill."""
+    from websockets.asyncio.client import connect
+
+    from streamer.stream import server as server_module
+    from streamer.stream import session
+    from streamer.stream.client import ws_url
+
+    monkeypatch.setattr(server_module, "MAX_UNJOINED", 3)
+    monkeypatch.setattr(session, "JOIN_TIMEOUT_S", 600.0)  # first, only room-making closes them
+    config = ServerConfig(
+        host="127.0.0.1", port=0, size=64, fps=15.0, backend="cpu", motion="demo", max_sessions=2,
+    )  # fmt: skip
+    with ServerThread(config, avatar=demo_avatar, body=body) as st:
+
+        async def main() -> None:
+            squatters = [await connect(ws_url(st.url)) for _ in range(5)]  # more than the session limit
+            viewer = await _watch(st.url, frames=3)  # joins: the oldest idle socket made room for it
+            # the 4th and 5th squatters and the viewer each closed the oldest idle socket
+            closed = [json.loads(await asyncio.wait_for(ws.recv(), 60)) for ws in squatters[:3]]
+            assert [m["code"] for m in closed] == ["busy"] * 3, closed
+            assert "a client must join as soon as it connects" in closed[0]["message"]
+            for ws in squatters:
+                await ws.close()
+            await viewer.close()
+
+        run(main())
+        monkeypatch.setattr(session, "JOIN_TIMEOUT_S", 1.0)
+        t = time.monotonic()
+        replies, code = run(ws_exchange(st.url, []))  # connects and says nothing
+        assert replies[-1]["code"] == "timeout" and "no join within 1 s" in replies[-1]["message"], replies
+        assert code == 1008 and time.monotonic() - t < 30.0
+        _assert_freed(st)
 
 
 def test_a_client_that_takes_its_answer_but_never_connects_is_timed_out(
@@ -749,6 +872,79 @@ def test_a_stuck_old_performer_does_not_hold_up_the_new_one(
     with _motion_server(body, demo_avatar) as server:
         run(main(server))
         _assert_freed(server)
+
+
+def test_a_picture_that_fails_to_encode_is_skipped_and_a_failing_stream_ends_the_session(
+    server: ServerThread, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An exception escaping the track's recv would end aiortc's sender loop: the peer's video would
+    freeze for good while its session looked connected. One failed picture is skipped (the video goes
+    on from the next keyframe); pictures that keep failing end the session with an error, so that
+    the client reconnects, and the server serves others."""
+    from streamer.stream import tracks
+    from streamer.stream.camera_encoder import CameraEncoder
+
+    real_take = CameraEncoder.take
+    failures = {"left": 0}
+
+    def flaky_take(self, frame, after):  # type: ignore[no-untyped-def]
+        if failures["left"] > 0:
+            failures["left"] -= 1
+            raise RuntimeError("the encoder fell over")
+        return real_take(self, frame, after)
+
+    monkeypatch.setattr(CameraEncoder, "take", flaky_take)
+    monkeypatch.setattr(tracks, "MAX_FAILED_PICTURES", 5)
+
+    async def main() -> None:
+        client = await _watch(server.url, frames=3, stage="flaky")
+        failures["left"] = 1
+        count = client.received.count
+        assert await client.wait_frames(count + 10, FRAMES_TIMEOUT_S) >= count + 10  # not frozen
+        assert not client.errors
+        failures["left"] = 10**9
+        deadline = time.monotonic() + FRAMES_TIMEOUT_S
+        while not client.errors and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        assert client.errors and client.errors[-1]["code"] == "internal", client.errors
+        assert "the avatar video failed (the encoder fell over)" in client.errors[-1]["message"]
+        failures["left"] = 0
+        await client.close()
+
+    run(main())
+    _assert_freed(server)
+    _still_serving(server)
+
+
+def test_a_half_open_connection_does_not_hold_up_shutdown(body, demo_avatar) -> None:
+    """Browsers open spare connections ahead of use; one that never finishes its request must not
+    hold Ctrl+C for websockets' 10 s handshake timeout."""
+    with _motion_server(body, demo_avatar) as server:
+        port = int(server.url.rsplit(":", 1)[1].strip("/"))
+        with socket.create_connection(("127.0.0.1", port), timeout=30) as half_open:
+            half_open.sendall(b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n")  # ... and nothing more
+            time.sleep(0.2)
+            t = time.monotonic()
+            server.stop()
+            assert time.monotonic() - t < 5.0
+
+
+def test_a_viewer_sending_video_is_answered_sendonly(server: ServerThread) -> None:
+    """Only a performer's webcam is of use: a viewer that offers to send video (any aiortc or browser
+    client can) gets a sendonly answer, so the server neither receives nor decodes it."""
+    from aiortc.mediastreams import VideoStreamTrack
+
+    async def main() -> None:
+        client = StreamClient(server.url, "viewer", stage="pushy", source=VideoStreamTrack())
+        await client.connect(timeout=FRAMES_TIMEOUT_S)
+        assert await client.wait_frames(3, FRAMES_TIMEOUT_S) >= 3  # the avatar still comes
+        answer = client.pc.remoteDescription.sdp
+        video = answer[answer.index("m=video") :]
+        assert "a=sendonly" in video and "a=sendrecv" not in video, video
+        await client.close()
+
+    run(main())
+    _assert_freed(server)
 
 
 def test_limits_answer_busy(body, demo_avatar) -> None:

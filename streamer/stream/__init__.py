@@ -12,6 +12,7 @@ Modules, in the order a frame flows through them:
 * :mod:`.bitrate` - each peer's rate, from its bandwidth estimate (REMB) and loss reports.
 * :mod:`.tracks` - aiortc tracks: the avatar video per peer, draining a peer's webcam.
 * :mod:`.stats` - rolling timings, rates, latency percentiles.
+* :mod:`.tasks` - background asyncio tasks that log their failures.
 * :mod:`.session`, :mod:`.server`, :mod:`.http`, :mod:`.ice` - the server itself.
 * :mod:`.client`, :mod:`.encoded_clip`, :mod:`.background` - a Python client, a pre-encoded webcam
   clip and a server thread (bench, tests).

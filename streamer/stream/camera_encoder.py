@@ -50,6 +50,10 @@ def available_codecs() -> tuple[str, ...]:
 
 #: A keyframe at least this often (seconds), so that a peer recovers from losses RTCP did not report.
 KEYFRAME_INTERVAL_S = 3.0
+#: Requested keyframes come at most this often (seconds); a request within it waits for its end.
+#: Every peer of the camera gets them, and a keyframe costs several pictures' bits: one peer
+#: asking again and again (a lossy link, a broken client) must not flood the others' streams.
+KEYFRAME_MIN_GAP_S = 0.5
 #: Encoded pictures kept for peers that fell behind.
 HISTORY = 8
 VIDEO_CLOCK_RATE = 90000
@@ -155,7 +159,8 @@ class CameraEncoder:
                 self._codec = _h264_encoder(size, height, self.fps, self.bitrate)
             self._want_keyframe = True
         now = time.monotonic()
-        keyframe = self._want_keyframe or now - self._last_keyframe >= KEYFRAME_INTERVAL_S
+        since = now - self._last_keyframe
+        keyframe = (self._want_keyframe and since >= KEYFRAME_MIN_GAP_S) or since >= KEYFRAME_INTERVAL_S
         video = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame.i420), format="yuv420p")
         last_pts = self._history[-1].pts if self._history else -1
         video.pts = max(last_pts + 1, int((now - _CLOCK_ORIGIN) * VIDEO_CLOCK_RATE))

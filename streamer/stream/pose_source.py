@@ -198,12 +198,18 @@ class TrackingPoseSource(PoseSource):
         self._error: str | None = None
         self._t0 = time.monotonic()
         self._last_fed: float | None = None
+        self._reset_fit = threading.Event()  # set by new_performer, honoured by the fit thread
         #: running estimates (seconds): the webcam's frame interval, from the arrival times, and the
         #: tracker's time per frame
         self.frame_interval: float | None = None
         self.tracking_time: float | None = None
 
     # -- any thread ----------------------------------------------------------------------------
+
+    def new_performer(self) -> None:
+        """Another person performs from now on: the fit forgets the last one's pose, filters and
+        fades before the next frame (the avatar eases in from rest, as at the start)."""
+        self._reset_fit.set()
 
     def feed(self, frame: Any, received_at: float) -> None:
         """Offer a decoded webcam frame (``av.VideoFrame``) taken from aiortc at ``received_at``."""
@@ -331,6 +337,9 @@ class TrackingPoseSource(PoseSource):
             if item is None:
                 return
             landmarks, capture_time, live = item
+            if self._reset_fit.is_set():
+                self._reset_fit.clear()
+                self._fitter.reset()
             try:
                 t = time.perf_counter()
                 pose = self._fitter.fit(landmarks)

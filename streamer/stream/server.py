@@ -37,6 +37,7 @@ from .protocol import MAX_KEY_CHARS, MAX_MESSAGE_BYTES, error_message
 from .session import Session
 from .stage import Stage
 from .stats import PipelineStats
+from .tasks import background
 
 if TYPE_CHECKING:
     from ..avatar import Avatar
@@ -156,6 +157,12 @@ def tls_context(certfile: str, keyfile: str) -> ssl.SSLContext:
 
 #: Sessions kept for performers with the performer key beyond ``max_sessions`` (when there is a key).
 KEY_HOLDER_RESERVE = 4
+#: Connections that have not joined yet, at most: beyond this the oldest is closed to make room.
+#: Only joined sessions count against ``max_sessions``, so idle sockets cannot lock clients out:
+#: a real client joins as soon as its socket opens, and a squatter's sockets are the oldest.
+MAX_UNJOINED = 64
+#: Shutting down waits this long (seconds) for connections that have not finished their handshake.
+SHUTDOWN_WAIT_S = 1.0
 
 
 @dataclass(eq=False)
@@ -300,7 +307,10 @@ class AvatarServer:
         for entry in entries:
             await loop.run_in_executor(None, entry.stage.stop)
         if self._server is not None:
-            await self._server.wait_closed()
+            try:  # a connection still in its HTTP handshake (browsers open spare ones) holds this
+                await asyncio.wait_for(self._server.wait_closed(), SHUTDOWN_WAIT_S)  # up to open_timeout
+            except asyncio.TimeoutError:
+                logger.info("stopped without waiting for connections that never finished their handshake")
 
     # -- sessions and stages -------------------------------------------------------------------------
 
@@ -313,17 +323,24 @@ class AvatarServer:
             return
         session = Session(self, ws)
         reserve = KEY_HOLDER_RESERVE if self.config.performer_key is not None else 0
-        if len(self.sessions) >= self.config.max_sessions + reserve:  # (the reserve: see join)
+        if self._joined() >= self.config.max_sessions + reserve:  # no room even for a key holder
             await ws.send(
                 error_message("busy", f"the server serves its limit of {self.config.max_sessions} sessions")
             )
             await ws.close(1013, "busy")
             return
+        unjoined = sorted((s for s in self.sessions if s.role is None), key=lambda s: s.opened)
+        for idle in unjoined[: max(0, len(unjoined) + 1 - MAX_UNJOINED)]:
+            idle.spawn_close("busy", "closed to make room: a client must join as soon as it connects")
         self.sessions.add(session)
         try:
             await session.run()
         finally:
             self.sessions.discard(session)
+
+    def _joined(self, but: Session | None = None) -> int:
+        """Sessions that joined (or are joining) a stage: what ``max_sessions`` limits."""
+        return sum(1 for s in self.sessions if s.role is not None and s is not but)
 
     def _make_stage(self, name: str, loop: asyncio.AbstractEventLoop) -> Stage:
         """Build a stage (blocking: the pose source and the camera framing take a moment)."""
@@ -361,7 +378,9 @@ class AvatarServer:
         reserve and start a stage beyond ``max_stages``.
         """
         replaced: Session | None = None
-        if not key_holder and len(self.sessions) > self.config.max_sessions:  # in the reserve
+        joined = self._joined(but=session)
+        room = self.config.max_sessions + (KEY_HOLDER_RESERVE if key_holder else 0)
+        if joined >= room:  # key holders may use the reserve
             raise SignallingError(
                 "busy", f"the server serves its limit of {self.config.max_sessions} sessions"
             )
@@ -382,9 +401,11 @@ class AvatarServer:
             entry.sessions.add(session)
             if role == "performer":
                 replaced, entry.performer = entry.performer, session
+                if isinstance(entry.stage.source, TrackingPoseSource):
+                    entry.stage.source.new_performer()
         if replaced is not None and replaced is not session:
             # Off the new performer's path: a stuck old client may take WS_CLOSE_TIMEOUT_S to close.
-            task = asyncio.ensure_future(replaced.replace())
+            task = background(replaced.replace())
             self._replacing.add(task)
             task.add_done_callback(self._replacing.discard)
         return entry

@@ -12,6 +12,8 @@ import hmac
 import itertools
 import json
 import logging
+import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCRtpSender, RTCSessionDescription, sdp
@@ -24,6 +26,7 @@ from .camera_encoder import H264, available_codecs
 from .ice import browser_ice_servers
 from .pose_source import TrackingPoseSource
 from .protocol import Bye, Join, Offer, Orbit, Ping, StatsRequest
+from .tasks import background
 from .tracks import AvatarTrack, drain
 
 if TYPE_CHECKING:
@@ -32,11 +35,17 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 STATS_INTERVAL_S = 1.0
+#: Stats asked for on the data channel are sent at most this often (seconds); a request within it
+#: is answered at its end. A snapshot sorts every timing window: a flood must not eat the loop.
+STATS_MIN_GAP_S = 0.2
 #: A client that has not sent its offer this long after connecting is refused (``timeout``): a
 #: joined stage holds threads, and the stage limit would let a few idle sockets lock everyone out.
 #: Generous: the web page asks for the camera between ``joined`` and its offer, and a person may
 #: take a while to answer the browser's permission prompt.
 OFFER_TIMEOUT_S = 120.0
+#: A client sends ``join`` as soon as its socket opens; one that has not after this long is refused
+#: (``timeout``): idle sockets must not hold the server's connections.
+JOIN_TIMEOUT_S = 10.0
 #: A client that has had its answer this long without a media connection is refused (``timeout``):
 #: it never started ICE, or ICE found no path (a firewall, no TURN server). aiortc's own checks
 #: would hold the session about a minute; browsers give up after about 30 s, the web page after 20.
@@ -65,13 +74,17 @@ class Session:
         self._connected = False  # the peer connection has reached "connected" at least once
         self._freed = False  # close() has run (or is running)
         self._done = asyncio.Event()  # close() has finished
+        self.opened = time.monotonic()
+        self._stats_sent_at = -1e9  # when stats last answered a request
+        self._stats_due = False  # a request waits for STATS_MIN_GAP_S to pass
 
     # -- message loop ---------------------------------------------------------------------------
 
     async def run(self) -> None:
         """Serve the websocket until it closes or a message is refused; always frees the session."""
         code, reason = 1000, ""
-        self._spawn(self._expect_offer())
+        self._spawn(self._expect("join", JOIN_TIMEOUT_S, lambda: self.role is not None))
+        self._spawn(self._expect("offer", OFFER_TIMEOUT_S, lambda: self.pc is not None))
         try:
             async for data in self.ws:
                 await self._dispatch(protocol.parse_client_message(data))
@@ -142,11 +155,15 @@ class Session:
         stage = self.entry.stage
         pc = RTCPeerConnection(RTCConfiguration(iceServers=self.server.ice_servers()))
         self.pc = pc
-        feed = (
-            stage.source.feed
-            if self.role == "performer" and isinstance(stage.source, TrackingPoseSource)
-            else None
-        )
+        feed = None
+        if self.role == "performer" and isinstance(stage.source, TrackingPoseSource):
+            source, entry = stage.source, self.entry
+
+            def feed(frame: Any, received_at: float) -> None:
+                # A replaced performer's webcam runs on until its session closes: only the stage's
+                # performer may feed the tracker, or two people would alternate in one avatar.
+                if entry.performer is self:
+                    source.feed(frame, received_at)
 
         @pc.on("track")
         def on_track(track: Any) -> None:
@@ -167,8 +184,9 @@ class Session:
                 self._spawn(self.close(CLOSE_ERROR, f"connection {pc.connectionState}"))
 
         # The avatar goes out as a shared stream (VP8 or H.264): the video section may use only those,
-        # in the offer's order.
-        video = pc.addTransceiver("video", direction="sendrecv")
+        # in the offer's order. Only a performer's video comes in: a viewer's answer is sendonly, so
+        # that no viewer can make the server receive and decode a stream it has no use for.
+        video = pc.addTransceiver("video", direction="sendrecv" if self.role == "performer" else "sendonly")
         video.setCodecPreferences(_codec_preferences(msg.sdp))
         try:
             await pc.setRemoteDescription(RTCSessionDescription(sdp=msg.sdp, type="offer"))
@@ -179,14 +197,14 @@ class Session:
                 raise SignallingError("bad_sdp", _no_common_codec()) from None
             # (an assert in aiortc's parser carries no message)
             detail = f"{type(exc).__name__}: {exc}" if str(exc) else "aiortc's SDP parser rejected it"
-            raise SignallingError(
-                "bad_sdp", f"invalid SDP offer: {detail}"[:500]
-            ) from None
+            raise SignallingError("bad_sdp", f"invalid SDP offer: {detail}"[:500]) from None
         if self._freed:  # replaced or closed meanwhile (resolving the offer's candidates takes time)
             return
         if video.mid is None:
             raise SignallingError("bad_sdp", "the offer has no video section; offer to receive video")
-        self.track = AvatarTrack(stage.add_view(), stage.stats, stage.encoder_for, stage.set_bitrate)
+        self.track = AvatarTrack(
+            stage.add_view(), stage.stats, stage.encoder_for, stage.set_bitrate, on_failure=self._track_failed
+        )
         self.track.attach(video.sender)
         video.sender.replaceTrack(self.track)
         try:
@@ -202,13 +220,26 @@ class Session:
         self._spawn(self._push_stats())
         self._spawn(self._expect_connection())
 
-    async def _expect_offer(self) -> None:
-        await asyncio.sleep(OFFER_TIMEOUT_S)
-        if self.pc is None and not self._closed:
-            logger.info("session %s: refused: no offer within %g s", self.id, OFFER_TIMEOUT_S)
-            message = f"no offer within {OFFER_TIMEOUT_S:g} s of connecting; reconnect to try again"
-            await self._send_quietly(protocol.error_message("timeout", message))
-            await self.close(CLOSE_REFUSED, "timeout")
+    async def _expect(self, what: str, seconds: float, came: Callable[[], bool]) -> None:
+        """Refuse the session (``timeout``) unless ``came()`` is true ``seconds`` after connecting."""
+        await asyncio.sleep(seconds)
+        if not came() and not self._closed:
+            logger.info("session %s: refused: no %s within %g s", self.id, what, seconds)
+            await self._refuse(
+                "timeout", f"no {what} within {seconds:g} s of connecting; reconnect to try again"
+            )
+
+    def spawn_close(self, code: str, message: str, close_code: int = CLOSE_REFUSED) -> None:
+        """Refuse the session from outside its own tasks (the server making room, a failed track)."""
+        if not self._closed:
+            self._spawn(self._refuse(code, message, close_code))
+
+    async def _refuse(self, code: str, message: str, close_code: int = CLOSE_REFUSED) -> None:
+        await self._send_quietly(protocol.error_message(code, message))
+        await self.close(close_code, code)
+
+    def _track_failed(self, exc: BaseException) -> None:
+        self.spawn_close("internal", f"server error: the avatar video failed ({exc}); reconnect", CLOSE_ERROR)
 
     async def _expect_connection(self) -> None:
         await asyncio.sleep(CONNECT_TIMEOUT_S)
@@ -220,8 +251,7 @@ class Session:
                 f"no media connection within {CONNECT_TIMEOUT_S:g} s of the answer (ICE found no path "
                 "between you and the server: a firewall? try a TURN server); reconnect to try again"
             )
-            await self._send_quietly(protocol.error_message("timeout", message))
-            await self.close(CLOSE_REFUSED, "timeout")
+            await self._refuse("timeout", message)
 
     # -- data channel ------------------------------------------------------------------------------
 
@@ -232,12 +262,25 @@ class Session:
             if isinstance(msg, Orbit) and self.entry is not None and self.track is not None:
                 self.entry.stage.set_orbit(self.track.view, msg)
             elif isinstance(msg, StatsRequest):
-                self._send_control(self._stats_message())
+                self._stats_requested()
         except SignallingError as exc:
             self._send_control(protocol.error_message(exc.code, str(exc)))
         except Exception as exc:
             logger.exception("session %s: data channel message failed", self.id)
             self._send_control(protocol.error_message("internal", f"server error: {exc}"))
+
+    def _stats_requested(self) -> None:
+        wait = self._stats_sent_at + STATS_MIN_GAP_S - time.monotonic()
+        if wait <= 0:
+            self._answer_stats()
+        elif not self._stats_due:  # later requests within the gap share this answer
+            self._stats_due = True
+            asyncio.get_running_loop().call_later(wait, self._answer_stats)
+
+    def _answer_stats(self) -> None:
+        self._stats_due = False
+        self._stats_sent_at = time.monotonic()
+        self._send_control(self._stats_message())
 
     def _send_control(self, text: str) -> None:
         channel = self.channel
@@ -261,7 +304,7 @@ class Session:
     # -- clean-up ---------------------------------------------------------------------------------
 
     def _spawn(self, coro: Any) -> None:
-        task = asyncio.ensure_future(coro)
+        task = background(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
@@ -341,7 +384,9 @@ def _answer_codec(answer: str, mid: str | None) -> str:
         if media.kind == "video" and media.rtp.muxId == mid:
             first = next((c.mimeType for c in media.rtp.codecs if c.mimeType != "video/rtx"), None)
             if first is None or first not in available_codecs():
-                raise SignallingError("internal", f"the answer chose {first}, which this server does not encode")
+                raise SignallingError(
+                    "internal", f"the answer chose {first}, which this server does not encode"
+                )
             return first
     raise SignallingError("internal", "the answer has no video section")
 

@@ -39,6 +39,7 @@ from .painter import AvatarPainter
 from .pose_source import PoseSource
 from .protocol import Orbit
 from .stats import PipelineStats
+from .tasks import background
 
 logger = logging.getLogger(__name__)
 
@@ -234,7 +235,7 @@ class Stage:
         if self._thread is None:
             self._thread = threading.Thread(target=self._run, name=f"render-{self.name}", daemon=True)
             self._thread.start()
-            self._pacer = self.loop.create_task(self._pace())
+            self._pacer = background(self._pace(), self.loop)
 
     def stop(self) -> None:
         """Stop the workers and wait for them (blocking: call it from an executor)."""

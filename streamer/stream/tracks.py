@@ -35,6 +35,9 @@ logger = logging.getLogger(__name__)
 #: aiortc's RTCRtpSender sets this (private) flag when the peer asks for a keyframe (RTCP PLI/FIR);
 #: it only acts on it when it encodes itself, so the track reads and clears it.
 _SENDER_KEYFRAME_FLAG = "_RTCRtpSender__force_keyframe"
+#: Pictures in a row that may fail to encode before the track gives up (about a second at 30 fps):
+#: an exception escaping ``recv`` would end aiortc's sender loop and freeze the peer's video for good.
+MAX_FAILED_PICTURES = 30
 
 
 class AvatarTrack(MediaStreamTrack):
@@ -47,6 +50,10 @@ class AvatarTrack(MediaStreamTrack):
             the view's stream, given the one the track used before).
         set_bitrate: the stage's :meth:`~streamer.stream.stage.Stage.set_bitrate` (called when the
             peer's link calls for another rate).
+        on_failure: called with the error when pictures keep failing to encode
+            (:data:`MAX_FAILED_PICTURES` in a row) and the track ends; the session closes then, so
+            that the client reconnects instead of watching a frozen picture. A single failure is
+            logged and the track starts again at the next keyframe.
 
     Attributes:
         sender: the ``RTCRtpSender`` sending this track (set by :meth:`attach`; used to notice the
@@ -63,10 +70,12 @@ class AvatarTrack(MediaStreamTrack):
         stats: PipelineStats,
         encoder_for: Callable[[View, CameraEncoder | None], CameraEncoder],
         set_bitrate: Callable[[View, int], None],
+        on_failure: Callable[[BaseException], None] | None = None,
     ) -> None:
         super().__init__()
         self.view, self.stats, self._encoder_for = view, stats, encoder_for
-        self._set_bitrate = set_bitrate
+        self._set_bitrate, self._on_failure = set_bitrate, on_failure
+        self._failed = 0  # pictures in a row that failed to encode
         self.sender: Any = None
         self.fps = Rate()
         self.latency = Rolling()
@@ -180,17 +189,39 @@ class AvatarTrack(MediaStreamTrack):
                 self.stats.add_dropped(outputs=skipped - self._skipped)
                 self._skipped = skipped
             self._last_seq = frame.seq
-            encoder = self._encoder_for(self.view, self._encoder)
-            if encoder is not self._encoder:  # a new camera: its stream starts at a keyframe
-                self._encoder, self._cursor = encoder, None
-            if frame.pose_seq != self._last_pose_seq and not frame.repeat:
-                self.stats.times["wait_send"].add((time.monotonic() - frame.rendered_at) * 1000.0)
-            self._queue.extend(await loop.run_in_executor(None, encoder.take, frame, self._cursor))
+            try:
+                encoder = self._encoder_for(self.view, self._encoder)
+                if encoder is not self._encoder:  # a new camera: its stream starts at a keyframe
+                    self._encoder, self._cursor = encoder, None
+                if frame.pose_seq != self._last_pose_seq and not frame.repeat:
+                    self.stats.times["wait_send"].add((time.monotonic() - frame.rendered_at) * 1000.0)
+                self._queue.extend(await loop.run_in_executor(None, encoder.take, frame, self._cursor))
+            except Exception as exc:
+                self._picture_failed(exc)
+                continue
+            self._failed = 0
         picture = self._queue.popleft()
         self._cursor = picture.index
         self.link.sent(len(picture.data))
         self._pending = (picture.frame, time.monotonic())
         return picture.packet()
+
+    def _picture_failed(self, exc: Exception) -> None:
+        """Skip the picture and start again at a keyframe; end the track if it keeps failing."""
+        self._failed += 1
+        if self._failed == 1:
+            logger.exception("view %d: a picture failed to encode; skipped", self.view.id)
+        self._cursor = None
+        if self._encoder is not None:
+            self._encoder.request_keyframe()
+        if self._failed >= MAX_FAILED_PICTURES:
+            logger.error(
+                "view %d: %d pictures in a row failed to encode; the track ends", self.view.id, self._failed
+            )
+            self.stop()
+            if self._on_failure is not None:
+                self._on_failure(exc)
+            raise MediaStreamError from exc
 
     def peer_stats(self) -> dict[str, object]:
         return {

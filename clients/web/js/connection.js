@@ -174,7 +174,9 @@ export class AvatarConnection extends EventTarget {
     this.#teardown();
     if (this.stopped) return;
     this.#cancelRetry();
-    const delay = Math.min(RECONNECT_MAX_MS, RECONNECT_MIN_MS * 2 ** this.attempt);
+    // (spread by ±20%: pages that lost one server together do not all come back at the same moment)
+    const backoff = Math.min(RECONNECT_MAX_MS, RECONNECT_MIN_MS * 2 ** this.attempt);
+    const delay = Math.round(backoff * (0.8 + 0.4 * Math.random()));
     this.attempt += 1;
     const due = performance.now() + delay;
     const say = () => {
@@ -245,6 +247,8 @@ export class AvatarConnection extends EventTarget {
     this.#problem(msg.code, SELF_EXPLAINED.has(msg.code) ? words : `${words} (${msg.message})`);
     if (msg.code === "replaced") this.stop("Not connected: another performer has this stage.");
     if (msg.code === "forbidden") this.stop("Not connected: this server needs its performer key.");
+    // The same offer or message would be refused again: trying again cannot help.
+    if (msg.code === "bad_sdp" || msg.code === "too_large") this.stop("Not connected.");
   }
 
   async #negotiate(joined, current) {
@@ -255,7 +259,14 @@ export class AvatarConnection extends EventTarget {
     const pc = new RTCPeerConnection({ iceServers: joined.ice_servers || [] });
     this.pc = pc;
     if (stream && stream.getVideoTracks().length) {
-      for (const track of stream.getVideoTracks()) pc.addTrack(track, stream);
+      for (const track of stream.getVideoTracks()) {
+        pc.addTrack(track, stream);
+        // The camera went away (unplugged, taken by another app, permission withdrawn): start
+        // again, which asks for it anew and says so in words if it is gone for good.
+        track.addEventListener("ended", () => {
+          if (current()) this.#retry("The camera stopped (unplugged, or another app took it).");
+        });
+      }
     } else {
       pc.addTransceiver("video", { direction: "recvonly" });
     }
