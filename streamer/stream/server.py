@@ -83,7 +83,8 @@ class ServerConfig:
             tracking on a small machine a second render thread takes the core MediaPipe needs
             (2 cores, ``bench stream``: p50 latency 139-145 ms with 2 threads against 115-120 with 1).
         max_stages, max_sessions: beyond these, new stages / sessions are refused (``busy``): each
-            webcam stage runs its own tracking worker.
+            webcam stage runs its own tracking worker. Sessions count once they join a stage
+            (sockets that never join are closed: :data:`MAX_UNJOINED`, ``JOIN_TIMEOUT_S``).
         performer_key: when set, only a client that sends it may perform (the performer page takes
             it from ``?key=``); viewers need none. None: anybody may perform. Key holders also get
             past the limits (:data:`KEY_HOLDER_RESERVE` more sessions, and a stage beyond
