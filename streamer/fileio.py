@@ -47,6 +47,8 @@ def check_output(path: str | Path, suffixes: tuple[str, ...] | None = None) -> P
         path: the file to write (its folder may not exist yet: it is made when writing).
         suffixes: the extensions the writer makes, lower case with the dot (None: any).
     """
+    if not str(path).strip():
+        raise InputError("the output file name is empty")
     path = Path(path)
     if path.is_dir():
         raise InputError(f"{path} is a folder; give a file name")

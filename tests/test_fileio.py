@@ -30,6 +30,7 @@ def test_check_output_accepts_a_file_in_a_folder_yet_to_be_made(tmp_path: Path) 
     "name, suffixes, words",
     [
         ("folder", None, "is a folder; give a file name"),
+        ("", (".ply",), "the output file name is empty"),  # (Path("") is the current folder)
         ("a.txt", (".ply",), "the output must end in .ply"),
         ("clip.webm", (".mp4", ".mkv", ".mov"), "must end in .mp4, .mkv or .mov"),
         ("afile/a.ply", (".ply",), "afile is not a folder"),
