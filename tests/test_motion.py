@@ -28,7 +28,7 @@ def test_errors_name_the_problem(tmp_path):
         load_motion(tmp_path / "nope.npz")
     bad = tmp_path / "bad.npz"
     bad.write_bytes(b"not a zip")
-    with pytest.raises(MotionFormatError, match="not a .npz motion file"):
+    with pytest.raises(MotionFormatError, match=r"^\S*bad.npz: not a .npz motion file \(a .npz is a zip archive"):
         load_motion(bad)
     broken = tmp_path / "broken.npz"
     broken.write_bytes(b"PK\x03\x04 but cut short")

@@ -15,7 +15,8 @@ and cameras, e.g. from a multi-view capture or a video tracker), then::
 
 Sapiens is the frozen body encoder (required: nothing is downloaded); ``--dinov2`` initialises
 the head encoder (optional). On CUDA the head encoder and the transformer train in bf16 autocast,
-the decoder in fp32; renders go through gsplat. The run folder is a weights folder for ``streamer reconstruct --method lhm``.
+the decoder in fp32; renders go through gsplat. The run folder is a weights folder for
+``streamer reconstruct --method lhm``.
 """
 
 from __future__ import annotations

@@ -1,8 +1,8 @@
 """Pose in, video picture out: skinning, the stage camera and rendering, without threads or I/O.
 
 The render worker of a :class:`~streamer.stream.stage.Stage` calls :meth:`AvatarPainter.pose` once
-per new pose and :meth:`AvatarPainter.paint` once per distinct camera (render once per camera; :mod:`.camera_encoder` encodes once per codec
-and rate, shared by the peers).
+per new pose and :meth:`AvatarPainter.paint` once per distinct camera (render once per camera;
+:mod:`.camera_encoder` encodes once per codec and rate, shared by the peers).
 """
 
 from __future__ import annotations

@@ -139,8 +139,11 @@ def _load(
     try:
         with open(path, "rb") as fh:
             magic = fh.read(2)
-        if magic != b"PK":
-            raise MotionFormatError(f"{path}: not a .npz motion file (a .npz is a zip archive of arrays)")
+    except OSError as exc:
+        raise MotionFormatError(f"{path}: cannot read it ({exc.strerror or exc})") from None
+    if magic != b"PK":
+        raise MotionFormatError(f"{path}: not a .npz motion file (a .npz is a zip archive of arrays)")
+    try:
         with np.load(path, allow_pickle=False) as data:
             arrays = {k: data[k] for k in data.files}
     except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
