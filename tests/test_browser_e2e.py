@@ -213,6 +213,14 @@ def test_viewer_page_plays_and_orbits(browser: Any, server: ServerThread) -> Non
         assert page.evaluate("() => window.avatarOrbit") == moved
         page.keyboard.press("0")
         assert page.evaluate("() => window.avatarOrbit") == {"azimuth": 0, "elevation": 0, "zoom": 1}
+        # Stop and Watch by keyboard: the button that takes the place of the pressed one gets the
+        # focus (it would drop to the page's start as the pressed one hides itself)
+        page.focus("#stop")
+        page.keyboard.press("Enter")
+        _wait_until(page, lambda s: s["state"] == "idle", "Stop did not stop")
+        assert page.evaluate("() => document.activeElement.id") == "start"
+        page.keyboard.press("Enter")
+        assert page.evaluate("() => document.activeElement.id") == "stop"
     finally:
         page.close()
 
@@ -286,9 +294,12 @@ def test_server_gone_is_shown_in_words_and_the_page_reconnects(
     first = ServerThread(config, avatar=demo_avatar, body=body).start()
     port = first.server.port
     page = browser.new_page()
+    bare = browser.new_page()  # the capture page: its state pill is hidden
     try:
         page.goto(first.url + "?autostart=1")
+        bare.goto(first.url + "view?bare=1")
         _wait_playing(page)
+        _wait_playing(bare)
         first.stop()
         deadline = time.monotonic() + WAIT_S
         status = _status(page)
@@ -298,6 +309,11 @@ def test_server_gone_is_shown_in_words_and_the_page_reconnects(
         assert status["state"] == "reconnecting", status
         assert "avatar server" in status["stateText"] and "Reconnecting" in status["stateText"], status
         assert "`" not in status["stateText"], status
+        # the lost stream's frozen picture goes (the page's background shows); the bare page,
+        # without its pill, says it in its message line
+        assert page.evaluate("() => document.getElementById('avatar').srcObject") is None
+        _wait_until(bare, lambda s: "Reconnecting" in s["message"], "the bare page said nothing")
+        assert bare.evaluate("() => document.getElementById('avatar').srcObject") is None
         # no figures of the lost connection while reconnecting (the overlay updates once a second)
         time.sleep(1.5)
         assert page.inner_text("#overlay") == "" and page.evaluate("() => window.avatarClient.stats") is None
@@ -331,6 +347,7 @@ def test_server_gone_is_shown_in_words_and_the_page_reconnects(
         finally:
             again.stop()
     finally:
+        bare.close()
         page.close()
         first.stop()
 
@@ -385,6 +402,7 @@ def test_refused_camera_is_shown_in_words(
             status = _status(page)
         assert "Camera permission was denied" in status["message"], status
         assert page.is_visible("#start"), "the Start button comes back to try again"
+        assert "No webcam" in page.inner_text("#preview-note")  # not "starts when you press Start"
     finally:
         context.close()
 

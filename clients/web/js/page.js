@@ -133,6 +133,12 @@ export function setupPage({ role, getStream, onStop = () => {}, allowBare = fals
     stateEl.dataset.state = state;
     showState(state, state === "connected" ? connectedWords(role, connection.lastStats) : text);
     if (state === "connected") showMessage("");
+    if (state === "reconnecting") {
+      // The lost stream's last picture would stay up, frozen (black on some browsers): show the
+      // page's own background instead and, where the state pill is hidden (?bare=1), the words.
+      avatar.srcObject = null;
+      if (bare) showMessage(text);
+    }
     if (retryBtn) retryBtn.hidden = state !== "reconnecting";
     if (focusWasOnRetry && retryBtn.hidden) stopBtn.focus(); // not back to the page's start
   });
@@ -160,10 +166,16 @@ export function setupPage({ role, getStream, onStop = () => {}, allowBare = fals
     });
   });
 
+  // A button that hides itself would drop keyboard focus to the page's start: hand it on.
+  const swap = (hide, show) => {
+    const focused = document.activeElement === hide;
+    hide.hidden = true;
+    show.hidden = false;
+    if (focused) show.focus();
+  };
   const start = () => {
     showMessage("");
-    startBtn.hidden = true;
-    stopBtn.hidden = false;
+    swap(startBtn, stopBtn);
     overlay.start();
     connection.start();
   };
@@ -173,8 +185,7 @@ export function setupPage({ role, getStream, onStop = () => {}, allowBare = fals
     overlay.stop();
     avatar.srcObject = null;
     onStop();
-    startBtn.hidden = false;
-    stopBtn.hidden = true;
+    swap(stopBtn, startBtn);
   };
   startBtn.addEventListener("click", start);
   stopBtn.addEventListener("click", () => connection.stop());

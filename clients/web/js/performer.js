@@ -6,6 +6,7 @@ import { setupPage } from "./page.js";
 const preview = document.getElementById("preview");
 const note = document.getElementById("preview-note");
 let webcam = null;
+const NO_WEBCAM = "No webcam (see the message above): press Start to ask again.";
 
 /**
  * The webcam (asked for once, kept across reconnects); null when the stage plays a motion file, or
@@ -36,7 +37,7 @@ async function getStream(joined, stopped) {
     const err = new Error(cameraErrorWords(cause));
     err.fatal = true;
     err.code = "camera";
-    note.textContent = "No webcam.";
+    note.textContent = NO_WEBCAM;
     throw err;
   }
   // Stopped meanwhile, or Stop then Start during the prompt (another ask got the camera first):
@@ -56,7 +57,8 @@ function releaseWebcam() {
   if (webcam) webcam.getTracks().forEach((t) => t.stop());
   webcam = null;
   preview.srcObject = null;
-  if (!preview.hidden) note.textContent = "Your webcam starts when you press Start."; // (motion: as it was)
+  // (a motion-file stage keeps its note; a refused camera keeps saying so)
+  if (!preview.hidden && note.textContent !== NO_WEBCAM) note.textContent = "Your webcam starts when you press Start.";
 }
 
 setupPage({ role: "performer", getStream, onStop: releaseWebcam });
