@@ -51,7 +51,7 @@ def test_bad_motion_file_is_a_clean_error(tmp_path, capsys):
     bad = tmp_path / "bad.npz"
     bad.write_bytes(b"garbage")
     assert main(["eval", "fit", "--motion", str(bad)]) == 2
-    assert "not a readable .npz" in capsys.readouterr().err
+    assert "bad.npz: not a .npz motion file" in capsys.readouterr().err
     assert main(["eval", "fit", "--noise-mm", "-1", "--max-frames", "2"]) == 2
 
 
