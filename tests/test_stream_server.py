@@ -694,7 +694,8 @@ def test_a_flood_of_stats_requests_is_answered_at_a_bounded_rate(
         for _ in range(200):
             assert client.send_control({"type": "stats"})
         await asyncio.sleep(1.0)
-        assert 1 <= len(snapshots) <= 3, len(snapshots)  # the flood's answers: at once, after the gap
+        # at most one answer per gap, however the 200 arrive (spread out on a busy machine)
+        assert 1 <= len(snapshots) <= 1 + round(1.0 / session.STATS_MIN_GAP_S) + 1, len(snapshots)
         assert all(b - a >= session.STATS_MIN_GAP_S - 0.01 for a, b in itertools.pairwise(snapshots))
         assert snapshots[0] - t < 1.0
         assert await client.fresh_stats(30)  # a later request is answered

@@ -164,6 +164,8 @@ KEY_HOLDER_RESERVE = 4
 MAX_UNJOINED = 64
 #: Shutting down waits this long (seconds) for connections that have not finished their handshake.
 SHUTDOWN_WAIT_S = 1.0
+#: ``--host`` values that listen on every interface (the printed URLs then name this machine).
+EVERY_INTERFACE = ("", "0.0.0.0", "::")
 
 
 @dataclass(eq=False)
@@ -466,7 +468,7 @@ def announcement(url: str, host: str, performer_key: str | None, address: str | 
     if performer_key is not None:
         performer += "?key=" + urllib.parse.quote(performer_key, safe="")
     text = f"streamer serve: open {performer} (performer), {url}view (viewer) or {url}xr (VR viewer)"
-    if host in ("", "0.0.0.0", "::"):
+    if host in EVERY_INTERFACE:
         parts = urllib.parse.urlsplit(performer)
         there = f": {parts._replace(netloc=f'{address}:{parts.port}').geturl()}" if address else ""
         text += f"\n  from another machine, use this machine's address instead of {parts.hostname}{there}"
@@ -477,7 +479,7 @@ async def run_server(config: ServerConfig, ready: asyncio.Event | None = None) -
     """Serve until cancelled (Ctrl+C); prints the URLs to open."""
     server = AvatarServer(config)
     await server.start()
-    address = this_machine_address() if config.host in ("", "0.0.0.0", "::") else None
+    address = this_machine_address() if config.host in EVERY_INTERFACE else None
     print(announcement(server.url, config.host, config.performer_key, address), flush=True)
     if ready is not None:
         ready.set()
