@@ -155,6 +155,8 @@ def test_performer_page_plays_an_avatar_that_moves(browser: Any, server: ServerT
         assert stats["stages"]["main"]["frames_tracked"] > 0, stats  # the fake webcam drives the avatar
         # the overlay shows the frame rate (and latency once the first stats message arrived)
         assert "fps" in page.inner_text("#overlay")
+        # the viewer link in the footer is the whole address, to copy and send
+        assert page.inner_text("#viewer-link") == server.url + "view?stage=main"
         # Chromium's bandwidth estimates (RTCP REMB) reach the server, which sets the stream's rate by them
         deadline = time.monotonic() + WAIT_S
         peer: dict = {}
@@ -287,6 +289,28 @@ def test_vr_page_without_a_headset_plays_flat_and_head_poses_orbit(browser: Any,
         page.close()
 
 
+def test_enter_vr_starts_watching(browser: Any, server: ServerThread) -> None:
+    """A headset's browser (here a stand-in for WebXR whose session cannot start): Enter VR on a
+    page that is not watching yet starts the connection too, and a failed session is said in words."""
+    page = browser.new_page()
+    page.add_init_script(
+        """Object.defineProperty(navigator, 'xr', {configurable: true, value: {
+             isSessionSupported: async () => true,
+             requestSession: async () => { throw new Error('the test has no headset'); },
+           }});"""
+    )
+    try:
+        page.goto(server.url + "xr?stage=vrstart")
+        page.wait_for_function("() => !document.getElementById('enter-vr').disabled")
+        assert _status(page)["state"] == "idle"
+        page.click("#enter-vr")
+        _wait_playing(page)
+        assert page.inner_text("#xr-status") == "Could not start VR: the test has no headset"
+        assert page.is_visible("#stop") and not page.is_visible("#start")
+    finally:
+        page.close()
+
+
 def test_server_gone_is_shown_in_words_and_the_page_reconnects(
     browser: Any, body, demo_avatar, fake_webcam: Path
 ) -> None:
@@ -307,8 +331,9 @@ def test_server_gone_is_shown_in_words_and_the_page_reconnects(
             time.sleep(0.2)
             status = _status(page)
         assert status["state"] == "reconnecting", status
-        assert "avatar server" in status["stateText"] and "Reconnecting" in status["stateText"], status
-        assert "`" not in status["stateText"], status
+        # the pill counts down, short; the message line says what went wrong
+        assert status["stateText"].startswith("Reconnecting in "), status
+        assert "avatar server" in status["message"] and "`" not in status["message"], status
         # the lost stream's frozen picture goes (the page's background shows); the bare page,
         # without its pill, says it in its message line
         assert page.evaluate("() => document.getElementById('avatar').srcObject") is None
@@ -343,7 +368,7 @@ def test_server_gone_is_shown_in_words_and_the_page_reconnects(
                     break
                 time.sleep(0.25)
             assert status["state"] == "connected" and status["frames"] > frames_before + 5, status
-            assert not page.is_visible("#retry")
+            assert not page.is_visible("#retry") and status["message"] == "", status
         finally:
             again.stop()
     finally:
@@ -369,7 +394,7 @@ def test_a_camera_that_stops_is_asked_for_again(browser: Any, server: ServerThre
         status = _status(page)
         while time.monotonic() < deadline:
             status = _status(page)
-            texts.add(status["stateText"])
+            texts.add(status["message"])
             if status["state"] == "connected" and page.evaluate("() => window.avatarClient.connects") > connects:
                 break
             time.sleep(0.05)
@@ -556,7 +581,8 @@ def test_a_browser_that_refuses_the_codec_order_is_told_for_good(browser: Any, s
 
 
 def test_on_a_phone_the_avatar_comes_first(browser: Any, server: ServerThread) -> None:
-    """390x844: the avatar above the webcam preview, whole on the first screen."""
+    """390x844: the avatar above the webcam preview, whole on the first screen; the figures under
+    it, not over the small picture."""
     page = browser.new_page()
     try:
         page.set_viewport_size({"width": 390, "height": 844})
@@ -566,6 +592,9 @@ def test_on_a_phone_the_avatar_comes_first(browser: Any, server: ServerThread) -
         preview = page.locator("#preview").bounding_box()
         assert avatar is not None and preview is not None
         assert avatar["y"] < preview["y"] and avatar["y"] + avatar["height"] <= 844, (avatar, preview)
+        page.wait_for_function("() => document.getElementById('overlay').textContent.includes('fps')")
+        overlay = page.locator("#overlay").bounding_box()
+        assert overlay is not None and overlay["y"] >= avatar["y"] + avatar["height"] - 1, (avatar, overlay)
     finally:
         page.close()
 
@@ -613,10 +642,17 @@ def test_a_motion_server_shows_no_webcam_box(browser: Any, body, demo_avatar) ->
     with ServerThread(config, avatar=demo_avatar, body=body, motion=demo_motion()) as st:
         page = browser.new_page()
         try:
+            page.set_viewport_size({"width": 1280, "height": 900})
             page.goto(st.url + "?autostart=1")
             _wait_playing(page)
             assert not page.is_visible("#preview")
             assert "motion file" in page.inner_text("#preview-note")
+            # no empty column beside the avatar: it takes the width, the note goes below it
+            panel = page.locator(".avatar-panel").bounding_box()
+            main = page.locator("main").bounding_box()
+            note = page.locator("#preview-note").bounding_box()
+            assert panel is not None and main is not None and note is not None
+            assert panel["width"] == main["width"] and note["y"] > panel["y"] + panel["height"], (panel, main, note)
         finally:
             page.close()
 

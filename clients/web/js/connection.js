@@ -4,7 +4,8 @@
 // Signalling (see streamer/stream/protocol.py): join -> joined, offer -> answer, error.
 // aiortc does not trickle ICE, so the offer is sent once ICE gathering is complete.
 //
-// Events (EventTarget): "state" {detail: {state, text}}, "stream" {detail: MediaStream},
+// Events (EventTarget): "state" {detail: {state, text, reason?, wait?}} (while reconnecting, ``text``
+// = ``reason`` (what went wrong) + ``wait`` ("Reconnecting in N s…")), "stream" {detail: MediaStream},
 // "stats" {detail: stats message}, "problem" {detail: {code, message}}, "joined" {detail: msg},
 // "control-open" (the data channel is ready for sendControl).
 
@@ -133,9 +134,9 @@ export class AvatarConnection extends EventTarget {
     return true;
   }
 
-  #setState(state, text) {
+  #setState(state, text, extra = {}) {
     this.state = state;
-    this.dispatchEvent(new CustomEvent("state", { detail: { state, text } }));
+    this.dispatchEvent(new CustomEvent("state", { detail: { state, text, ...extra } }));
   }
 
   #problem(code, message) {
@@ -181,7 +182,8 @@ export class AvatarConnection extends EventTarget {
     const due = performance.now() + delay;
     const say = () => {
       const left = Math.max(1, Math.ceil((due - performance.now()) / 1000));
-      this.#setState("reconnecting", `${reason} Reconnecting in ${left} s…`);
+      const wait = `Reconnecting in ${left} s…`;
+      this.#setState("reconnecting", `${reason} ${wait}`, { reason, wait });
     };
     say();
     this.retryDue = due;

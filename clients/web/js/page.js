@@ -67,7 +67,10 @@ export function setupPage({ role, getStream, onStop = () => {}, allowBare = fals
   const retryBtn = $("retry");
   $("stage-name").textContent = stage;
   const viewerLink = $("viewer-link");
-  if (viewerLink) viewerLink.href = `/view?stage=${encodeURIComponent(stage)}`;
+  if (viewerLink) {
+    viewerLink.href = `/view?stage=${encodeURIComponent(stage)}`;
+    viewerLink.textContent = viewerLink.href; // the whole address, to copy and send to others
+  }
   const xrLink = $("xr-link");
   if (xrLink) xrLink.href = `/xr?stage=${encodeURIComponent(stage)}`;
 
@@ -110,40 +113,53 @@ export function setupPage({ role, getStream, onStop = () => {}, allowBare = fals
   }
   // (A bare page shows its standing notices only until connected: they would cover the video.)
   const showMessage = (text) => {
-    messageEl.textContent = text || (bare && connection.state === "connected" ? "" : notices.join(" "));
+    const words = text || (bare && connection.state === "connected" ? "" : notices.join(" "));
+    if (messageEl.textContent !== words) messageEl.textContent = words; // (an alert: said once)
     messageEl.hidden = !messageEl.textContent;
   };
   showMessage("");
 
-  // The pill shows the state (its reconnect countdown ticks every second); a hidden live region
-  // tells screen readers once per change of state or of its words, not at every tick.
+  // The pill shows the state, short (while reconnecting, its countdown ticks every second); a
+  // hidden live region tells screen readers once per change of state or of its words, not at
+  // every tick.
   const announcer = document.createElement("span");
   announcer.className = "visually-hidden";
   announcer.setAttribute("role", "status");
   stateEl.after(announcer);
-  const showState = (state, text) => {
+  const showState = (text, spoken = text) => {
     if (stateEl.textContent !== text) stateEl.textContent = text;
-    const spoken = state === "reconnecting" ? text.replace(/ Reconnecting in \d+ s…$/, " Reconnecting…") : text;
     if (announcer.textContent !== spoken) announcer.textContent = spoken;
   };
+  let reasonShown = null; // the message line's words when they are the reconnect's reason
   connection.addEventListener("state", (event) => {
-    const { state, text } = event.detail;
+    const { state, text, reason, wait } = event.detail;
     const focusWasOnRetry = retryBtn && document.activeElement === retryBtn;
     status.state = state;
     stateEl.dataset.state = state;
-    showState(state, state === "connected" ? connectedWords(role, connection.lastStats) : text);
-    if (state === "connected") showMessage("");
+    stateEl.title = state === "reconnecting" ? reason : "";
     if (state === "reconnecting") {
+      // A long reason would stretch the pill (over two lines on a phone): the pill counts down,
+      // the message line says what went wrong, unless it already says a problem's own words.
+      showState(wait, `${reason} Reconnecting…`);
       // The lost stream's last picture would stay up, frozen (black on some browsers): show the
-      // page's own background instead and, where the state pill is hidden (?bare=1), the words.
+      // page's own background instead and, where the state pill is hidden (?bare=1), the countdown.
       avatar.srcObject = null;
       if (bare) showMessage(text);
+      else if ([reasonShown, notices.join(" ")].includes(messageEl.textContent)) showMessage((reasonShown = reason));
+    } else {
+      showState(state === "connected" ? connectedWords(role, connection.lastStats) : text);
     }
+    // (the reason stays said while the next attempt connects: it goes once connected or stopped)
+    if ((state === "connected" || state === "idle") && reasonShown !== null) {
+      if (messageEl.textContent === reasonShown) showMessage("");
+      reasonShown = null;
+    }
+    if (state === "connected") showMessage("");
     if (retryBtn) retryBtn.hidden = state !== "reconnecting";
     if (focusWasOnRetry && retryBtn.hidden) stopBtn.focus(); // not back to the page's start
   });
   connection.addEventListener("stats", (event) => {
-    if (connection.state === "connected") showState("connected", connectedWords(role, event.detail));
+    if (connection.state === "connected") showState(connectedWords(role, event.detail));
   });
   connection.addEventListener("problem", (event) => {
     status.problems.push(event.detail);

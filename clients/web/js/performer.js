@@ -13,12 +13,14 @@ const NO_WEBCAM = "No webcam (see the message above): press Start to ask again."
  * when the page stopped while the browser asked for the camera (then the camera goes off again).
  */
 async function getStream(joined, stopped) {
-  if (joined.source !== "webcam") {
+  // (an empty webcam box, or an empty column beside the avatar, would suggest something is wrong)
+  const motion = joined.source !== "webcam";
+  preview.hidden = motion;
+  document.querySelector("main").classList.toggle("no-webcam", motion);
+  if (motion) {
     note.textContent = "This server plays a motion file: your webcam is not used.";
-    preview.hidden = true; // an empty webcam box would suggest that something is wrong
     return null;
   }
-  preview.hidden = false;
   if (webcam && webcam.getVideoTracks().some((t) => t.readyState === "live")) return webcam;
   if (!navigator.mediaDevices || !navigator.mediaDevices.getUserMedia) {
     const err = new Error(cameraErrorWords({ name: "TypeError" }));

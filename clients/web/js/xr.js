@@ -171,6 +171,9 @@ async function enterVR() {
 }
 
 enterBtn.addEventListener("click", () => {
+  // Not watching yet (no ?autostart=1, or stopped): the headset would show an empty room.
+  const startBtn = document.getElementById("start");
+  if (connection.stopped && !startBtn.hidden) startBtn.click();
   enterVR().catch((error) => say(`Could not start VR: ${error.message}`));
 });
 detect();
