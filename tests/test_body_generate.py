@@ -390,5 +390,19 @@ def test_files_are_reproducible_and_written_atomically(arrays: dict[str, np.ndar
         assert data["f"].tobytes() == arrays["f"].tobytes()
 
 
-def test_model_version_is_a_string() -> None:
-    assert isinstance(generate.MODEL_VERSION, str) and generate.MODEL_VERSION
+def test_a_new_model_version_is_a_new_cache_file(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A change to the generated body bumps MODEL_VERSION; machines that cached the old one then build
+    the new one instead of loading a stale file."""
+    from streamer.body import model
+
+    now = model.builtin_model_path()
+    assert generate.MODEL_VERSION in now.name and now.exists()
+    built: list[Path] = []
+    monkeypatch.setattr(generate, "MODEL_VERSION", generate.MODEL_VERSION + "-next")
+    monkeypatch.setattr(generate, "write_body_model", lambda path: built.append(path) or path.touch())
+    try:
+        later = model.builtin_model_path()
+        assert later != now and built == [later] and "-next" in later.name
+    finally:
+        for path in built:
+            path.unlink(missing_ok=True)

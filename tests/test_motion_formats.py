@@ -54,15 +54,22 @@ def test_amass_smplh_layout_up_axis_and_hands(tmp_path):
     assert np.allclose((m2.poses.left_hand_pose - m.poses.left_hand_pose).numpy(), relaxed_hand_pose("left")[None], atol=1e-6)
 
 
-def test_amass_with_a_body_uses_its_mean_hand_and_pelvis(tmp_path, body):
+def test_amass_with_a_body_uses_its_mean_hand_and_pelvis(tmp_path, body, monkeypatch):
     from streamer.tracking.motion import mano_hand_mean
 
-    _amass(tmp_path / "a.npz")
+    _, trans = _amass(tmp_path / "a.npz")
     mean = mano_hand_mean(body)
+    # (the built-in body's rest pelvis is the template's: move it, so that using it shows)
+    rest_joints = body.rest_joints
+    monkeypatch.setattr(body, "rest_joints", lambda *a, **k: rest_joints(*a, **k) + torch.tensor([0.1, 0.2, -0.3]))
+    pelvis = body.rest_joints()[0].double().numpy()
+    assert not np.allclose(pelvis, TEMPLATE_PELVIS, atol=0.05)
     m = load_motion(tmp_path / "a.npz", body=body)
     zero = load_motion(tmp_path / "a.npz", hand_mean=(np.zeros((15, 3)), np.zeros((15, 3))), body=body)
     assert mean is not None
     assert np.allclose((m.poses.right_hand_pose - zero.poses.right_hand_pose).numpy(), mean[1][None], atol=1e-6)
+    expected = (trans + pelvis) @ AMASS_TO_WORLD.T - pelvis  # re-rooted on this body's pelvis
+    assert np.allclose(m.poses.transl.numpy(), expected, atol=1e-5)
 
 
 def test_amass_smplx_layout(tmp_path):

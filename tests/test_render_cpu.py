@@ -267,12 +267,23 @@ def test_extension_missing_is_explained(monkeypatch: pytest.MonkeyPatch) -> None
         CpuRenderer()
 
 
-def test_extension_constants() -> None:
-    """The C++ code has no copy of the semantics constants except the tile size."""
-    ext = CpuRenderer()._ext
-    assert ext.TILE_SIZE == TILE_SIZE
-    assert ext.max_threads() >= 1
-    assert math.isclose(ALPHA_MIN, 1 / 255)
+def test_extension_takes_its_constants_from_python(cpu: CpuRenderer, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The C++ code has no copy of the rasterization constants (``streamer.render.base``, shared with
+    the reference and gsplat's defaults) except the tile size: raising ALPHA_MIN where Python hands it
+    over culls every splat."""
+    from streamer.render import cpu as cpu_module
+
+    assert cpu._ext.TILE_SIZE == TILE_SIZE
+    assert math.isclose(ALPHA_MIN, 1 / 255)  # gsplat's
+    camera, g = make_camera(40, 30), make_scene("mixed", 30, seed=3)
+    _, alpha = cpu.render(g, camera, BACKGROUND)
+    assert float(alpha.max()) > 0.5
+    settings = list(cpu_module._RASTER_SETTINGS)
+    assert settings[4] == ALPHA_MIN  # (EPS2D, NEAR_PLANE, FAR_PLANE, RADIUS_CLIP, ALPHA_MIN, ...)
+    settings[4] = 1.5  # no splat reaches it
+    monkeypatch.setattr(cpu_module, "_RASTER_SETTINGS", tuple(settings))
+    _, alpha = cpu.render(g, camera, BACKGROUND)
+    assert bool((alpha == 0).all())
 
 
 def test_default_team_is_one_per_core_whatever_torch_set_in_the_thread(monkeypatch: pytest.MonkeyPatch) -> None:

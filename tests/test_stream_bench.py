@@ -59,7 +59,10 @@ def test_bench_stream_reports_json(capsys: pytest.CaptureFixture[str]) -> None:
     assert all(ms > 0 for ms in report["encode_ms_p50_by_codec"].values())
     assert report["fps"] > 0 and report["tracked_per_s"] > 0  # fps: the slowest client's (VP8 or H.264)
     assert report["latency_ms_p95"] >= report["latency_ms_p50"] > 0
-    assert report["dropped_frames"] >= 0
+    # webcam frames of the measured window that were not tracked (a newer one came first): a count
+    # of that window, not of the whole run
+    received = report["webcam_fps_received"] * report["seconds"]
+    assert isinstance(report["dropped_frames"], int) and 0 <= report["dropped_frames"] <= received + 2, report
     for stage in ("tracking", "fit", "lbs", "render", "encode"):  # every stage was actually timed
         assert report[f"{stage}_ms_p50"] is not None and report[f"{stage}_ms_p50"] > 0, stage
     assert report["yardstick_render_ms"] > 0  # the machine's speed on the day, for comparing runs

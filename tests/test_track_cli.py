@@ -232,39 +232,42 @@ def test_bench_track_reports_mediapipe_and_fit(capsys):
 
 
 def test_render_overlay_puts_the_synchronised_video_beside_the_avatar(tmp_path, capsys):
-    """The video's frame k (grey level 40 * k) sits left of the avatar rendered from motion frame k."""
+    """The video's frame k (grey level 40 * k) sits left of the avatar rendered from motion frame k
+    (an arm that rises frame by frame: each right-hand tile is the plain render of the same frame)."""
+    import torch
+
     levels = [40 * k for k in range(6)]
     video = write_video(tmp_path / "src.mp4", levels, width=96, height=64, fps=24.0)
-    motion = tmp_path / "m.npz"
-    Motion(SmplxPose.zeros(batch=6), fps=24.0).save(motion)
-    out = tmp_path / "overlay.mp4"
-    assert (
-        main(
-            [
-                "render",
-                "--motion",
-                str(motion),
-                "--overlay",
-                str(video),
-                "--size",
-                "64",
-                "-o",
-                str(out),
-                "--backend",
-                "cpu",
-                "--json",
-            ]
-        )
-        == 0
-    )
+    poses = SmplxPose.zeros(batch=6)
+    poses.body_pose[:, 15, 2] = torch.linspace(-1.2, 1.2, 6)  # the left arm rises
+    motion = Motion(poses, fps=24.0).save(tmp_path / "m.npz")
+    out, plain = tmp_path / "overlay.mp4", tmp_path / "plain.mp4"
+    common = ["render", "--motion", str(motion), "--size", "64", "--backend", "cpu", "--json"]
+    assert main([*common, "--overlay", str(video), "-o", str(out)]) == 0
     assert json.loads(capsys.readouterr().out)["overlay"] == str(video)
+    assert main([*common, "-o", str(plain)]) == 0
+    capsys.readouterr()
     with VideoFileSource(out) as src:
         assert (src.width, src.height) == (96 + 64, 64)
-        frames = [rgb for _, rgb in src]
-    assert len(frames) == 6
+        frames = [rgb.astype(np.float32) for _, rgb in src]
+    with VideoFileSource(plain) as src:
+        renders = [rgb.astype(np.float32) for _, rgb in src]
+    assert len(frames) == len(renders) == 6
     for k, rgb in enumerate(frames):
         assert abs(float(np.median(rgb[:, :90])) - levels[k]) <= 4, k
-        assert float(rgb[:, 96:].max()) > 200  # the render's white background on the right
+        # the avatar beside it is motion frame k's, not another frame's
+        gaps = [float(np.abs(rgb[:, 96:] - r).mean()) for r in renders]
+        assert int(np.argmin(gaps)) == k, (k, gaps)
+    # --fps 12: every other frame, of both the video and the motion, still side by side
+    assert main([*common, "--overlay", str(video), "--fps", "12", "-o", str(out)]) == 0
+    capsys.readouterr()
+    with VideoFileSource(out) as src:
+        halved = [rgb.astype(np.float32) for _, rgb in src]
+    assert len(halved) == 3
+    for j, rgb in enumerate(halved):
+        assert abs(float(np.median(rgb[:, :90])) - levels[2 * j]) <= 4, j
+        gaps = [float(np.abs(rgb[:, 96:] - r).mean()) for r in renders]
+        assert int(np.argmin(gaps)) == 2 * j, (j, gaps)
 
 
 def test_a_variable_frame_rate_is_resampled_keeping_the_timing() -> None:
