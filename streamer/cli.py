@@ -11,8 +11,10 @@ from __future__ import annotations
 import argparse
 import importlib
 import pkgutil
+import signal
 import sys
-from types import ModuleType
+import threading
+from types import FrameType, ModuleType
 
 from . import __version__, commands
 from .errors import StreamerError
@@ -51,19 +53,31 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _exit_on_sigterm(signum: int, frame: FrameType | None) -> None:
+    """SIGTERM (``kill``, ``timeout``, a service stopping) unwinds like Ctrl-C: output files being
+    written are removed instead of left half-written under their temporary names."""
+    raise SystemExit(128 + signum)
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Entry point; returns the process exit code (errors: 2 with a one-line message)."""
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    """Entry point; returns the process exit code (errors: 2 with a one-line message; Ctrl-C: 130;
+    SIGTERM: 143, after the same clean-up)."""
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _exit_on_sigterm) if in_main_thread else None
+    args: argparse.Namespace | None = None
     try:
+        args = build_parser().parse_args(argv)  # (inside: Ctrl-C while the modules load is no traceback)
         return int(args.func(args) or 0)
     except StreamerError as exc:
-        command = " ".join(filter(None, (args.verb, getattr(args, f"{args.verb}_verb", None))))
-        print(f"streamer {command}: error: {exc}", file=sys.stderr)
+        words = (args.verb, getattr(args, f"{args.verb}_verb", None)) if args is not None else ()
+        print(f"{' '.join(['streamer', *filter(None, words)])}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    finally:
+        if in_main_thread:
+            signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":

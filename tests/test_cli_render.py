@@ -1,7 +1,9 @@
 """`streamer render` end to end: a real MP4 of the avatar, and clean failures."""
 
+import signal
 import subprocess
 import sys
+import time
 
 import av
 import numpy as np
@@ -43,6 +45,30 @@ def test_missing_avatar_is_a_clean_error_and_leaves_no_file(tmp_path):
     assert "streamer render: error:" in proc.stderr and "nope.ply" in proc.stderr
     assert "Traceback" not in proc.stderr
     assert not out.exists() and list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(("sig", "code"), [(signal.SIGTERM, 143), (signal.SIGINT, 130)], ids=["term", "int"])
+def test_a_render_stopped_midway_leaves_the_old_file_and_nothing_else(tmp_path, sig, code):
+    """``kill`` (or a service stop, or ``timeout``) and Ctrl-C while frames are written: the half-written
+    temporary file goes, an existing output stays as it was."""
+    out = tmp_path / "out.mp4"
+    out.write_bytes(b"the previous render")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "streamer.cli", "render", "--out", str(out), "--size", "512"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        deadline = time.monotonic() + 300
+        while not any(p.name.endswith(".tmp.mp4") for p in tmp_path.iterdir()):  # writing frames
+            assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read() if proc.stderr else ""
+            time.sleep(0.05)
+        proc.send_signal(sig)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    assert proc.returncode == code, err
+    assert "Traceback" not in err
+    assert [p.name for p in tmp_path.iterdir()] == ["out.mp4"] and out.read_bytes() == b"the previous render"
 
 
 def test_bad_background_is_a_clean_error(tmp_path, capsys):
