@@ -9,7 +9,6 @@ import pickle
 import threading
 from pathlib import Path
 
-import numpy as np
 import smplx
 import torch
 from smplx.lbs import batch_rodrigues
@@ -32,14 +31,25 @@ def cache_dir() -> Path:
 
 
 def builtin_model_path() -> Path:
-    """Path of the generated SMPL-X-layout model, generating it on first use."""
-    from .generate import MODEL_VERSION, write_body_model
+    """Path of the generated SMPL-X-layout model, generating it on first use.
 
-    path = cache_dir() / "body" / f"streamer_smplx_{MODEL_VERSION}.npz"
+    Raises:
+        BodyModelError: the cache folder cannot be written (it names the folder and the variable
+            that moves it).
+    """
+    from . import generate
+
+    path = cache_dir() / "body" / f"streamer_smplx_{generate.MODEL_VERSION}.npz"
     with _BUILTIN_LOCK:
         if not path.exists():
-            path.parent.mkdir(parents=True, exist_ok=True)
-            write_body_model(path)
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                generate.write_body_model(path)
+            except OSError as exc:
+                raise BodyModelError(
+                    f"cannot write the built-in body model into the cache folder {path.parent} "
+                    f"({exc.strerror or exc}): set STREAMER_CACHE_DIR to a folder you can write"
+                ) from None
     return path
 
 
@@ -94,7 +104,7 @@ class BodyModel:
         num_betas: int = 10,
         num_expression: int = 10,
         device: torch.device | str = "cpu",
-    ) -> "BodyModel":
+    ) -> BodyModel:
         """Load the built-in generated model (default) or real SMPL-X files from ``smplx_dir``.
 
         Raises:
@@ -135,7 +145,7 @@ class BodyModel:
     def num_expression(self) -> int:
         return int(self.exprdirs.shape[-1])
 
-    def to(self, device: torch.device | str) -> "BodyModel":
+    def to(self, device: torch.device | str) -> BodyModel:
         return BodyModel(self.npz_path, self.layer.to(device))
 
     # -- geometry ------------------------------------------------------------------------
