@@ -14,6 +14,8 @@ import pkgutil
 import signal
 import sys
 import threading
+import warnings
+from pathlib import Path
 from types import FrameType, ModuleType
 
 from . import __version__, commands
@@ -59,23 +61,46 @@ def _exit_on_sigterm(signum: int, frame: FrameType | None) -> None:
     raise SystemExit(128 + signum)
 
 
+def _command_name(args: argparse.Namespace | None) -> str:
+    """``streamer eval recon`` (as far as the arguments were parsed)."""
+    words = (args.verb, getattr(args, f"{args.verb}_verb", None)) if args is not None else ()
+    return " ".join(["streamer", *filter(None, words)])
+
+
+def _say_our_warnings(command: str) -> None:
+    """Warnings raised by streamer's own code print as ``streamer VERB: warning: ...``, like its errors
+    (Python's default shows a file, a line number and the line); other libraries' keep their form."""
+    package = Path(__file__).resolve().parent
+    default = warnings.showwarning
+
+    def show(message, category, filename, lineno, file=None, line=None):  # type: ignore[no-untyped-def]
+        if issubclass(category, UserWarning) and Path(filename).resolve().is_relative_to(package):
+            print(f"{command}: warning: {message}", file=sys.stderr if file is None else file)
+        else:
+            default(message, category, filename, lineno, file, line)
+
+    warnings.showwarning = show
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the process exit code (errors: 2 with a one-line message; Ctrl-C: 130;
     SIGTERM: 143, after the same clean-up)."""
     in_main_thread = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGTERM, _exit_on_sigterm) if in_main_thread else None
     args: argparse.Namespace | None = None
+    shown = warnings.showwarning
     try:
         args = build_parser().parse_args(argv)  # (inside: Ctrl-C while the modules load is no traceback)
+        _say_our_warnings(_command_name(args))
         return int(args.func(args) or 0)
     except StreamerError as exc:
-        words = (args.verb, getattr(args, f"{args.verb}_verb", None)) if args is not None else ()
-        print(f"{' '.join(['streamer', *filter(None, words)])}: error: {exc}", file=sys.stderr)
+        print(f"{_command_name(args)}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
     finally:
+        warnings.showwarning = shown
         if in_main_thread:
             signal.signal(signal.SIGTERM, previous)
 

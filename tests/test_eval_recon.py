@@ -128,6 +128,15 @@ def test_eval_recon_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> N
         assert (tile.min(axis=2) < 200).mean() > 0.03
 
 
+def test_a_half_body_photo_is_evaluated_with_a_warning_in_words(capsys: pytest.CaptureFixture[str]) -> None:
+    """The warning that the legs are made up reaches the person as the command's own line, not as
+    Python's (file, line number, ``UserWarning``)."""
+    assert main(["eval", "recon", str(SHARED_DATA / "photos" / "outdoor_man_small.jpg"), "--json"]) == 0
+    err = capsys.readouterr().err
+    assert "streamer eval recon: warning: the photo does not show the whole body (hips and knees)" in err, err
+    assert "UserWarning" not in err and ".py:" not in err, err
+
+
 @pytest.mark.parametrize(
     "args, words",
     [

@@ -96,6 +96,24 @@ def test_reads_png_as_rgb(tmp_path: Path) -> None:
     )
 
 
+@pytest.mark.parametrize(("suffix", "depth"), [(".png", np.uint8), (".png", np.uint16), (".webp", np.uint8)])
+def test_a_cut_out_is_laid_over_white(tmp_path: Path, suffix: str, depth: type) -> None:
+    """A cut-out saved with black under its transparent background (as cut-out tools do): the
+    background reads white, a half-transparent edge half way to white, the opaque person as it is."""
+    top = np.iinfo(depth).max
+    bgra = np.zeros((120, 100, 4), depth)
+    bgra[:, 40:60, :3] = (top // 255) * np.array([30, 60, 200])  # a red-brown "person" (BGR)
+    bgra[:, 40:60, 3] = top
+    bgra[:, 60:64, :3] = (top // 255) * np.array([30, 60, 200])
+    bgra[:, 60:64, 3] = top // 2 + 1  # half transparent
+    path = tmp_path / f"cutout{suffix}"
+    assert cv2.imwrite(str(path), bgra, [cv2.IMWRITE_WEBP_QUALITY, 101] if suffix == ".webp" else [])
+    rgb = read_photo(path).astype(int)
+    assert (rgb[:, :40] == 255).all() and (rgb[:, 64:] == 255).all()  # not black
+    assert np.abs(rgb[:, 40:60] - [200, 60, 30]).max() <= 1
+    assert np.abs(rgb[:, 60:64] - [228, 158, 143]).max() <= 2  # (c + 255) / 2
+
+
 def exif_block(orientation: int, order: str = ">") -> bytes:
     """EXIF data: a TIFF header and one IFD entry, tag 0x0112 (Orientation), type SHORT, count 1."""
     tiff = (b"MM\x00\x2a" if order == ">" else b"II\x2a\x00") + struct.pack(order + "I", 8)

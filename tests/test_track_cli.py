@@ -97,6 +97,19 @@ def test_black_video_fails_clearly_and_writes_nothing(tmp_path, capsys):
     assert not out.exists() and leftovers(tmp_path) == []
 
 
+@needs_video
+def test_a_still_photo_is_not_taken_for_a_video(tmp_path, capsys):
+    """FFmpeg opens a PNG as a one-frame video: a motion of one frame is no motion."""
+    import shutil
+
+    photo = shutil.copy(VIDEO.parent.parent / "photos" / "woman_hat_bag.png", tmp_path / "photo.png")
+    out = tmp_path / "motion.npz"
+    assert main(["track", str(photo), "-o", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "photo.png: a single frame (a still image, not a video): a motion needs a video" in err, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["photo.png"]
+
+
 def test_bad_inputs_fail_before_tracking(tmp_path, capsys):
     corrupt = tmp_path / "corrupt.mp4"
     corrupt.write_bytes(b"\x00\x00\x00\x18ftypmp42" + bytes(range(256)) * 8)
@@ -244,7 +257,8 @@ def test_render_overlay_puts_the_synchronised_video_beside_the_avatar(tmp_path, 
     out, plain = tmp_path / "overlay.mp4", tmp_path / "plain.mp4"
     common = ["render", "--motion", str(motion), "--size", "64", "--backend", "cpu", "--json"]
     assert main([*common, "--overlay", str(video), "-o", str(out)]) == 0
-    assert json.loads(capsys.readouterr().out)["overlay"] == str(video)
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["overlay"] == str(video) and (summary["width"], summary["height"]) == (96 + 64, 64)
     assert main([*common, "-o", str(plain)]) == 0
     capsys.readouterr()
     with VideoFileSource(out) as src:

@@ -38,7 +38,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--avatar", help="avatar .ply (default: built-in demo avatar)")
     p.add_argument("--motion", help="motion .npz (default: built-in demo motion)")
     p.add_argument("--out", "-o", default="demo.mp4", help="output video, .mp4, .mkv or .mov (default: %(default)s)")
-    p.add_argument("--size", type=int, default=512, help="square frame size in pixels (default: %(default)s)")
+    p.add_argument("--size", type=int, default=512, help="the avatar's square frame, pixels (default: %(default)s; --overlay adds the video's frames beside it)")
     p.add_argument("--fps", type=float, help="output frame rate (default: the motion's)")
     p.add_argument("--backend", default="auto", choices=["auto", "cpu", "cuda"], help="renderer (default: %(default)s)")
     p.add_argument("--background", default="1,1,1", help="background RGB in [0,1] (default: %(default)s)")
@@ -110,6 +110,8 @@ def run(args: argparse.Namespace) -> int:
         "frames": count,
         "fps": fps,
         "size": args.size,
+        "width": side_width + args.size,  # (with --overlay the video's frames sit beside the avatar)
+        "height": args.size,
         "overlay": args.overlay,
         "backend": backend,
         "gaussians": len(avatar),
@@ -119,5 +121,6 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(summary))
     else:
-        print(f"wrote {args.out}: {count} frames at {fps:g} fps, {args.size}x{args.size}, backend {backend}")
+        size = f"{summary['width']}x{summary['height']}"
+        print(f"wrote {args.out}: {count} frames at {fps:g} fps, {size}, backend {backend}")
     return 0

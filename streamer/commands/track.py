@@ -217,6 +217,11 @@ def run(args: argparse.Namespace) -> int:
         size = (source.width, source.height)
     if result.frames == 0:
         raise TrackingError(f"{args.source}: no frames were read; nothing written")
+    if result.frames == 1 and not source.is_live and not result.interrupted and args.max_frames != 1:
+        raise TrackingError(
+            f"{args.source}: a single frame (a still image, not a video): a motion needs a video; "
+            "nothing written"
+        )
     if result.tracked == 0:
         raise TrackingError(
             f"{args.source}: no person found in any of the {result.frames} frames (a black or empty video, "

@@ -28,6 +28,7 @@ Steps (each timed in :attr:`Reconstruction.timings_s`):
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -98,6 +99,13 @@ EDGE_ON_COS = 0.2  # ... and surface Gaussians this edge-on (|cos| to the camera
 HAIR_SOURCE_M = 0.06  # the hair colour comes from seen head Gaussians this far above the eyes (canonical;
 # most foreheads end 6-8 cm above the eyes), outline included: thin hair on top is mostly outline
 STEPS = ("detect", "fit", "silhouette", "sample", "colour", "unpose")
+
+
+#: Said when the photo shows less than the whole body (the avatar is still made).
+PART_BODY_WARNING = (
+    "the photo does not show the whole body (hips and knees): what it leaves out, the legs included, "
+    "comes from the body model in plain colours; a full-body photo gives a better avatar"
+)
 
 
 @dataclass
@@ -240,6 +248,8 @@ def reconstruct_photo(
     step("detect")
     body = (body or BodyModel.load()).to("cpu")
     person = find_person(rgb, strict=strict, crop=crop)
+    if not person.full_body:
+        warnings.warn(PART_BODY_WARNING, stacklevel=2)
     step("fit")
     pose, camera = fit_photo(body, person)
     K = camera.K.double().numpy()

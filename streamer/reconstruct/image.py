@@ -177,6 +177,34 @@ UPRIGHT = {
 }
 
 
+def _may_be_transparent(data: bytes, fmt: str) -> bool:
+    """A PNG with an alpha channel (colour type 4 or 6) or a transparency chunk; any WebP."""
+    if fmt == "png":
+        return data[25:26] in (b"\x04", b"\x06") or b"tRNS" in data[: data.find(b"IDAT")]
+    return fmt == "webp"
+
+
+def _over_white(bgr: np.ndarray, full: np.ndarray | None) -> np.ndarray:
+    """The photo laid over white where ``full`` (the same picture with its alpha channel) is
+    transparent: a cut-out saved with black (or any colour) under its transparent background would
+    otherwise be read as a person in front of that colour, which then fringes the avatar."""
+    import cv2
+
+    if full is None or full.ndim != 3 or full.shape[2] != 4:
+        return bgr
+    full_range = 65535.0 if full.dtype == np.uint16 else 255.0
+    alpha = full[:, :, 3:].astype(np.float32) / full_range
+    if full.shape[:2] != bgr.shape[:2] or alpha.min() >= 1.0:
+        return bgr
+    # The colour decode turns the picture upright by its EXIF orientation; this one does not: the
+    # two must be the same picture where it is opaque (else the photo is left as it was decoded).
+    colour = (full[:, :, :3] / (full_range / 255.0)).astype(np.float32)
+    opaque = alpha[:, :, 0] >= 1.0
+    if opaque.any() and float(np.abs(colour[opaque] - bgr[opaque]).mean()) > 2.0:
+        return bgr
+    return cv2.convertScaleAbs(bgr * alpha + 255.0 * (1.0 - alpha))
+
+
 def read_photo(path: str | Path, max_pixels: int = MAX_PIXELS) -> np.ndarray:
     """Read a PNG, JPEG, WebP or BMP photo as RGB, upright by its EXIF orientation.
 
@@ -184,6 +212,8 @@ def read_photo(path: str | Path, max_pixels: int = MAX_PIXELS) -> np.ndarray:
 
     Returns:
         [H, W, 3] uint8 RGB.
+
+    Transparent parts (a cut-out PNG or WebP) are laid over white.
 
     Raises:
         ReconstructionError: missing file, unsupported format, unreadable header, more than
@@ -229,14 +259,17 @@ def read_photo(path: str | Path, max_pixels: int = MAX_PIXELS) -> np.ndarray:
     if fmt == "jpeg" and _jpeg_end(data) is None:
         raise ReconstructionError(f"{path}: truncated JPEG (no end-of-image marker)")
     flags = {1: cv2.IMREAD_COLOR, 2: cv2.IMREAD_REDUCED_COLOR_2, 4: cv2.IMREAD_REDUCED_COLOR_4}[scale]
-    if fmt == "webp":  # we turn it ourselves below; a newer OpenCV that reads WebP's EXIF must not too
-        flags |= cv2.IMREAD_IGNORE_ORIENTATION
+    # (WebP: we turn it ourselves below; a newer OpenCV that reads WebP's EXIF must not too)
+    ignore_exif = cv2.IMREAD_IGNORE_ORIENTATION if fmt == "webp" else 0
+    flags |= ignore_exif
     bgr = cv2.imdecode(np.frombuffer(data, np.uint8), flags)
     h, w = -(-h // scale), -(-w // scale)  # libjpeg's scaled size rounds up
     # OpenCV turns the picture upright by its EXIF orientation (phones store portraits sideways
     # with orientation 6 or 8), so the decoded size may be the header's, transposed.
     if bgr is None or bgr.shape[:2] not in ((h, w), (w, h)):
         raise ReconstructionError(f"{path}: corrupt {fmt.upper()} (cannot be decoded)")
+    if _may_be_transparent(data, fmt):
+        bgr = _over_white(bgr, cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED | ignore_exif))
     if fmt == "webp" and (orientation := webp_orientation(data)) != 1:  # OpenCV 4.11 turns only JPEG, PNG
         bgr = UPRIGHT[orientation](bgr)
     return np.ascontiguousarray(bgr[:, :, ::-1])
