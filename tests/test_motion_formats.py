@@ -166,7 +166,7 @@ def test_lhm_errors_name_the_file_and_key(tmp_path):
     with pytest.raises(MotionFormatError, match="not a readable LHM"):
         load_motion(tmp_path / "d")
     (tmp_path / "e").mkdir()
-    with pytest.raises(MotionFormatError, match="no LHM smplx_params"):
+    with pytest.raises(MotionFormatError, match="a folder without LHM smplx_params"):
         load_motion(tmp_path / "e")
 
 

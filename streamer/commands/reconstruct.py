@@ -35,8 +35,9 @@ def check_gaussians(count: int) -> int:
 
 
 GAUSSIANS_HELP = (
-    "fit: Gaussians on the body surface (default: %(default)s; 4,500-8,600 small discs are added along "
-    "the outline and where hair or cloth reaches past it); lhm uses the checkpoint's query-point count"
+    "fit: Gaussians on the body surface (default: %(default)s); small discs are added along the outline "
+    "and where hair or cloth reaches past it (4,500-8,600 on the shared photos at the default, fewer "
+    "with fewer Gaussians); lhm uses the checkpoint's query-point count"
 )
 
 

@@ -146,9 +146,9 @@ def track_frames(
                 if name != "total":
                     result.model_ms.setdefault(name, []).append(ms)
             result.times_ms.append(float(t_ms))
+            # (every 10th frame: the postfix redraws the bar; the last frame's count is set below)
+            bar.set_postfix(tracked=result.tracked, refresh=False)
             bar.update(1)
-            if result.frames % 10 == 0:
-                bar.set_postfix(tracked=result.tracked)
             if max_frames is not None and result.frames >= max_frames:
                 break
     except KeyboardInterrupt:

@@ -283,7 +283,10 @@ def _frame_files(path: Path) -> list[Path]:
     folder = path / "smplx_params" if (path / "smplx_params").is_dir() else path
     files = [f for f in folder.iterdir() if f.suffix.lower() == ".json" and f.is_file()]
     if not files:
-        raise MotionFormatError(f"{path}: no LHM smplx_params/*.json frames found")
+        raise MotionFormatError(
+            f"{path}: a folder without LHM smplx_params/*.json frames (a motion is a .npz file, "
+            "from streamer track or AMASS, or LHM's folder of per-frame .json files)"
+        )
 
     def key(f: Path) -> tuple:
         return tuple(int(t) if t.isdigit() else t for t in re.split(r"(\d+)", f.stem))

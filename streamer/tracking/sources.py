@@ -92,7 +92,8 @@ class VideoFileSource(FrameSource):
         try:
             self._container = av.open(str(self.path), mode="r")
         except (av.FFmpegError, OSError, ValueError) as exc:
-            raise SourceError(f"{self.path}: not a readable video file ({exc})") from None
+            detail = getattr(exc, "strerror", None) or exc  # (FFmpeg's words without its error number)
+            raise SourceError(f"{self.path}: not a readable video file ({detail})") from None
         if not self._container.streams.video:
             self._container.close()
             raise SourceError(f"{self.path}: the file has no video stream")
