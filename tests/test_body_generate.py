@@ -408,16 +408,22 @@ def test_a_new_model_version_is_a_new_cache_file(monkeypatch: pytest.MonkeyPatch
             path.unlink(missing_ok=True)
 
 
-def test_a_cache_folder_that_cannot_be_written_is_one_clear_error(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-) -> None:
-    """(a file where the folder should be: a read-only folder would not stop root, who runs CI)"""
-    from streamer.cli import main
+def test_a_cache_folder_that_cannot_be_written_is_one_clear_error(tmp_path: Path) -> None:
+    """(a file where the folder should be: a read-only folder would not stop root, who runs CI; a new
+    process, since this one has its body model loaded already)"""
+    import os
+    import subprocess
+    import sys
 
     (tmp_path / "afile").write_text("not a folder")
-    monkeypatch.setenv("STREAMER_CACHE_DIR", str(tmp_path / "afile" / "cache"))
-    assert main(["render", "--out", str(tmp_path / "out.mp4"), "--size", "32"]) == 2
-    err = capsys.readouterr().err
-    assert err.startswith("streamer render: error: cannot write the built-in body model into the cache folder ")
-    assert "afile" in err and "set STREAMER_CACHE_DIR to a folder you can write" in err
+    env = {**os.environ, "STREAMER_CACHE_DIR": str(tmp_path / "afile" / "cache")}
+    proc = subprocess.run(
+        [sys.executable, "-m", "streamer.cli", "render", "--out", str(tmp_path / "out.mp4"), "--size", "32"],
+        capture_output=True, text=True, timeout=300, env=env, check=False,
+    )
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.startswith(
+        "streamer render: error: cannot write the built-in body model into the cache folder "
+    ), proc.stderr
+    assert "afile" in proc.stderr and "set STREAMER_CACHE_DIR to a folder you can write" in proc.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["afile"]
