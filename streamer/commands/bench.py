@@ -8,17 +8,16 @@ import os
 import statistics
 import sys
 import time
-from typing import Callable
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
-import torch
-
-from ..assets import load_body
-from ..avatar import Gaussians
-from ..avatar.demo import build_demo_avatar
-from ..body import BodyModel
 from ..errors import InputError
-from ..render import Camera, Renderer, get_renderer, resolve_backend
-from ..tracking.demo_motion import demo_motion
+
+# (torch and the modules that need it load when a bench runs: ``streamer --help`` stays quick)
+if TYPE_CHECKING:
+    from ..avatar import Gaussians
+    from ..body import BodyModel
+    from ..render import Renderer
 
 BENCH_POSE_FRAME = 75  # a frame of the demo motion with the arm raised mid-wave
 
@@ -68,6 +67,10 @@ def _check_repeats(args: argparse.Namespace) -> None:
 
 
 def _backends(text: str) -> list[str]:
+    import torch
+
+    from ..render import resolve_backend
+
     if text == "all":
         return ["cpu", "cuda"] if torch.cuda.is_available() else ["cpu"]
     return [resolve_backend(b.strip()) for b in text.split(",")]
@@ -75,6 +78,8 @@ def _backends(text: str) -> list[str]:
 
 def time_ms(fn: Callable[[], object], repeats: int, warmup: int, cuda: bool) -> dict[str, float]:
     """Median and spread of ``fn`` in milliseconds (CUDA-synchronised when ``cuda``)."""
+    import torch
+
     for _ in range(warmup):
         fn()
     times = []
@@ -103,6 +108,8 @@ def summarize(times_ms: list[float]) -> dict[str, float]:
 
 
 def _machine() -> dict[str, object]:
+    import torch
+
     return {"cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(), "cuda": torch.cuda.is_available(),
             "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
 
@@ -133,23 +140,33 @@ YARDSTICK = (40000, 512)
 def _time_render(
     renderer: Renderer, posed: Gaussians, size: int, device: str, repeats: int, warmup: int
 ) -> dict[str, float]:
+    from ..render import Camera
+
     cam = Camera.framing(posed.means, size, size, margin=1.05)
     g, c = posed.to(device), cam.to(device)
     return time_ms(lambda: renderer.render(g, c, (1.0, 1.0, 1.0)), repeats, warmup, device == "cuda")
 
 
 def _posed_demo(body: BodyModel, count: int) -> Gaussians:
+    from ..avatar.demo import build_demo_avatar
+    from ..tracking.demo_motion import demo_motion
+
     return build_demo_avatar(body, num_gaussians=count).pose(body, demo_motion().poses[BENCH_POSE_FRAME])
 
 
 def yardstick_ms(body: BodyModel, repeats: int = 20) -> float:
     """Median ms of the :data:`YARDSTICK` render on the CPU (one per core), as ``bench render`` times it."""
+    from ..render import get_renderer
+
     count, size = YARDSTICK
     return _time_render(get_renderer("cpu"), _posed_demo(body, count), size, "cpu", repeats, 3)["median_ms"]
 
 
 def run_render(args: argparse.Namespace) -> int:
     """Rasterize the demo avatar, posed mid-wave and framed to fill the image."""
+    from ..assets import load_body
+    from ..render import get_renderer
+
     body = load_body(args.smplx_dir)
     rows = []
     counts = _ints(args.counts, "--counts", 1, MAX_COUNT)
@@ -173,6 +190,12 @@ def run_render(args: argparse.Namespace) -> int:
 
 def run_lbs(args: argparse.Namespace) -> int:
     """Skin the demo avatar into one pose (positions and orientations)."""
+    import torch
+
+    from ..assets import load_body
+    from ..avatar.demo import build_demo_avatar
+    from ..tracking.demo_motion import demo_motion
+
     body = load_body(args.smplx_dir)
     counts = _ints(args.counts, "--counts", 1, MAX_COUNT)
     _check_repeats(args)

@@ -18,7 +18,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..assets import load_body
 from ..errors import InputError, StreamError
 from .bench import YARDSTICK, _machine, machine_text, yardstick_ms
 from .bench_track import SHARED_VIDEO, default_video
@@ -182,6 +181,7 @@ async def _measure(st: ServerThread, args: argparse.Namespace, video: Path | Non
 
 
 def run_stream(args: argparse.Namespace) -> int:
+    from ..assets import load_body
     from ..fileio import check_input
     from ..stream.background import ServerThread
     from ..stream.server import DEMO_MOTION, ServerConfig

@@ -26,7 +26,6 @@ import time
 from typing import Any
 
 import numpy as np
-import torch
 
 from ..errors import InputError
 
@@ -68,6 +67,8 @@ def _load(spec: str, body: Any, seed: int, fps: float) -> Any:
 
 def place_in_view(body: Any, poses: Any, distance: float = EVAL_DISTANCE_M) -> Any:
     """Poses moved so the pelvis stays ``distance`` m in front of a camera at the origin looking down -Z."""
+    import torch
+
     with torch.no_grad():
         pelvis = body.rest_joints(poses.betas)[..., 0, :]  # [T, 3]
     world = pelvis + poses.transl
@@ -89,7 +90,10 @@ def _procrustes(pred: np.ndarray, gt: np.ndarray) -> np.ndarray:
 def evaluate(body: Any, motion: Any, noise_mm: float = 10.0, seed: int = 0, fps: float = 30.0,
              max_frames: int | None = None, calibrated: bool = True) -> dict[str, Any]:
     """Synthesise, fit and score a motion (see the module doc). Returns the report as a dict."""
+    import torch
+
     from calibration.performer import PerformerProfile
+
     from ..tracking.fit import PoseFitter, default_intrinsics
     from ..tracking.landmark_model import synthesize_frames
 

@@ -6,22 +6,20 @@ import argparse
 import json
 import sys
 import time
-from typing import Iterator
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
-from tqdm import tqdm
 
-from ..assets import load_avatar_or_demo, load_body, load_motion_or_demo
-from ..avatar import Avatar
-from ..body import BodyModel
 from ..errors import InputError
 from ..fileio import check_output
-from ..render import Camera, get_renderer, resolve_backend
-from ..render.base import check_background
-from ..render.video import VideoWriter
-from ..tracking.motion import Motion
-from ..tracking.sources import VideoFileSource, frames_at
+
+# (torch and the modules that need it load when the command runs: ``streamer --help`` stays quick)
+if TYPE_CHECKING:
+    from ..avatar import Avatar
+    from ..body import BodyModel
+    from ..render import Camera
+    from ..tracking.motion import Motion
 
 #: Containers that take H.264 (what :class:`~streamer.render.video.VideoWriter` encodes).
 VIDEO_SUFFIXES = (".mp4", ".mkv", ".mov")
@@ -51,6 +49,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 def framing_camera(avatar: Avatar, body: BodyModel, motion: Motion, size: int) -> Camera:
     """A fixed camera in front of the body that keeps every frame of the motion in view."""
+    from ..render import Camera
+
     step = max(1, len(motion) // 24)
     sample = motion.poses[::step]
     means, _ = avatar.pose_tensors(body, sample)
@@ -60,6 +60,8 @@ def framing_camera(avatar: Avatar, body: BodyModel, motion: Motion, size: int) -
 def overlay_frames(video: str, times_ms: list[float], height: int) -> tuple[int, Iterator[np.ndarray]]:
     """Frames of ``video`` shown at ``times_ms``, scaled to ``height``: (their even width, [height, w, 3] uint8)."""
     import cv2
+
+    from ..tracking.sources import VideoFileSource, frames_at
 
     source = VideoFileSource(video)
     width = max(2, round(source.width * height / source.height / 2) * 2)
@@ -73,6 +75,14 @@ def overlay_frames(video: str, times_ms: list[float], height: int) -> tuple[int,
 
 
 def run(args: argparse.Namespace) -> int:
+    import torch
+    from tqdm import tqdm
+
+    from ..assets import load_avatar_or_demo, load_body, load_motion_or_demo
+    from ..render import get_renderer, resolve_backend
+    from ..render.base import check_background
+    from ..render.video import VideoWriter
+
     if args.size < 16 or args.size > 4096 or args.size % 2:
         raise InputError(f"--size must be an even number in [16, 4096], got {args.size}")
     if args.fps is not None and not 0 < args.fps <= MAX_FPS:

@@ -17,7 +17,6 @@ from ..errors import InputError, TrackingError
 from ..fileio import check_output
 from ..tracking.landmarks import FrameLandmarks
 from ..tracking.mediapipe_runner import MediaPipeRunner
-from ..tracking.motion import Motion
 from ..tracking.sources import FrameSource, open_source
 
 if TYPE_CHECKING:
@@ -195,6 +194,7 @@ def run(args: argparse.Namespace) -> int:
     from ..assets import load_body
     from ..body import SmplxPose
     from ..tracking.fit import PoseFitter
+    from ..tracking.motion import Motion
 
     if args.max_frames is not None and args.max_frames < 1:
         raise InputError(f"--max-frames must be at least 1, got {args.max_frames}")

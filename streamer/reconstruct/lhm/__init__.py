@@ -29,25 +29,42 @@ and the stages around the network:
 
 from __future__ import annotations
 
-from .body_encoder import BodyEncoder, PatchStandInEncoder, load_sapiens_torchscript
-from .checkpoint import CHECKPOINT_FILENAME, LoadReport, load_checkpoint, read_layout, save_checkpoint
-from .config import CONFIGS, RELEASED, LHMConfig, get_config
-from .decoder import GaussianAttributes
-from .errors import (
-    CheckpointFormatError,
-    CheckpointMismatchError,
-    CheckpointNotFoundError,
-    EncoderFormatError,
-    EncoderNotFoundError,
-    LHMError,
-    ManifestError,
-)
-from .model import LHMNetwork, build_network, count_parameters
+import importlib
+from typing import TYPE_CHECKING, Any
 
-__all__ = [
-    "BodyEncoder",
+#: Where each public name lives. They are imported on first use: ``streamer --help`` builds the
+#: ``lhm`` commands' parser from :mod:`.config`, and torch should come only with the network.
+_WHERE = {
+    "BodyEncoder": "body_encoder",
+    "PatchStandInEncoder": "body_encoder",
+    "load_sapiens_torchscript": "body_encoder",
+    "CHECKPOINT_FILENAME": "checkpoint",
+    "LoadReport": "checkpoint",
+    "load_checkpoint": "checkpoint",
+    "read_layout": "checkpoint",
+    "save_checkpoint": "checkpoint",
+    "CONFIGS": "config",
+    "RELEASED": "config",
+    "LHMConfig": "config",
+    "get_config": "config",
+    "GaussianAttributes": "decoder",
+    "CheckpointFormatError": "errors",
+    "CheckpointMismatchError": "errors",
+    "CheckpointNotFoundError": "errors",
+    "EncoderFormatError": "errors",
+    "EncoderNotFoundError": "errors",
+    "LHMError": "errors",
+    "ManifestError": "errors",
+    "LHMNetwork": "model",
+    "build_network": "model",
+    "count_parameters": "model",
+}
+
+__all__ = [  # (the names of _WHERE, spelled out for tools that read __all__ without running it)
     "CHECKPOINT_FILENAME",
     "CONFIGS",
+    "RELEASED",
+    "BodyEncoder",
     "CheckpointFormatError",
     "CheckpointMismatchError",
     "CheckpointNotFoundError",
@@ -60,7 +77,6 @@ __all__ = [
     "LoadReport",
     "ManifestError",
     "PatchStandInEncoder",
-    "RELEASED",
     "build_network",
     "count_parameters",
     "get_config",
@@ -69,3 +85,29 @@ __all__ = [
     "read_layout",
     "save_checkpoint",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    module = _WHERE.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value  # (once found, an ordinary attribute)
+    return value
+
+
+if TYPE_CHECKING:
+    from .body_encoder import BodyEncoder, PatchStandInEncoder, load_sapiens_torchscript
+    from .checkpoint import CHECKPOINT_FILENAME, LoadReport, load_checkpoint, read_layout, save_checkpoint
+    from .config import CONFIGS, RELEASED, LHMConfig, get_config
+    from .decoder import GaussianAttributes
+    from .errors import (
+        CheckpointFormatError,
+        CheckpointMismatchError,
+        CheckpointNotFoundError,
+        EncoderFormatError,
+        EncoderNotFoundError,
+        LHMError,
+        ManifestError,
+    )
+    from .model import LHMNetwork, build_network, count_parameters

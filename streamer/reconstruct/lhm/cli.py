@@ -17,11 +17,9 @@ import sys
 from typing import Any
 
 from ...errors import StreamerError
-from .checkpoint import detect_config, read_layout
 from .config import CONFIGS, get_config
-from .manifest import check_entry, load_manifest
-from .model import ENCODER_PREFIX, build_network, count_parameters
-from .state_dict_diff import compare_layouts, module_layout
+
+# (the network's modules, and torch, load when a command runs: ``streamer --help`` stays quick)
 
 #: Top-level state-dict components reported by ``lhm info``.
 COMPONENTS: tuple[str, ...] = (
@@ -77,6 +75,8 @@ def _fail(args: argparse.Namespace, message: str) -> int:
 
 def info_dict(config_name: str) -> dict[str, Any]:
     """The figures ``lhm info`` prints for one configuration."""
+    from .model import ENCODER_PREFIX, build_network, count_parameters
+
     config = get_config(config_name)
     net = build_network(config, "meta")
     state = net.state_dict()
@@ -120,6 +120,8 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 def cmd_check_manifest(args: argparse.Namespace) -> int:
     """``lhm check-manifest``: exit 0 when every configuration matches, 1 otherwise."""
+    from .manifest import check_entry, load_manifest
+
     try:
         entries = load_manifest(args.file)
     except StreamerError as exc:
@@ -152,6 +154,10 @@ def cmd_check_manifest(args: argparse.Namespace) -> int:
 
 def cmd_check_checkpoint(args: argparse.Namespace) -> int:
     """``lhm check-checkpoint``: exit 0 when the checkpoint would load strictly, 1 otherwise."""
+    from .checkpoint import detect_config, read_layout
+    from .model import build_network
+    from .state_dict_diff import compare_layouts, module_layout
+
     try:
         shapes, _ = read_layout(args.path)
         config = get_config(args.config) if args.config else detect_config(shapes)
