@@ -10,16 +10,17 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import pkgutil
 import signal
 import sys
 import threading
 import warnings
-from pathlib import Path
+from collections.abc import Callable
 from types import FrameType, ModuleType
 
 from . import __version__, commands
-from .errors import StreamerError
+from .errors import StreamerError, StreamerWarning
 
 GROUPS = {
     "bench": "measure per-stage speed (medians in ms)",
@@ -55,10 +56,18 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _exit_on_sigterm(signum: int, frame: FrameType | None) -> None:
-    """SIGTERM (``kill``, ``timeout``, a service stopping) unwinds like Ctrl-C: output files being
-    written are removed instead of left half-written under their temporary names."""
-    raise SystemExit(128 + signum)
+class _Terminated:
+    """SIGTERM (``kill``, ``timeout``, a service stopping) handled as Ctrl-C: the command unwinds
+    (outputs being written are removed, ``serve`` closes its sessions, a live ``track`` keeps what
+    it recorded); then, if the command did not finish by itself, the process ends by the signal,
+    as it would have without the handler."""
+
+    def __init__(self) -> None:
+        self.received = False
+
+    def __call__(self, signum: int, frame: FrameType | None) -> None:
+        self.received = True
+        raise KeyboardInterrupt
 
 
 def _command_name(args: argparse.Namespace | None) -> str:
@@ -67,42 +76,55 @@ def _command_name(args: argparse.Namespace | None) -> str:
     return " ".join(["streamer", *filter(None, words)])
 
 
-def _say_our_warnings(command: str) -> None:
-    """Warnings raised by streamer's own code print as ``streamer VERB: warning: ...``, like its errors
-    (Python's default shows a file, a line number and the line); other libraries' keep their form."""
-    package = Path(__file__).resolve().parent
+def _say_our_warnings(command: str) -> Callable[..., None]:
+    """A ``warnings.showwarning`` that prints :class:`StreamerWarning` as ``streamer VERB: warning:
+    ...``, like the errors (Python's default shows a file, a line number and the line); other
+    warnings keep their form."""
     default = warnings.showwarning
 
     def show(message, category, filename, lineno, file=None, line=None):  # type: ignore[no-untyped-def]
-        if issubclass(category, UserWarning) and Path(filename).resolve().is_relative_to(package):
+        if issubclass(category, StreamerWarning):
             print(f"{command}: warning: {message}", file=sys.stderr if file is None else file)
         else:
             default(message, category, filename, lineno, file, line)
 
-    warnings.showwarning = show
+    return show
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the process exit code (errors: 2 with a one-line message; Ctrl-C: 130;
-    SIGTERM: 143, after the same clean-up)."""
+    SIGTERM: the same clean-up as Ctrl-C, then the process ends by the signal).
+
+    Only on the main thread (the console script's) does it handle SIGTERM and print warnings its
+    own way: both are the process's, not a call's.
+    """
     in_main_thread = threading.current_thread() is threading.main_thread()
-    previous = signal.signal(signal.SIGTERM, _exit_on_sigterm) if in_main_thread else None
-    args: argparse.Namespace | None = None
+    terminated = _Terminated()
+    # (a SIGTERM that the caller set to be ignored, or handles itself, is left so)
+    takes_sigterm = in_main_thread and signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+    if takes_sigterm:
+        signal.signal(signal.SIGTERM, terminated)
     shown = warnings.showwarning
+    args: argparse.Namespace | None = None
     try:
         args = build_parser().parse_args(argv)  # (inside: Ctrl-C while the modules load is no traceback)
-        _say_our_warnings(_command_name(args))
+        if in_main_thread:
+            warnings.showwarning = _say_our_warnings(_command_name(args))
         return int(args.func(args) or 0)
     except StreamerError as exc:
         print(f"{_command_name(args)}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
+        print("terminated" if terminated.received else "interrupted", file=sys.stderr)
+        if terminated.received:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            os.kill(os.getpid(), signal.SIGTERM)
         return 130
     finally:
-        warnings.showwarning = shown
         if in_main_thread:
-            signal.signal(signal.SIGTERM, previous)
+            warnings.showwarning = shown
+        if takes_sigterm:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 if __name__ == "__main__":

@@ -29,6 +29,10 @@ class StreamerError(Exception):
     """Root of every error raised on purpose by this package."""
 
 
+class StreamerWarning(UserWarning):
+    """Something the person running a command should know (printed as ``streamer VERB: warning: ...``)."""
+
+
 class InputError(StreamerError, ValueError):
     """Bad input: wrong shapes, non-finite values, unknown options."""
 

@@ -377,6 +377,24 @@ def test_server_gone_is_shown_in_words_and_the_page_reconnects(
         first.stop()
 
 
+def test_a_later_failure_replaces_an_earlier_problem_in_the_message(browser: Any, body, demo_avatar) -> None:
+    """The server refuses (full): its words stay through the reconnect that follows; once the server
+    is gone, the next attempt's failure replaces them (the pill only counts down)."""
+    config = ServerConfig(host="127.0.0.1", port=0, size=64, fps=10.0, backend="cpu", max_sessions=0)
+    st = ServerThread(config, avatar=demo_avatar, body=body).start()
+    page = browser.new_page()
+    try:
+        page.goto(st.url + "view?autostart=1")
+        status = _wait_until(page, lambda s: s["state"] == "reconnecting", "the page did not retry")
+        assert status["message"].startswith("The server is full") and status["stateText"].startswith("Reconnecting in ")
+        st.stop()
+        status = _wait_until(page, lambda s: "not reachable" in s["message"], "the lost server was not said")
+        assert "full" not in status["message"] and status["problems"][0]["code"] == "busy", status
+    finally:
+        page.close()
+        st.stop()
+
+
 def test_a_camera_that_stops_is_asked_for_again(browser: Any, server: ServerThread) -> None:
     """A webcam track that ends (unplugged, taken by another app) would leave the avatar at rest
     under "Connected.": the page says so and reconnects, asking for the camera anew."""

@@ -1,11 +1,18 @@
-"""The ``streamer`` console script itself: what building its parser costs."""
+"""The ``streamer`` console script itself: what building its parser costs, and what it does to the process."""
 
 from __future__ import annotations
 
 import importlib
+import signal
 import subprocess
 import sys
+import threading
+import warnings
 
+import pytest
+
+from streamer.cli import main
+from streamer.errors import StreamerWarning
 from streamer.reconstruct import lhm
 
 
@@ -27,8 +34,70 @@ def test_help_loads_neither_torch_nor_the_media_libraries() -> None:
 
 
 def test_the_lhm_package_names_load_on_first_use() -> None:
-    """(its ``__init__`` imports nothing up front; every name it lists still resolves)"""
-    assert sorted(lhm.__all__) == sorted(lhm._WHERE)
+    """(its ``__init__`` imports nothing up front; every name it lists still resolves, and so do its
+    submodules, and ``dir()`` lists them)"""
+    code = (
+        "import sys\nimport streamer.reconstruct.lhm as lhm\nprint('torch' in sys.modules)\n"
+        "print(lhm.manifest.__name__)"  # a submodule nobody imported yet
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False)
+    assert proc.stdout.split() == ["False", "streamer.reconstruct.lhm.manifest"], proc
+    assert sorted(lhm.__all__) == sorted(lhm._WHERE) and set(lhm.__all__) <= set(dir(lhm))
     for name in lhm.__all__:
         home = importlib.import_module(f"streamer.reconstruct.lhm.{lhm._WHERE[name]}")
         assert getattr(lhm, name) is getattr(home, name), name
+
+
+def _spy_command(monkeypatch: pytest.MonkeyPatch, seen: dict) -> None:
+    """``streamer render`` replaced by a command that notes the process's state while it runs and
+    shows a warning of ours and one of another library's."""
+    from streamer.commands import render
+
+    def run(args: object) -> int:
+        seen["sigterm"] = signal.getsignal(signal.SIGTERM)
+        seen["show"] = warnings.showwarning
+        warnings.showwarning("the legs are made up", StreamerWarning, "fit.py", 1)
+        warnings.showwarning("a library's note", UserWarning, "lib.py", 2)
+        return 0
+
+    monkeypatch.setattr(render, "run", run)
+
+
+@pytest.mark.parametrize("before", [signal.SIG_DFL, signal.SIG_IGN], ids=["default", "ignored"])
+def test_main_handles_sigterm_and_our_warnings_only_while_it_runs(
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    recwarn: pytest.WarningsRecorder,
+    before: object,
+) -> None:
+    seen: dict = {}
+    _spy_command(monkeypatch, seen)
+    previous = signal.signal(signal.SIGTERM, before)
+    show = warnings.showwarning
+    try:
+        assert main(["render"]) == 0
+        after = signal.getsignal(signal.SIGTERM)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    err = capsys.readouterr().err
+    assert "streamer render: warning: the legs are made up" in err
+    # another library's warning goes where Python's own display sends it (here: pytest's record)
+    assert "a library's note" not in err and [str(w.message) for w in recwarn] == ["a library's note"]
+    # SIGTERM unwinds the command while it runs; a SIGTERM ignored by the caller stays ignored
+    assert (seen["sigterm"] is signal.SIG_IGN) if before is signal.SIG_IGN else callable(seen["sigterm"])
+    assert after is before and warnings.showwarning is show  # as it found them
+
+
+def test_main_off_the_main_thread_leaves_the_process_alone(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], recwarn: pytest.WarningsRecorder
+) -> None:
+    seen: dict = {}
+    _spy_command(monkeypatch, seen)
+    show, sigterm = warnings.showwarning, signal.getsignal(signal.SIGTERM)
+    codes: list[int] = []
+    worker = threading.Thread(target=lambda: codes.append(main(["render"])))
+    worker.start()
+    worker.join(60)
+    assert codes == [0] and seen["show"] is show and seen["sigterm"] is sigterm
+    assert capsys.readouterr().err == ""  # both warnings took Python's own way
+    assert [str(w.message) for w in recwarn] == ["the legs are made up", "a library's note"]

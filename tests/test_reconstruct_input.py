@@ -114,6 +114,27 @@ def test_a_cut_out_is_laid_over_white(tmp_path: Path, suffix: str, depth: type) 
     assert np.abs(rgb[:, 60:64] - [228, 158, 143]).max() <= 2  # (c + 255) / 2
 
 
+@pytest.mark.parametrize("orientation", [1, 2, 3, 6, 8])
+def test_a_cut_out_with_an_exif_orientation_is_laid_over_white_the_same_way_round(
+    tmp_path: Path, orientation: int
+) -> None:
+    """The colour decode turns a PNG upright by its EXIF chunk, the decode with alpha does not: the
+    alpha must be turned the same way (mirrored ones included). Expected: the same picture laid
+    over white beforehand, with the same EXIF chunk, read the same way."""
+    bgra = np.zeros((120, 80, 4), np.uint8)  # stored black where transparent
+    bgra[10:90, 5:35] = (30, 60, 200, 255)  # an opaque block off the middle: no turn maps it onto itself
+    bgra[10:90, 35:40] = (30, 60, 200, 128)  # a half-transparent edge on its right
+    over_white = bgra[:, :, :3].astype(np.float32) * (bgra[:, :, 3:] / 255.0) + 255.0 * (1 - bgra[:, :, 3:] / 255.0)
+    exif = _png_chunk(b"eXIf", exif_block(orientation)[6:])  # (PNG's chunk holds the TIFF data alone)
+    for name, picture in (("cutout.png", bgra), ("expected.png", np.round(over_white).astype(np.uint8))):
+        ok, png = cv2.imencode(".png", picture)
+        assert ok
+        data = png.tobytes()
+        (tmp_path / name).write_bytes(data[:33] + exif + data[33:])  # after the signature and IHDR
+    got, expected = read_photo(tmp_path / "cutout.png"), read_photo(tmp_path / "expected.png")
+    assert got.shape == expected.shape and np.abs(got.astype(int) - expected).max() <= 1
+
+
 def exif_block(orientation: int, order: str = ">") -> bytes:
     """EXIF data: a TIFF header and one IFD entry, tag 0x0112 (Orientation), type SHORT, count 1."""
     tiff = (b"MM\x00\x2a" if order == ">" else b"II\x2a\x00") + struct.pack(order + "I", 8)

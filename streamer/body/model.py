@@ -41,15 +41,15 @@ def builtin_model_path() -> Path:
 
     path = cache_dir() / "body" / f"streamer_smplx_{generate.MODEL_VERSION}.npz"
     with _BUILTIN_LOCK:
-        if not path.exists():
-            try:
+        try:
+            if not path.exists():  # (a folder on the way that cannot be searched raises here)
                 path.parent.mkdir(parents=True, exist_ok=True)
                 generate.write_body_model(path)
-            except OSError as exc:
-                raise BodyModelError(
-                    f"cannot write the built-in body model into the cache folder {path.parent} "
-                    f"({exc.strerror or exc}): set STREAMER_CACHE_DIR to a folder you can write"
-                ) from None
+        except OSError as exc:
+            raise BodyModelError(
+                f"cannot write the built-in body model into the cache folder {path.parent} "
+                f"({exc.strerror or exc}): set STREAMER_CACHE_DIR to a folder you can write"
+            ) from None
     return path
 
 

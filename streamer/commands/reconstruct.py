@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..errors import InputError, ReconstructionError
+from ..errors import InputError, ReconstructionError, StreamerWarning
 from ..fileio import check_output
 from .thread_cpu import process_age_s
 
@@ -191,9 +191,12 @@ def run(args: argparse.Namespace) -> int:
             raise ReconstructionError(f"{args.photo}: {exc}") from None
         finally:
             bar.close()
-    notes = [str(w.message) for w in caught if issubclass(w.category, UserWarning)]
+    notes = [str(w.message) for w in caught if issubclass(w.category, StreamerWarning)]
     for note in notes:
         print(f"streamer reconstruct: warning: {note}", file=sys.stderr)
+    for w in caught:  # other libraries' warnings, as they would have shown without the recording
+        if not issubclass(w.category, StreamerWarning):
+            warnings.showwarning(w.message, w.category, w.filename, w.lineno)
     t_save = time.perf_counter()
     result.avatar.save(output)
     timings = {"read": t_read, **result.timings_s}

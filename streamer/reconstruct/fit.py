@@ -42,6 +42,7 @@ from ..avatar.lbs import matrix_to_quat, unskin_gaussians
 from ..body.joints import HAND_JOINTS, JOINT_INDEX
 from ..body.model import BodyModel, vertex_normals
 from ..body.pose import SmplxPose
+from ..errors import StreamerWarning
 from ..render import Camera
 from .colour import (
     body_parts,
@@ -249,7 +250,7 @@ def reconstruct_photo(
     body = (body or BodyModel.load()).to("cpu")
     person = find_person(rgb, strict=strict, crop=crop)
     if not person.full_body:
-        warnings.warn(PART_BODY_WARNING, stacklevel=2)
+        warnings.warn(PART_BODY_WARNING, StreamerWarning, stacklevel=2)
     step("fit")
     pose, camera = fit_photo(body, person)
     K = camera.K.double().numpy()

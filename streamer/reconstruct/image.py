@@ -185,24 +185,33 @@ def _may_be_transparent(data: bytes, fmt: str) -> bool:
 
 
 def _over_white(bgr: np.ndarray, full: np.ndarray | None) -> np.ndarray:
-    """The photo laid over white where ``full`` (the same picture with its alpha channel) is
+    """The photo laid over white where ``full`` (the same picture decoded with its alpha channel) is
     transparent: a cut-out saved with black (or any colour) under its transparent background would
-    otherwise be read as a person in front of that colour, which then fringes the avatar."""
-    import cv2
+    otherwise be read as a person in front of that colour, which then fringes the avatar.
 
+    ``bgr`` was turned upright by its EXIF orientation and ``full`` was not: the alpha is turned the
+    way that makes ``full``'s colours ``bgr``'s. A picture without an alpha channel is returned as it is.
+    """
     if full is None or full.ndim != 3 or full.shape[2] != 4:
         return bgr
-    full_range = 65535.0 if full.dtype == np.uint16 else 255.0
-    alpha = full[:, :, 3:].astype(np.float32) / full_range
-    if full.shape[:2] != bgr.shape[:2] or alpha.min() >= 1.0:
-        return bgr
-    # The colour decode turns the picture upright by its EXIF orientation; this one does not: the
-    # two must be the same picture where it is opaque (else the photo is left as it was decoded).
-    colour = (full[:, :, :3] / (full_range / 255.0)).astype(np.float32)
-    opaque = alpha[:, :, 0] >= 1.0
-    if opaque.any() and float(np.abs(colour[opaque] - bgr[opaque]).mean()) > 2.0:
-        return bgr
-    return cv2.convertScaleAbs(bgr * alpha + 255.0 * (1.0 - alpha))
+    colour = (full[:, :, :3] >> 8).astype(np.uint8) if full.dtype == np.uint16 else full[:, :, :3]
+    alpha = full[:, :, 3]
+    for flip in (False, True):
+        for turns in range(4):
+            turned = np.rot90(colour[:, ::-1] if flip else colour, turns)
+            if turned.shape != bgr.shape:
+                continue
+            gap = np.abs(turned[::4, ::4].astype(np.int16) - bgr[::4, ::4].astype(np.int16)).mean()
+            if gap <= 2.0:  # (a 16-bit picture's 8-bit decode may round the other way)
+                alpha = np.rot90(alpha[:, ::-1] if flip else alpha, turns)
+                see = alpha < (65535 if full.dtype == np.uint16 else 255)
+                if not see.any():
+                    return bgr
+                a = alpha[see].astype(np.float32)[:, None] / (65535.0 if full.dtype == np.uint16 else 255.0)
+                out = bgr.copy()
+                out[see] = np.clip(bgr[see] * a + 255.0 * (1.0 - a) + 0.5, 0, 255).astype(np.uint8)
+                return out
+    return bgr  # (no turn of it is the decoded picture: leave the photo as decoded)
 
 
 def read_photo(path: str | Path, max_pixels: int = MAX_PIXELS) -> np.ndarray:

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ..errors import ReconstructionError
+from ..errors import ReconstructionError, StreamerWarning
 from ..tracking.landmarks import FrameLandmarks
 from .mask_edges import snap_to_edges
 
@@ -273,7 +273,7 @@ def _several_people(count: int, strict: bool) -> None:
     """Refuse (``strict``) or warn about a picture with ``count`` > 1 people."""
     if strict:
         raise ReconstructionError(f"{count} people in the picture; --strict allows exactly one")
-    warnings.warn(f"{count} people in the picture: using the largest", stacklevel=3)
+    warnings.warn(f"{count} people in the picture: using the largest", StreamerWarning, stacklevel=3)
 
 
 def find_person(

@@ -131,6 +131,7 @@ export function setupPage({ role, getStream, onStop = () => {}, allowBare = fals
     if (announcer.textContent !== spoken) announcer.textContent = spoken;
   };
   let reasonShown = null; // the message line's words when they are the reconnect's reason
+  let problemAttempt = null; // the connection attempt whose problem the message line says
   connection.addEventListener("state", (event) => {
     const { state, text, reason, wait } = event.detail;
     const focusWasOnRetry = retryBtn && document.activeElement === retryBtn;
@@ -139,13 +140,17 @@ export function setupPage({ role, getStream, onStop = () => {}, allowBare = fals
     stateEl.title = state === "reconnecting" ? reason : "";
     if (state === "reconnecting") {
       // A long reason would stretch the pill (over two lines on a phone): the pill counts down,
-      // the message line says what went wrong, unless it already says a problem's own words.
-      showState(wait, `${reason} Reconnecting…`);
+      // the message line says what went wrong, unless it says the words of a problem of this same
+      // attempt (the server's "full" explains the lost connection that follows it; a later
+      // attempt's failure is news).
+      const problemNow = problemAttempt === connection.connects && messageEl.textContent !== reasonShown;
       // The lost stream's last picture would stay up, frozen (black on some browsers): show the
       // page's own background instead and, where the state pill is hidden (?bare=1), the countdown.
       avatar.srcObject = null;
       if (bare) showMessage(text);
-      else if ([reasonShown, notices.join(" ")].includes(messageEl.textContent)) showMessage((reasonShown = reason));
+      else if (!problemNow) showMessage((reasonShown = reason));
+      // (the message line is an alert: the status announcer need not say the reason twice)
+      showState(wait, bare || problemNow ? `${reason} Reconnecting…` : "Reconnecting…");
     } else {
       showState(state === "connected" ? connectedWords(role, connection.lastStats) : text);
     }
@@ -163,6 +168,7 @@ export function setupPage({ role, getStream, onStop = () => {}, allowBare = fals
   });
   connection.addEventListener("problem", (event) => {
     status.problems.push(event.detail);
+    if (event.detail.code !== "codec") problemAttempt = connection.connects; // (codec: a standing notice)
     // the browser would not reorder its codecs: true for the whole visit, so it stays said
     if (event.detail.code === "codec" && !notices.includes(event.detail.message)) notices.push(event.detail.message);
     showMessage(event.detail.message);

@@ -90,10 +90,17 @@ __all__ = [  # (the names of _WHERE, spelled out for tools that read __all__ wit
 def __getattr__(name: str) -> Any:
     module = _WHERE.get(name)
     if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+        try:  # a submodule (``lhm.model``), as after ``import streamer.reconstruct.lhm.model``
+            return importlib.import_module(f".{name}", __name__)
+        except ModuleNotFoundError:
+            raise AttributeError(f"module {__name__!r} has no attribute {name!r}") from None
     value = getattr(importlib.import_module(f".{module}", __name__), name)
     globals()[name] = value  # (once found, an ordinary attribute)
     return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_WHERE))
 
 
 if TYPE_CHECKING:
