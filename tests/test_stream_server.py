@@ -974,8 +974,10 @@ def test_limits_answer_busy(body, demo_avatar) -> None:
 # -- the command ------------------------------------------------------------------------------
 
 
-def test_serve_command_prints_the_url_and_serves(tmp_path) -> None:
-    """... with the performer key (here from the environment) in the performer URL, quoted."""
+@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_serve_command_prints_the_url_and_serves(tmp_path, stop) -> None:
+    """... with the performer key (here from the environment) in the performer URL, quoted; Ctrl-C
+    and a service manager's SIGTERM both stop it cleanly (exit 0)."""
     env = {
         **os.environ,
         "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""),
@@ -1000,8 +1002,9 @@ def test_serve_command_prints_the_url_and_serves(tmp_path) -> None:
         status, _, body = http_get(url)
         assert status == 200 and b'id="avatar"' in body
         assert json.loads(http_get(url + "stats")[2])["stages"] == {}
-        proc.send_signal(signal.SIGINT)
+        proc.send_signal(stop)
         assert proc.wait(60) == 0
+        assert "streamer serve: stopped" in proc.stdout.read()
     finally:
         if proc.poll() is None:
             proc.kill()
