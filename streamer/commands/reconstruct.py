@@ -137,8 +137,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "downloaded weights. Method 'lhm' runs the LHM network with your own files (--weights DIR: "
         "model.safetensors, the Sapiens-1B TorchScript and smplx/SMPLX_NEUTRAL.npz); nothing is downloaded.",
     )
-    p.add_argument("photo", help="the photo: PNG, JPEG, WebP or BMP, one person, at least the head and both shoulders in view "
-        "(the whole body gives the best avatar: what the photo leaves out comes from the body model)")
+    p.add_argument(
+        "photo",
+        help="the photo: PNG, JPEG, WebP or BMP, one person, at least the head and both shoulders in view "
+        "(the whole body gives the best avatar: what the photo leaves out comes from the body model)",
+    )
     p.add_argument(
         "-o", "--output", required=True, help="the avatar file to write (.ply, written atomically)"
     )

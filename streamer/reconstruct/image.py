@@ -268,9 +268,8 @@ def read_photo(path: str | Path, max_pixels: int = MAX_PIXELS) -> np.ndarray:
     if fmt == "jpeg" and _jpeg_end(data) is None:
         raise ReconstructionError(f"{path}: truncated JPEG (no end-of-image marker)")
     flags = {1: cv2.IMREAD_COLOR, 2: cv2.IMREAD_REDUCED_COLOR_2, 4: cv2.IMREAD_REDUCED_COLOR_4}[scale]
-    # (WebP: we turn it ourselves below; a newer OpenCV that reads WebP's EXIF must not too)
-    ignore_exif = cv2.IMREAD_IGNORE_ORIENTATION if fmt == "webp" else 0
-    flags |= ignore_exif
+    if fmt == "webp":  # we turn it ourselves below; a newer OpenCV that reads WebP's EXIF must not too
+        flags |= cv2.IMREAD_IGNORE_ORIENTATION
     bgr = cv2.imdecode(np.frombuffer(data, np.uint8), flags)
     h, w = -(-h // scale), -(-w // scale)  # libjpeg's scaled size rounds up
     # OpenCV turns the picture upright by its EXIF orientation (phones store portraits sideways
@@ -278,7 +277,7 @@ def read_photo(path: str | Path, max_pixels: int = MAX_PIXELS) -> np.ndarray:
     if bgr is None or bgr.shape[:2] not in ((h, w), (w, h)):
         raise ReconstructionError(f"{path}: corrupt {fmt.upper()} (cannot be decoded)")
     if _may_be_transparent(data, fmt):
-        bgr = _over_white(bgr, cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED | ignore_exif))
+        bgr = _over_white(bgr, cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED))
     if fmt == "webp" and (orientation := webp_orientation(data)) != 1:  # OpenCV 4.11 turns only JPEG, PNG
         bgr = UPRIGHT[orientation](bgr)
     return np.ascontiguousarray(bgr[:, :, ::-1])
