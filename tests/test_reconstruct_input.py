@@ -114,6 +114,29 @@ def test_a_cut_out_is_laid_over_white(tmp_path: Path, suffix: str, depth: type) 
     assert np.abs(rgb[:, 60:64] - [228, 158, 143]).max() <= 2  # (c + 255) / 2
 
 
+def test_a_palette_cut_out_is_laid_over_white(tmp_path: Path) -> None:
+    """A palette PNG whose transparency is a tRNS chunk (index 0: black, transparent; 1: opaque;
+    2: half transparent), written byte by byte."""
+    height, width = 120, 80
+    rows = np.zeros((height, width), np.uint8)
+    rows[:, 30:50] = 1
+    rows[:, 50:55] = 2
+    raw = b"".join(b"\x00" + row.tobytes() for row in rows)  # filter type 0 on every row
+    png = (
+        b"\x89PNG\r\n\x1a\n"
+        + _png_chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 3, 0, 0, 0))
+        + _png_chunk(b"PLTE", bytes([0, 0, 0, 200, 60, 30, 200, 60, 30]))
+        + _png_chunk(b"tRNS", bytes([0, 255, 128]))
+        + _png_chunk(b"IDAT", zlib.compress(raw))
+        + _png_chunk(b"IEND", b"")
+    )
+    (tmp_path / "palette.png").write_bytes(png)
+    rgb = read_photo(tmp_path / "palette.png").astype(int)
+    assert (rgb[:, :30] == 255).all() and (rgb[:, 55:] == 255).all()
+    assert np.abs(rgb[:, 30:50] - [200, 60, 30]).max() <= 1
+    assert np.abs(rgb[:, 50:55] - [228, 158, 143]).max() <= 2
+
+
 @pytest.mark.parametrize("orientation", [1, 2, 3, 6, 8])
 def test_a_cut_out_with_an_exif_orientation_is_laid_over_white_the_same_way_round(
     tmp_path: Path, orientation: int
