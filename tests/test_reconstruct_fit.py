@@ -67,6 +67,17 @@ def test_cli_writes_an_avatar_that_animates(tmp_path: Path, body, capsys: pytest
 
 
 @needs_photos
+def test_cli_says_its_warnings_in_words_and_in_the_json(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "avatar.ply"
+    assert main(["reconstruct", str(PHOTOS / "outdoor_man_small.jpg"), "-o", str(out), "--json"]) == 0
+    captured = capsys.readouterr()
+    report = json.loads(captured.out)
+    assert [w[:38] for w in report["warnings"]] == ["the photo does not show the whole body"]
+    assert "streamer reconstruct: warning: the photo does not show the whole body" in captured.err, captured.err
+    assert "UserWarning" not in captured.err and out.exists()
+
+
+@needs_photos
 def test_rerender_matches_the_photo(half_body, body) -> None:  # type: ignore[no-untyped-def]
     from streamer.reconstruct.evaluate import render_np
     from streamer.reconstruct.metrics import masked_scores

@@ -194,12 +194,9 @@ def run(args: argparse.Namespace) -> int:
             raise ReconstructionError(f"{args.photo}: {exc}") from None
         finally:
             bar.close()
-    notes = [str(w.message) for w in caught if issubclass(w.category, StreamerWarning)]
-    for note in notes:
-        print(f"streamer reconstruct: warning: {note}", file=sys.stderr)
-    for w in caught:  # other libraries' warnings, as they would have shown without the recording
-        if not issubclass(w.category, StreamerWarning):
-            warnings.showwarning(w.message, w.category, w.filename, w.lineno)
+    notes = [str(w.message) for w in caught if issubclass(w.category, StreamerWarning)]  # (for --json)
+    for w in caught:  # shown as they would have been without the recording (ours: see streamer.cli)
+        warnings.showwarning(w.message, w.category, w.filename, w.lineno)
     t_save = time.perf_counter()
     result.avatar.save(output)
     timings = {"read": t_read, **result.timings_s}

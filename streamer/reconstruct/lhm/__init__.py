@@ -92,7 +92,9 @@ def __getattr__(name: str) -> Any:
     if module is None:
         try:  # a submodule (``lhm.model``), as after ``import streamer.reconstruct.lhm.model``
             return importlib.import_module(f".{name}", __name__)
-        except ModuleNotFoundError:
+        except ModuleNotFoundError as exc:
+            if exc.name != f"{__name__}.{name}":  # the submodule is there; something it needs is not
+                raise
             raise AttributeError(f"module {__name__!r} has no attribute {name!r}") from None
     value = getattr(importlib.import_module(f".{module}", __name__), name)
     globals()[name] = value  # (once found, an ordinary attribute)
