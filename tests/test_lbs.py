@@ -118,9 +118,54 @@ def test_nan_written_into_pose_is_caught(demo_avatar, body):
 def test_cuda_lbs_equals_cpu(demo_avatar, body):
     pose = random_pose(5, batch=3)
     cpu = demo_avatar.pose_tensors(body, pose)
-    gpu = demo_avatar.to("cuda").pose_tensors(body.to("cuda"), pose.to("cuda"))
-    torch.testing.assert_close(gpu[0].cpu(), cpu[0], rtol=0, atol=1e-5)
-    torch.testing.assert_close(gpu[1].cpu(), cpu[1], rtol=0, atol=1e-5)
+    on_gpu = demo_avatar.to("cuda"), body.to("cuda")
+    # A pose on the GPU runs the torch twin there; a pose on the CPU (as the server keeps its live
+    # poses) gets its joint transforms from the C++ kernel and is skinned on the GPU.
+    for gpu_pose in (pose.to("cuda"), pose):
+        means, quats = on_gpu[0].pose_tensors(on_gpu[1], gpu_pose)
+        assert means.device.type == "cuda" and quats.device.type == "cuda"
+        torch.testing.assert_close(means.cpu(), cpu[0], rtol=0, atol=1e-5)
+        torch.testing.assert_close(quats.cpu(), cpu[1], rtol=0, atol=1e-5)
+
+
+def test_cpp_joint_transforms_equal_the_torch_twin(body):
+    """The C++ joint kernel (a CPU pose, no autograd) and the differentiable torch path agree."""
+    from streamer.avatar import avatar as avatar_module
+    from streamer.avatar.lbs import align_quat_signs
+
+    assert avatar_module._lbs_cpu is not None, "C++ skinning kernel not built (pip install -e .)"
+    rest = body.rest_joints(torch.randn(body.num_betas) * 0.5)
+    for batch in (None, 5):
+        pose = random_pose(21, scale=1.2, batch=batch)  # large angles: every quaternion branch
+        pose = pose.replace(transl=torch.randn(pose.transl.shape))
+        A, Q = skinning_transforms(body, pose, rest)
+        assert not A.requires_grad
+        ref_A, _ = body.joint_transforms(pose, rest_joints=rest)
+        ref_Q = align_quat_signs(matrix_to_quat(ref_A[..., :3, :3]), body.parents)
+        torch.testing.assert_close(A, ref_A, rtol=0, atol=2e-6)
+        torch.testing.assert_close(Q, ref_Q, rtol=0, atol=2e-6)
+    # A pose that needs gradients goes through the twin, and they flow.
+    pose = random_pose(22)
+    orient = pose.global_orient.clone().requires_grad_()
+    A, Q = skinning_transforms(body, pose.replace(global_orient=orient), rest)
+    (A.sum() + Q.sum()).backward()
+    assert orient.grad is not None and bool(orient.grad.abs().sum() > 0)
+
+
+def test_cpp_joint_kernel_refuses_a_bad_tree():
+    import numpy as np
+
+    from streamer.avatar import avatar as avatar_module
+
+    kernel = avatar_module._lbs_cpu.joint_transforms
+    aa, rest, transl = np.zeros((1, 3, 3), np.float32), np.zeros((3, 3), np.float32), np.zeros((1, 3), np.float32)
+    out_A, out_Q = np.zeros((1, 3, 16), np.float32), np.zeros((1, 3, 4), np.float32)
+    kernel(aa, rest, np.array([-1, 0, 1], np.int32), transl, out_A, out_Q)
+    assert np.allclose(out_A[0, :, :].reshape(3, 4, 4), np.eye(4), atol=1e-6) and np.allclose(out_Q[0, :, 0], 1)
+    with pytest.raises(ValueError, match="topologically ordered"):
+        kernel(aa, rest, np.array([-1, 2, 0], np.int32), transl, out_A, out_Q)
+    with pytest.raises(ValueError, match="rest must be"):
+        kernel(aa, np.zeros((2, 3), np.float32), np.array([-1, 0, 1], np.int32), transl, out_A, out_Q)
 
 
 def test_cpu_kernel_equals_torch_twin(demo_avatar, body):

@@ -11,8 +11,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ..body.joints import NUM_JOINTS
-from ..body.pose import SmplxPose
+from ..body.joints import NUM_JOINTS, PARENTS
+from ..body.pose import FIELDS, SmplxPose
 from ..errors import AvatarFormatError, InputError
 from .gaussians import Gaussians
 from .lbs import align_quat_signs, matrix_to_quat, skin_gaussians
@@ -22,6 +22,9 @@ try:  # the compiled CPU kernel; built by `pip install -e .`
     from . import _lbs_cpu
 except ImportError:  # pragma: no cover - exercised only on broken installs
     _lbs_cpu = None
+
+#: The joint tree as the C++ kernel takes it.
+_PARENTS_I32 = np.asarray(PARENTS, dtype=np.int32)
 
 if TYPE_CHECKING:
     from ..body.model import BodyModel
@@ -83,10 +86,13 @@ class Avatar:
     def pose_tensors(self, body: "BodyModel", pose: SmplxPose) -> tuple[Tensor, Tensor]:
         """Posed means [..., N, 3] and quaternions [..., N, 4] (the batched core of :meth:`pose`).
 
-        On the CPU without autograd this runs the C++ sparse kernel; otherwise (CUDA, gradients)
-        the dense torch implementation :func:`skin_gaussians`, its tested twin.
+        Without autograd, a pose on the CPU gets its joint transforms from the C++ kernel (see
+        :func:`skinning_transforms`; on a CUDA avatar too, so keep live poses on the CPU), and Gaussians
+        on the CPU are skinned by the C++ sparse kernel; otherwise (CUDA, gradients) the dense torch
+        implementation :func:`skin_gaussians`, its tested twin.
         """
-        transforms, joint_quats = skinning_transforms(body, pose, self.rest_joints(body))
+        rest = self.rest_joints(body, cpu=pose.device.type == "cpu")  # a CPU pose: the C++ joint kernel
+        transforms, joint_quats = skinning_transforms(body, pose, rest)
         g = self.gaussians
         fast = _lbs_cpu is not None and g.device.type == "cpu" and not (
             torch.is_grad_enabled() and (g.means.requires_grad or transforms.requires_grad)
@@ -104,11 +110,16 @@ class Avatar:
             _lbs_cpu.skin_sparse(src_m, src_q, idx, w, A[t], Q[t], means[t].numpy(), quats[t].numpy())
         return means.reshape(lead + (len(g), 3)), quats.reshape(lead + (len(g), 4))
 
-    def rest_joints(self, body: "BodyModel") -> Tensor:
-        """Joint centres of this avatar's shaped rest pose on ``body`` (cached). [55, 3]"""
+    def rest_joints(self, body: "BodyModel", cpu: bool = False) -> Tensor:
+        """Joint centres of this avatar's shaped rest pose on ``body`` (cached), on the body's device or,
+        with ``cpu``, a CPU copy (for :func:`skinning_transforms`' C++ kernel). [55, 3]"""
         key = ("rest", str(body.npz_path), str(body.device))  # not id(body): ids are reused after GC
         if key not in self._cache:
             self._cache[key] = body.rest_joints(self.betas.to(body.device))
+        if cpu and body.device.type != "cpu":
+            if key + ("cpu",) not in self._cache:
+                self._cache[key + ("cpu",)] = self._cache[key].cpu()
+            return self._cache[key + ("cpu",)]
         return self._cache[key]
 
     def sparse_weights(self) -> tuple[np.ndarray, np.ndarray]:
@@ -186,7 +197,30 @@ class Avatar:
 
 
 def skinning_transforms(body: "BodyModel", pose: SmplxPose, rest_joints: Tensor) -> tuple[Tensor, Tensor]:
-    """Per-joint transforms [..., 55, 4, 4] and their sign-aligned quaternions [..., 55, 4]."""
-    transforms, _ = body.joint_transforms(pose, rest_joints=rest_joints)
-    joint_quats = align_quat_signs(matrix_to_quat(transforms[..., :3, :3]), body.parents)
-    return transforms, joint_quats
+    """Per-joint transforms [..., 55, 4, 4] and their sign-aligned quaternions [..., 55, 4], on the body's device.
+
+    A pose on the CPU that needs no gradient goes through the C++ kernel ``joint_transforms``
+    (microseconds; as torch ops these 55-joint computations are ~300 tiny ops: milliseconds on a CPU,
+    launches and syncs on a GPU); ``rest_joints`` may then be a CPU copy, and the results are moved
+    to the body's device. Otherwise the differentiable torch twin runs on the body's device.
+    """
+    pose_tensors = [getattr(pose, name) for name in FIELDS]
+    needs_grad = torch.is_grad_enabled() and any(t.requires_grad for t in (rest_joints, *pose_tensors))
+    if _lbs_cpu is None or pose.device.type != "cpu" or needs_grad:
+        transforms, _ = body.joint_transforms(pose, rest_joints=rest_joints.to(body.device))
+        return transforms, align_quat_signs(matrix_to_quat(transforms[..., :3, :3]), body.parents)
+    pose.validate()
+    lead = pose.batch_shape
+    aa = pose.full_pose().reshape(-1, NUM_JOINTS, 3).float().contiguous()
+    transl = pose.transl.reshape(-1, 3).float().contiguous()
+    rest = rest_joints.detach().to("cpu", torch.float32).contiguous()
+    transforms = torch.empty(aa.shape[0], NUM_JOINTS, 16)
+    joint_quats = torch.empty(aa.shape[0], NUM_JOINTS, 4)
+    _lbs_cpu.joint_transforms(
+        aa.numpy(), rest.numpy(), _PARENTS_I32, transl.numpy(), transforms.numpy(), joint_quats.numpy()
+    )
+    dtype = rest_joints.dtype
+    return (
+        transforms.reshape(lead + (NUM_JOINTS, 4, 4)).to(body.device, dtype),
+        joint_quats.reshape(lead + (NUM_JOINTS, 4)).to(body.device, dtype),
+    )

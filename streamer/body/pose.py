@@ -199,8 +199,10 @@ class SmplxPose:
                 raise PoseError(f"SmplxPose.{name}: expected shape {want}, got {shape}")
             if value.device != self.global_orient.device:
                 raise PoseError(f"SmplxPose.{name}: on {value.device}, expected {self.device}")
-            if not bool(torch.isfinite(value).all()):
-                raise PoseError(f"SmplxPose.{name}: contains NaN or infinite values")
+        values = [getattr(self, name) for name in FIELD_SHAPES]
+        if not bool(torch.isfinite(torch.cat([v.reshape(-1) for v in values])).all()):  # one check, one sync
+            name = next(n for n, v in zip(FIELD_SHAPES, values) if not bool(torch.isfinite(v).all()))
+            raise PoseError(f"SmplxPose.{name}: contains NaN or infinite values")
 
 
 def _lead_shape(item: tuple[str, Any]) -> tuple[int, ...]:

@@ -108,7 +108,7 @@ class AvatarPainter:
         self.avatar, self.body, self.renderer = avatar, body, renderer
         self.size, self.pin_root, self.background = size, pin_root, background
         with torch.inference_mode():
-            means, _ = avatar.pose_tensors(body, self._place(framing_poses.to(body.device)))
+            means, _ = avatar.pose_tensors(body, self._place(framing_poses.to("cpu")))
         self.framing = framing_for(means.reshape(-1, 3).cpu(), size)
         self._cameras: dict[tuple[float, float, float], Camera] = {}
 
@@ -118,11 +118,12 @@ class AvatarPainter:
     def pose(self, pose: SmplxPose) -> object:
         """Linear blend skinning: the avatar's Gaussians in ``pose`` (world space).
 
-        On CUDA it waits for the kernels, so that the stage's ``lbs`` timing is the skinning's own
-        (and not counted in ``render``).
+        The pose stays on the CPU, where the joint transforms take microseconds (see
+        :meth:`Avatar.pose_tensors`). On CUDA it waits for the kernels, so that the stage's ``lbs``
+        timing is the skinning's own (and not counted in ``render``).
         """
         with torch.inference_mode():
-            posed = self.avatar.pose(self.body, self._place(pose.to(self.body.device)))
+            posed = self.avatar.pose(self.body, self._place(pose.to("cpu")))
         if self.body.device.type == "cuda":
             torch.cuda.synchronize(self.body.device)
         return posed

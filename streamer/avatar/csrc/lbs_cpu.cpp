@@ -6,6 +6,13 @@
 //   q      = normalize(sum_k w * Q[idx]) blended joint rotation, Q: [J, 4] wxyz, signs aligned
 //   quat'  = q * quat                  Hamilton product (wxyz)
 // The pure-torch twin is streamer.avatar.lbs.skin_gaussians (dense weights); tests compare them.
+//
+// joint_transforms computes the per-joint inputs A and Q of one frame from its pose: Rodrigues,
+// forward kinematics down the joint tree, rotation -> quaternion and sign alignment. These are a
+// few hundred flops over 55 joints, which as torch ops are ~300 tiny launches (milliseconds on a
+// CPU, kernel launches and syncs on a GPU); here they take microseconds. The torch twin is
+// streamer.avatar.avatar.skinning_transforms' autograd path (BodyModel.joint_transforms,
+// matrix_to_quat, align_quat_signs); tests compare them.
 
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
@@ -89,10 +96,109 @@ static void skin_sparse(f32 means, f32 quats, i32 idx, f32 w, f32 A, f32 Q, py::
   }
 }
 
+// Rotation matrix (row-major 3x3) -> unit quaternion wxyz with w >= 0: of the four algebraic
+// solutions, the one with the largest denominator (as streamer.avatar.lbs.matrix_to_quat).
+static void matrix_to_quat(const double* m, double* q) {
+  const double m00 = m[0], m11 = m[4], m22 = m[8];
+  const double diag[4] = {1 + m00 + m11 + m22, 1 + m00 - m11 - m22, 1 - m00 + m11 - m22, 1 - m00 - m11 + m22};
+  int best = 0;
+  for (int c = 1; c < 4; ++c)
+    if (diag[c] > diag[best]) best = c;
+  const double m01 = m[1], m02 = m[2], m10 = m[3], m12 = m[5], m20 = m[6], m21 = m[7];
+  double c4[4];
+  switch (best) {
+    case 0: c4[0] = diag[0]; c4[1] = m21 - m12; c4[2] = m02 - m20; c4[3] = m10 - m01; break;
+    case 1: c4[0] = m21 - m12; c4[1] = diag[1]; c4[2] = m01 + m10; c4[3] = m02 + m20; break;
+    case 2: c4[0] = m02 - m20; c4[1] = m01 + m10; c4[2] = diag[2]; c4[3] = m12 + m21; break;
+    default: c4[0] = m10 - m01; c4[1] = m02 + m20; c4[2] = m12 + m21; c4[3] = diag[3]; break;
+  }
+  const double norm = std::sqrt(c4[0] * c4[0] + c4[1] * c4[1] + c4[2] * c4[2] + c4[3] * c4[3]);
+  const double sign = c4[0] < 0 ? -1.0 : 1.0;
+  for (int c = 0; c < 4; ++c) q[c] = sign * c4[c] / norm;
+}
+
+// Per-joint skinning transforms of T poses: A [T, J, 16] (4x4 row-major, transl included) and
+// sign-aligned joint quaternions Q [T, J, 4], from axis-angle local rotations aa [T, J, 3], rest
+// joint centres [J, 3], parents [J] (root -1, topologically ordered) and transl [T, 3].
+static void joint_transforms(f32 aa, f32 rest, i32 parents, f32 transl, py::array_t<float> out_A,
+                             py::array_t<float> out_Q) {
+  auto fail = [](bool ok, const std::string& msg) {
+    if (!ok) throw std::invalid_argument("joint_transforms: " + msg);
+  };
+  fail(aa.ndim() == 3 && aa.shape(2) == 3, "aa must be [T, J, 3]");
+  const py::ssize_t t_n = aa.shape(0), j_n = aa.shape(1);
+  fail(rest.ndim() == 2 && rest.shape(0) == j_n && rest.shape(1) == 3, "rest must be [J, 3]");
+  fail(parents.ndim() == 1 && parents.shape(0) == j_n, "parents must be [J]");
+  fail(transl.ndim() == 2 && transl.shape(0) == t_n && transl.shape(1) == 3, "transl must be [T, 3]");
+  fail(out_A.ndim() == 3 && out_A.shape(0) == t_n && out_A.shape(1) == j_n && out_A.shape(2) == 16,
+       "out_A must be [T, J, 16]");
+  fail(out_Q.ndim() == 3 && out_Q.shape(0) == t_n && out_Q.shape(1) == j_n && out_Q.shape(2) == 4,
+       "out_Q must be [T, J, 4]");
+  fail(out_A.flags() & py::array::c_style && out_Q.flags() & py::array::c_style, "outputs must be C-contiguous");
+  const int32_t* par = parents.data();
+  for (py::ssize_t j = 0; j < j_n; ++j)
+    fail(j == 0 ? par[j] == -1 : (par[j] >= 0 && par[j] < j), "parents must be topologically ordered, root first");
+  const float* r = rest.data();
+  std::vector<double> wr(j_n * 9), wt(j_n * 3), q(j_n * 4);  // world rotation and translation per joint
+  for (py::ssize_t t = 0; t < t_n; ++t) {
+    const float* a = aa.data() + t * j_n * 3;
+    const float* tr = transl.data() + t * 3;
+    float* A = out_A.mutable_data() + t * j_n * 16;
+    float* Q = out_Q.mutable_data() + t * j_n * 4;
+    for (py::ssize_t j = 0; j < j_n; ++j) {
+      // Rodrigues as smplx.lbs.batch_rodrigues: the angle is the norm of (v + 1e-8), never zero.
+      const double vx = a[3 * j], vy = a[3 * j + 1], vz = a[3 * j + 2];
+      const double ex = vx + 1e-8, ey = vy + 1e-8, ez = vz + 1e-8;
+      const double angle = std::sqrt(ex * ex + ey * ey + ez * ez);
+      const double x = vx / angle, y = vy / angle, z = vz / angle;
+      const double s = std::sin(angle), c1 = 1 - std::cos(angle);
+      const double R[9] = {1 - c1 * (y * y + z * z), -s * z + c1 * x * y,      s * y + c1 * x * z,
+                           s * z + c1 * x * y,      1 - c1 * (x * x + z * z), -s * x + c1 * y * z,
+                           -s * y + c1 * x * z,     s * x + c1 * y * z,       1 - c1 * (x * x + y * y)};
+      double* W = &wr[9 * j];
+      double* T = &wt[3 * j];
+      const int32_t p = par[j];
+      if (p < 0) {
+        for (int k = 0; k < 9; ++k) W[k] = R[k];
+        for (int k = 0; k < 3; ++k) T[k] = r[3 * j + k];
+      } else {  // world_j = world_p @ [R | rest_j - rest_p]
+        const double* P = &wr[9 * p];
+        const double off[3] = {r[3 * j] - (double)r[3 * p], r[3 * j + 1] - (double)r[3 * p + 1],
+                               r[3 * j + 2] - (double)r[3 * p + 2]};
+        for (int row = 0; row < 3; ++row) {
+          for (int col = 0; col < 3; ++col)
+            W[3 * row + col] = P[3 * row] * R[col] + P[3 * row + 1] * R[3 + col] + P[3 * row + 2] * R[6 + col];
+          T[row] = P[3 * row] * off[0] + P[3 * row + 1] * off[1] + P[3 * row + 2] * off[2] + wt[3 * p + row];
+        }
+      }
+      // A = [W | T - W @ rest_j] with transl added; bottom row 0 0 0 1.
+      for (int row = 0; row < 3; ++row) {
+        const double shift = W[3 * row] * r[3 * j] + W[3 * row + 1] * r[3 * j + 1] + W[3 * row + 2] * r[3 * j + 2];
+        for (int col = 0; col < 3; ++col) A[16 * j + 4 * row + col] = (float)W[3 * row + col];
+        A[16 * j + 4 * row + 3] = (float)(T[row] - shift + tr[row]);
+      }
+      A[16 * j + 12] = A[16 * j + 13] = A[16 * j + 14] = 0.0f;
+      A[16 * j + 15] = 1.0f;
+      double* qj = &q[4 * j];
+      matrix_to_quat(W, qj);
+      if (p >= 0) {  // the short arc from the parent's rotation (parents come first)
+        const double* qp = &q[4 * p];
+        if (qj[0] * qp[0] + qj[1] * qp[1] + qj[2] * qp[2] + qj[3] * qp[3] < 0)
+          for (int k = 0; k < 4; ++k) qj[k] = -qj[k];
+      }
+      for (int k = 0; k < 4; ++k) Q[4 * j + k] = (float)qj[k];
+    }
+  }
+}
+
 PYBIND11_MODULE(_lbs_cpu, mod) {
   mod.doc() = "Sparse linear blend skinning of Gaussians (CPU, OpenMP).";
   mod.def("skin_sparse", &skin_sparse, py::arg("means"), py::arg("quats"), py::arg("idx"), py::arg("w"),
           py::arg("A"), py::arg("Q"), py::arg("out_means"), py::arg("out_quats"),
           "Posed means [N,3] and quats [N,4] from sparse weights (idx/w [N,K]) and joint transforms "
           "A [J,12] (3x4 row-major) with their rotations Q [J,4] (wxyz).");
+  mod.def("joint_transforms", &joint_transforms, py::arg("aa"), py::arg("rest"), py::arg("parents"),
+          py::arg("transl"), py::arg("out_A"), py::arg("out_Q"),
+          "Skinning transforms A [T,J,16] and sign-aligned joint quaternions Q [T,J,4] of T poses from "
+          "axis-angle rotations aa [T,J,3], rest joints [J,3], parents [J] and transl [T,3].");
 }
