@@ -12,6 +12,7 @@ from render_scenes import make_camera, make_scene
 from streamer.errors import BackendUnavailableError, InputError
 from streamer.render import get_renderer
 from streamer.render.base import EPS2D, FAR_PLANE, NEAR_PLANE, RADIUS_CLIP, TILE_SIZE
+from streamer.render.camera import Camera
 from streamer.render.cpu import CpuRenderer
 from streamer.render.gsplat_backend import GsplatRenderer, gsplat_arguments
 
@@ -73,6 +74,17 @@ def test_gsplat_empty_scene_and_background() -> None:
 def test_gsplat_rejects_cpu_gaussians() -> None:
     with pytest.raises(InputError, match="CUDA device"):
         GsplatRenderer().render(make_scene("mixed", 4), make_camera(8, 8), BACKGROUND)
+
+
+@cuda
+@needs_gpu
+def test_framing_a_gpu_avatar() -> None:
+    """``streamer render`` frames the posed avatar where it was posed: on the GPU."""
+    points = make_scene("mixed", 500, seed=3).means
+    on_gpu = Camera.framing(points.to("cuda"), 64, 48)
+    on_cpu = Camera.framing(points, 64, 48)
+    assert on_gpu.viewmat.device.type == "cpu"
+    torch.testing.assert_close(on_gpu.viewmat, on_cpu.viewmat)
 
 
 @cuda
