@@ -16,10 +16,10 @@ from streamer.tracking.sources import VideoFileSource, frames_at, open_source, p
 def write_ramp_video(
     path: Path, frames: int = 12, width: int = 96, height: int = 64, fps: float = 24.0
 ) -> Path:
-    """Frame i is a flat grey of level 16 * i (plus a white square on the left so rotation would show)."""
+    """Frame i is a flat grey of level 16 * i mod 256 (plus a white square on the left so rotation would show)."""
     with VideoWriter(path, width, height, fps=fps, crf=0) as w:
         for i in range(frames):
-            rgb = np.full((height, width, 3), 16 * i, np.uint8)
+            rgb = np.full((height, width, 3), (16 * i) % 256, np.uint8)
             rgb[8:24, 8:24] = 255
             w.write(rgb)
     return path

@@ -196,12 +196,16 @@ class CameraSource(FrameSource):
 
         self.name = f"camera:{index}"
         self.frame_count = None
-        level = cv2.getLogLevel()
-        cv2.setLogLevel(0)  # silent: OpenCV's own warnings about the device; our error says it in words
+        # Silent: OpenCV's own warnings about the device; our error says it in words. (Some OpenCV
+        # builds lack the log-level functions; they then print their warnings.)
+        level = cv2.getLogLevel() if hasattr(cv2, "getLogLevel") else None
+        if level is not None:
+            cv2.setLogLevel(0)
         try:
             self._cap = cv2.VideoCapture(index)
         finally:
-            cv2.setLogLevel(level)
+            if level is not None:
+                cv2.setLogLevel(level)
         if not self._cap.isOpened():
             self._cap.release()
             raise SourceError(f"camera {index} is not available (no such device, or it is in use)")
