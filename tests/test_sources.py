@@ -110,6 +110,16 @@ def test_camera_names_and_unavailable_camera():
         open_source("camera:97")
 
 
+def test_unavailable_camera_with_an_opencv_without_log_levels(monkeypatch):
+    """Some OpenCV builds have no getLogLevel/setLogLevel: the camera is still refused in words."""
+    import cv2
+
+    monkeypatch.delattr(cv2, "getLogLevel", raising=False)
+    monkeypatch.delattr(cv2, "setLogLevel", raising=False)
+    with pytest.raises(SourceError, match="camera 97 is not available"):
+        open_source("camera:97")
+
+
 def test_frames_at_repeats_and_drops_to_follow_another_clock():
     frames = [(t, np.full((1, 1, 3), i, np.uint8)) for i, t in enumerate([0.0, 40.0, 80.0, 120.0])]
     # A 50 fps clock over a 25 fps source: each frame is shown twice; past the end the last one stays.
