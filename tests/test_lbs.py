@@ -166,6 +166,8 @@ def test_cpp_joint_kernel_refuses_a_bad_tree():
         kernel(aa, rest, np.array([-1, 2, 0], np.int32), transl, out_A, out_Q)
     with pytest.raises(ValueError, match="rest must be"):
         kernel(aa, np.zeros((2, 3), np.float32), np.array([-1, 0, 1], np.int32), transl, out_A, out_Q)
+    with pytest.raises(TypeError):  # an output it would have written into a converted copy
+        kernel(aa, rest, np.array([-1, 0, 1], np.int32), transl, out_A.astype(np.float64), out_Q)
 
 
 def test_cpu_kernel_equals_torch_twin(demo_avatar, body):

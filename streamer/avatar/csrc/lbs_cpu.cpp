@@ -26,14 +26,15 @@
 namespace py = pybind11;
 using f32 = py::array_t<float, py::array::c_style | py::array::forcecast>;
 using i32 = py::array_t<int32_t, py::array::c_style | py::array::forcecast>;
+// Outputs: no forcecast, so a wrong dtype or layout is refused instead of written into a temporary copy.
+using f32_out = py::array_t<float, py::array::c_style>;
 
 static void check(bool ok, const std::string& msg) {
   if (!ok) throw std::invalid_argument("skin_sparse: " + msg);
 }
 
 // Writes posed means [N,3] and quats [N,4] into out_means / out_quats.
-static void skin_sparse(f32 means, f32 quats, i32 idx, f32 w, f32 A, f32 Q, py::array_t<float> out_means,
-                        py::array_t<float> out_quats) {
+static void skin_sparse(f32 means, f32 quats, i32 idx, f32 w, f32 A, f32 Q, f32_out out_means, f32_out out_quats) {
   check(means.ndim() == 2 && means.shape(1) == 3, "means must be [N, 3]");
   const py::ssize_t n = means.shape(0);
   check(quats.ndim() == 2 && quats.shape(0) == n && quats.shape(1) == 4, "quats must be [N, 4]");
@@ -120,8 +121,7 @@ static void matrix_to_quat(const double* m, double* q) {
 // Per-joint skinning transforms of T poses: A [T, J, 16] (4x4 row-major, transl included) and
 // sign-aligned joint quaternions Q [T, J, 4], from axis-angle local rotations aa [T, J, 3], rest
 // joint centres [J, 3], parents [J] (root -1, topologically ordered) and transl [T, 3].
-static void joint_transforms(f32 aa, f32 rest, i32 parents, f32 transl, py::array_t<float> out_A,
-                             py::array_t<float> out_Q) {
+static void joint_transforms(f32 aa, f32 rest, i32 parents, f32 transl, f32_out out_A, f32_out out_Q) {
   auto fail = [](bool ok, const std::string& msg) {
     if (!ok) throw std::invalid_argument("joint_transforms: " + msg);
   };
@@ -134,7 +134,6 @@ static void joint_transforms(f32 aa, f32 rest, i32 parents, f32 transl, py::arra
        "out_A must be [T, J, 16]");
   fail(out_Q.ndim() == 3 && out_Q.shape(0) == t_n && out_Q.shape(1) == j_n && out_Q.shape(2) == 4,
        "out_Q must be [T, J, 4]");
-  fail(out_A.flags() & py::array::c_style && out_Q.flags() & py::array::c_style, "outputs must be C-contiguous");
   const int32_t* par = parents.data();
   for (py::ssize_t j = 0; j < j_n; ++j)
     fail(j == 0 ? par[j] == -1 : (par[j] >= 0 && par[j] < j), "parents must be topologically ordered, root first");
