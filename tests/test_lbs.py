@@ -128,12 +128,21 @@ def test_cuda_lbs_equals_cpu(demo_avatar, body):
         torch.testing.assert_close(quats.cpu(), cpu[1], rtol=0, atol=1e-5)
 
 
-def test_cpp_joint_transforms_equal_the_torch_twin(body):
+def test_cpp_joint_transforms_equal_the_torch_twin(body, monkeypatch):
     """The C++ joint kernel (a CPU pose, no autograd) and the differentiable torch path agree."""
     from streamer.avatar import avatar as avatar_module
     from streamer.avatar.lbs import align_quat_signs
 
-    assert avatar_module._lbs_cpu is not None, "C++ skinning kernel not built (pip install -e .)"
+    kernel = avatar_module._lbs_cpu
+    assert kernel is not None, "C++ skinning kernel not built (pip install -e .)"
+    calls = []
+
+    class Spy:  # the kernel, counting its calls: the comparison below must not be the twin with itself
+        def joint_transforms(self, *args):
+            calls.append(args[0].shape)
+            return kernel.joint_transforms(*args)
+
+    monkeypatch.setattr(avatar_module, "_lbs_cpu", Spy())
     rest = body.rest_joints(torch.randn(body.num_betas) * 0.5)
     for batch in (None, 5):
         pose = random_pose(21, scale=1.2, batch=batch)  # large angles: every quaternion branch
@@ -144,7 +153,10 @@ def test_cpp_joint_transforms_equal_the_torch_twin(body):
         ref_Q = align_quat_signs(matrix_to_quat(ref_A[..., :3, :3]), body.parents)
         torch.testing.assert_close(A, ref_A, rtol=0, atol=2e-6)
         torch.testing.assert_close(Q, ref_Q, rtol=0, atol=2e-6)
-    # A pose that needs gradients goes through the twin, and they flow.
+    assert calls == [(1, 55, 3), (5, 55, 3)]
+    # Batched rest joints, and a pose that needs gradients, go through the twin; gradients flow.
+    A, _ = skinning_transforms(body, random_pose(23, batch=2), rest.expand(2, 55, 3))
+    assert A.shape == (2, 55, 4, 4) and len(calls) == 2
     pose = random_pose(22)
     orient = pose.global_orient.clone().requires_grad_()
     A, Q = skinning_transforms(body, pose.replace(global_orient=orient), rest)
@@ -166,8 +178,32 @@ def test_cpp_joint_kernel_refuses_a_bad_tree():
         kernel(aa, rest, np.array([-1, 2, 0], np.int32), transl, out_A, out_Q)
     with pytest.raises(ValueError, match="rest must be"):
         kernel(aa, np.zeros((2, 3), np.float32), np.array([-1, 0, 1], np.int32), transl, out_A, out_Q)
-    with pytest.raises(TypeError):  # an output it would have written into a converted copy
-        kernel(aa, rest, np.array([-1, 0, 1], np.int32), transl, out_A.astype(np.float64), out_Q)
+    parents = np.array([-1, 0, 1], np.int32)
+    # Outputs it would have written into a converted copy: another dtype, a strided view, Fortran order.
+    for bad in (out_A.astype(np.float64), out_A.astype(np.float16), np.zeros((1, 3, 32), np.float32)[..., ::2]):
+        with pytest.raises(TypeError):
+            kernel(aa, rest, parents, transl, bad, out_Q)
+    means, quats = np.zeros((2, 3), np.float32), np.tile(np.float32([1, 0, 0, 0]), (2, 1))
+    skin_args = (means, quats, np.zeros((2, 1), np.int32), np.ones((2, 1), np.float32), np.zeros((3, 12), np.float32))
+    out_q = np.zeros((2, 4), np.float32)
+    joint_q = np.tile(np.float32([1, 0, 0, 0]), (3, 1))
+    avatar_module._lbs_cpu.skin_sparse(*skin_args, joint_q, np.ones((2, 3), np.float32), out_q)
+    assert np.array_equal(out_q, quats)  # the right arrays are taken (and written)
+    for bad in (np.zeros((2, 3)), np.asfortranarray(np.zeros((2, 3), np.float32)), np.zeros((2, 6), np.float32)[:, ::2]):
+        with pytest.raises(TypeError):
+            avatar_module._lbs_cpu.skin_sparse(*skin_args, joint_q, bad, out_q)
+
+
+def test_few_op_forms_equal_the_written_out_ones():
+    """quat_multiply and the blended transform have a few-op form (for GPUs): the same function."""
+    from streamer.avatar.lbs import _apply_blended
+
+    g = torch.Generator().manual_seed(5)
+    a, b = torch.randn(3, 50, 4, generator=g, dtype=torch.float64), torch.randn(50, 4, generator=g, dtype=torch.float64)
+    torch.testing.assert_close(quat_multiply(a, b, few_ops=True), quat_multiply(a, b, few_ops=False), rtol=0, atol=1e-12)
+    assert quat_multiply(a[0, 0], b[0], few_ops=True).shape == (4,)
+    blended, points = torch.randn(2, 50, 3, 4, generator=g, dtype=torch.float64), torch.randn(50, 3, generator=g, dtype=torch.float64)
+    torch.testing.assert_close(_apply_blended(blended, points, True), _apply_blended(blended, points, False), rtol=0, atol=1e-12)
 
 
 def test_cpu_kernel_equals_torch_twin(demo_avatar, body):

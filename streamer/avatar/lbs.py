@@ -55,14 +55,45 @@ def _left_matrix_terms(device: torch.device, dtype: torch.dtype) -> tuple[Tensor
         )
 
 
-def quat_multiply(a: Tensor, b: Tensor) -> Tensor:
+def quat_multiply(a: Tensor, b: Tensor, few_ops: bool | None = None) -> Tensor:
     """Hamilton product of wxyz quaternions, broadcast. [..., 4]
 
-    As the matrix product ``L(a) @ b``: four tensor ops whatever the batch, where the sixteen
-    products written out are ~30 (each a kernel launch on a GPU, in the per-frame skinning).
+    ``few_ops`` (default: on a GPU) computes it as the matrix product ``L(a) @ b`` in four tensor
+    ops, where the sixteen products written out are ~30, each a kernel launch in the per-frame
+    skinning. Written out is 2-5x faster on a CPU (one thread, 40k-200k quaternions).
     """
-    index, sign = _left_matrix_terms(a.device, a.dtype)
-    return (a[..., index] * sign * b[..., None, :]).sum(-1)
+    if a.is_cuda if few_ops is None else few_ops:
+        index, sign = _left_matrix_terms(a.device, a.dtype)
+        return (a[..., index] * sign * b[..., None, :]).sum(-1)
+    aw, ax, ay, az = a.unbind(-1)
+    bw, bx, by, bz = b.unbind(-1)
+    return torch.stack(
+        [
+            aw * bw - ax * bx - ay * by - az * bz,
+            aw * bx + ax * bw + ay * bz - az * by,
+            aw * by - ax * bz + ay * bw + az * bx,
+            aw * bz + ax * by - ay * bx + az * bw,
+        ],
+        dim=-1,
+    )
+
+
+def _apply_blended(blended: Tensor, points: Tensor, few_ops: bool | None = None) -> Tensor:
+    """Each point through its own 3x4 transform: ``blended[..., :3] @ p + blended[..., 3]``.
+
+    Args:
+        blended: per-point transforms [..., N, 3, 4].
+        points: [N, 3].
+        few_ops: three tensor ops (default: on a GPU, where launches bound the skinning) instead
+            of seven elementwise ones (about 5x faster on a CPU).
+
+    Returns:
+        [..., N, 3]
+    """
+    if blended.is_cuda if few_ops is None else few_ops:
+        return (blended[..., :3] * points[:, None, :]).sum(-1) + blended[..., 3]
+    x, y, z = points[:, 0:1], points[:, 1:2], points[:, 2:3]
+    return blended[..., 0] * x + blended[..., 1] * y + blended[..., 2] * z + blended[..., 3]
 
 
 def align_quat_signs(quats: Tensor, parents: Tensor) -> Tensor:
@@ -107,7 +138,7 @@ def skin_gaussians(
     # Blend the top 3 rows of the joint transforms: [..., N, 12] = W [N, J] @ A [..., J, 12].
     blended = torch.matmul(weights, transforms[..., :3, :].reshape(lead + (j, 12)))
     blended = blended.reshape(lead + (n, 3, 4))
-    posed = (blended[..., :3] * means[:, None, :]).sum(-1) + blended[..., 3]  # few ops: launches on a GPU
+    posed = _apply_blended(blended, means)
     q = torch.matmul(weights, joint_quats)  # [..., N, 4]
     q = q / q.norm(dim=-1, keepdim=True).clamp_min(1e-12)
     return posed, quat_multiply(q, quats)

@@ -95,7 +95,7 @@ def run(args: argparse.Namespace) -> int:
     body = load_body(args.smplx_dir).to(device)
     avatar = load_avatar_or_demo(args.avatar, body).to(device)
     motion = load_motion_or_demo(args.motion)
-    poses = motion.poses.to(device)
+    poses = motion.poses  # on the CPU, where the joints' transforms are fast (see Avatar.pose_tensors)
     camera = framing_camera(avatar, body, motion, args.size).to(device)
     renderer = get_renderer(backend)
     fps = args.fps if args.fps is not None else motion.fps

@@ -26,7 +26,8 @@
 namespace py = pybind11;
 using f32 = py::array_t<float, py::array::c_style | py::array::forcecast>;
 using i32 = py::array_t<int32_t, py::array::c_style | py::array::forcecast>;
-// Outputs: no forcecast, so a wrong dtype or layout is refused instead of written into a temporary copy.
+// Outputs are also bound with .noconvert(): a wrong dtype or layout is refused instead of being
+// converted into a temporary copy that the kernel would write into and pybind11 would throw away.
 using f32_out = py::array_t<float, py::array::c_style>;
 
 static void check(bool ok, const std::string& msg) {
@@ -145,7 +146,8 @@ static void joint_transforms(f32 aa, f32 rest, i32 parents, f32 transl, f32_out 
     float* A = out_A.mutable_data() + t * j_n * 16;
     float* Q = out_Q.mutable_data() + t * j_n * 4;
     for (py::ssize_t j = 0; j < j_n; ++j) {
-      // Rodrigues as smplx.lbs.batch_rodrigues: the angle is the norm of (v + 1e-8), never zero.
+      // Rodrigues as smplx.lbs.batch_rodrigues: the angle is the norm of (v + 1e-8), in double here
+      // (so a rotation of exactly -1e-8 per axis stays finite, where float32 divides 0 by 0).
       const double vx = a[3 * j], vy = a[3 * j + 1], vz = a[3 * j + 2];
       const double ex = vx + 1e-8, ey = vy + 1e-8, ez = vz + 1e-8;
       const double angle = std::sqrt(ex * ex + ey * ey + ez * ez);
@@ -193,11 +195,11 @@ static void joint_transforms(f32 aa, f32 rest, i32 parents, f32 transl, f32_out 
 PYBIND11_MODULE(_lbs_cpu, mod) {
   mod.doc() = "Sparse linear blend skinning of Gaussians (CPU, OpenMP).";
   mod.def("skin_sparse", &skin_sparse, py::arg("means"), py::arg("quats"), py::arg("idx"), py::arg("w"),
-          py::arg("A"), py::arg("Q"), py::arg("out_means"), py::arg("out_quats"),
+          py::arg("A"), py::arg("Q"), py::arg("out_means").noconvert(), py::arg("out_quats").noconvert(),
           "Posed means [N,3] and quats [N,4] from sparse weights (idx/w [N,K]) and joint transforms "
           "A [J,12] (3x4 row-major) with their rotations Q [J,4] (wxyz).");
   mod.def("joint_transforms", &joint_transforms, py::arg("aa"), py::arg("rest"), py::arg("parents"),
-          py::arg("transl"), py::arg("out_A"), py::arg("out_Q"),
+          py::arg("transl"), py::arg("out_A").noconvert(), py::arg("out_Q").noconvert(),
           "Skinning transforms A [T,J,16] and sign-aligned joint quaternions Q [T,J,4] of T poses from "
           "axis-angle rotations aa [T,J,3], rest joints [J,3], parents [J] and transl [T,3].");
 }
