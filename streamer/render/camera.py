@@ -91,7 +91,7 @@ class Camera:
         pts = torch.as_tensor(points, dtype=torch.float32).reshape(-1, 3)
         if pts.shape[0] == 0:
             raise InputError("Camera.framing: no points to frame")
-        lo, hi = pts.min(0).values.cpu(), pts.max(0).values.cpu()  # points may be on a GPU; cameras are built on the CPU
+        lo, hi = pts.min(0).values.cpu(), pts.max(0).values.cpu()  # the camera is built on the CPU
         centre = ((lo + hi) / 2).double()
         half_h = float(hi[1] - lo[1]) / 2 * margin
         half_w = float(torch.maximum(hi[0] - lo[0], hi[2] - lo[2])) / 2 * margin
