@@ -178,6 +178,55 @@ def test_an_image_only_hand_nearer_than_the_body_says_is_not_flattened(body):
 # -- face ------------------------------------------------------------------------------------
 
 
+def _frames_with_rough_hand_points(body, n: int, hand_until: int, turn: float = 0.7) -> tuple[SmplxPose, list]:
+    """``n`` frames of one pose whose right hand the hand model sees only in the first ``hand_until``,
+    while the pose's own right hand points (index, pinky, thumb) sit as for a wrist turned by
+    ``turn`` radians: MediaPipe Pose's rough hand points, which disagree with its hand model."""
+    bp = torch.from_numpy(relaxed_body_pose().astype(np.float32))
+    gt = place_in_view(body, SmplxPose.stack([SmplxPose.zeros().replace(body_pose=bp)] * n))
+    rough = bp.clone()
+    rough[20] = torch.from_numpy(log_rot(rodrigues(bp[20].double().numpy()) @ rodrigues(np.array([turn, 0.0, 0.0]))))
+    rough_pose = place_in_view(body, SmplxPose.stack([SmplxPose.zeros().replace(body_pose=rough)]))
+    rough_points = synthesize_frames(body, rough_pose.replace(transl=gt.transl[:1]), K, W, H)[0].pose
+    ids = [POSE_INDEX[f"right_{p}"] for p in ("index", "pinky", "thumb")]
+    frames = []
+    for i, f in enumerate(synthesize_frames(body, gt, K, W, H, fps=30.0)):
+        pose = PoseLandmarks(image=f.pose.image.copy(), world=f.pose.world.copy(), visibility=f.pose.visibility)
+        pose.image[ids], pose.world[ids] = rough_points.image[ids], rough_points.world[ids]
+        frames.append(FrameLandmarks(width=W, height=H, timestamp_ms=f.timestamp_ms, pose=pose, face=f.face,
+                                     left_hand=f.left_hand, right_hand=f.right_hand if i < hand_until else None))
+    return gt, frames
+
+
+def test_a_lost_hand_keeps_the_wrist_the_hand_model_gave_it(body, monkeypatch):
+    """While the hand model sees a hand, the wrist takes its palm; when MediaPipe loses the hand, the
+    pose's own hand points, corrected by the offset measured while both were seen, take over, so the
+    wrist does not turn by their disagreement (tens of degrees on real video) at every loss. The
+    offset eases out over :data:`PALM_OFFSET_S`; after that the hand points alone decide."""
+    from streamer.tracking import fit as fit_module
+
+    monkeypatch.setattr(fit_module, "PALM_OFFSET_S", (1.0, 2.0))
+    gt, frames = _frames_with_rough_hand_points(body, 90, hand_until=5)
+
+    def wrist_error(fits: list[SmplxPose], at: int) -> float:
+        """Degrees between the fitted and the true global orientation of the right wrist."""
+        with torch.no_grad():
+            A_fit, _ = body.joint_transforms(fits[at])
+            A_gt, _ = body.joint_transforms(gt[at])
+        R = A_fit[21, :3, :3].double().numpy().T @ A_gt[21, :3, :3].double().numpy()
+        return float(np.degrees(np.linalg.norm(log_rot(R))))
+
+    fitter = PoseFitter(body, K=K, smoothing=False, fps=30.0)
+    fits = [fitter.fit(f) for f in frames]
+    seen, held, eased_out = wrist_error(fits, 4), wrist_error(fits, 20), wrist_error(fits, 89)
+    monkeypatch.setattr(fit_module, "PALM_OFFSET_S", (0.0, 0.0))  # no offset: the rough points at once
+    fitter = PoseFitter(body, K=K, smoothing=False, fps=30.0)
+    rough = wrist_error([fitter.fit(f) for f in frames], 20)
+    assert seen < 1.0 and held < 1.0, (seen, held)
+    assert rough > 25.0, rough
+    assert eased_out > 25.0, eased_out  # 3 s after the loss: the hand points alone again
+
+
 def test_face_channels_move_jaw_eyes_and_head(body):
     body_pose = torch.from_numpy(relaxed_body_pose().astype(np.float32))
     body_pose[14] = torch.tensor([0.2, 0.5, 0.0])  # head turned left and down a little

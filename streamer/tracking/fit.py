@@ -3,7 +3,8 @@
 :class:`PoseFitter` runs, per frame (a few milliseconds on one CPU core):
 
 1. the hand fit (:mod:`.fit_hands`) and the face fit (:mod:`.fit_face`), whose wrist and head
-   rotations feed
+   rotations feed (a hand the hand model lost keeps, for a few seconds, the offset between its palm
+   and the pose's own hand points measured while both were seen: :data:`PALM_OFFSET_S`)
 2. the body fit (:mod:`.fit_body`): analytic initialisation then Levenberg-Marquardt steps on
    world-landmark directions, reprojection (K) and a pose prior;
 3. presence fades (:class:`.filters.Fade`, times in :data:`FADES_S`): each part (body, each leg,
@@ -47,13 +48,16 @@ from .fit_hands import HandFitter
 from .landmark_model import WORLD_TO_CAMERA, LandmarkModel
 from .landmarks import FrameLandmarks
 from .rest_pose import relaxed_body_pose, relaxed_hand_pose
-from .rotations import nlerp, quat_from_matrix, quat_from_rotvec, quat_to_rotvec
+from .rotations import log_rot, nlerp, quat_from_matrix, quat_from_rotvec, quat_to_rotvec, rodrigues
 
 #: Field of view assumed over the longer image side when no intrinsics are given, degrees.
 DEFAULT_FOV_DEG = 60.0
 #: Per part: seconds to blend in when it (re)appears and to ease to its fallback when it goes missing.
 FADES_S = {"body": (0.25, 1.0), "left_leg": (0.25, 0.5), "right_leg": (0.25, 0.5), "left_hand": (0.15, 0.4),
            "right_hand": (0.15, 0.4), "face": (0.15, 0.4)}
+#: A hand the hand model lost keeps its last palm offset (:attr:`.fit_body.BodyObservation.palm_offset`)
+#: in full for the first of these many seconds, easing it out by the second.
+PALM_OFFSET_S = (2.0, 4.0)
 #: Frames further apart than this (seconds) are fitted without the previous frame's warm start.
 WARM_START_GAP_S = 0.3
 #: Where the body stands before anyone was seen: pelvis about 3 m in front of the camera.
@@ -188,6 +192,9 @@ class PoseFitter:
         self._seen_body = False  # whether a body was seen since the reset
         self._prev_body = None  # last frame's raw body fit (warm start), None when unseen
         self._last_face: FaceResult | None = None  # the face of the last frame the face models ran on
+        # per side: the rotation from the pose's hand-point palm to the hand model's, and seconds since measured
+        self._palm_offset: dict[str, np.ndarray | None] = {"left": None, "right": None}
+        self._palm_age = {"left": 0.0, "right": 0.0}
         self._last_t: float | None = None
         self._filt_rot = OneEuroFilter(*self.ROT_FILTER, d_cutoff=1.0, quaternion=True)
         self._filt_transl = OneEuroFilter(*self.TRANSL_FILTER, d_cutoff=1.0)
@@ -236,13 +243,14 @@ class PoseFitter:
             face = self._last_face
         timings["face"] = _ms(t)
         t = time.perf_counter()
-        obs = self._observation(frame, K, hands, face)
+        obs = self._observation(frame, K, hands, face, self._palm_offsets(dt, hands))
         body = None if obs is None else _safe(self.body_fitter.fit, obs, self._prev_body)
         self._prev_body = body
         timings["body"] = _ms(t)
         t = time.perf_counter()
         if body is not None:
             self._refit_hands(frame, K, body, hands)
+            self._measure_palm_offsets(body, hands)
         timings["hands"] += _ms(t)
         t = time.perf_counter()
         pose = self._update(dt, body, hands, face)
@@ -267,6 +275,34 @@ class PoseFitter:
                 hands[side] = refit
                 body.rot[wrist] = G[elbow].T @ refit.wrist
 
+    def _palm_offsets(self, dt: float, hands: dict) -> dict[str, np.ndarray | None]:
+        """The palm offsets for the hands the hand model missed this frame, eased out with their age
+        (:data:`PALM_OFFSET_S`)."""
+        full, gone = PALM_OFFSET_S
+        out: dict[str, np.ndarray | None] = {}
+        for side, offset in self._palm_offset.items():
+            out[side] = None
+            if hands[side] is not None or offset is None:
+                continue
+            self._palm_age[side] += dt
+            age = self._palm_age[side]
+            if age >= gone:
+                self._palm_offset[side] = None
+            elif age <= full:
+                out[side] = offset
+            else:
+                out[side] = rodrigues(log_rot(offset) * (gone - age) / (gone - full))
+        return out
+
+    def _measure_palm_offsets(self, body: Any, hands: dict) -> None:
+        """Remember, per hand the hand model saw, the turn from the pose's hand-point palm to its palm."""
+        if body.palms is None:
+            return
+        for i, side in enumerate(("left", "right")):
+            if hands[side] is not None and np.isfinite(body.palms[i]).all():
+                self._palm_offset[side] = body.palms[i].T @ hands[side].wrist
+                self._palm_age[side] = 0.0
+
     def _dt(self, frame: FrameLandmarks) -> float:
         """Seconds since the last frame (1/fps when timestamps do not advance; at most 1 s). After a
         gap of more than :data:`WARM_START_GAP_S` the body fit starts afresh (no warm start, no held face)."""
@@ -280,7 +316,10 @@ class PoseFitter:
             self._last_t = ts
         return dt
 
-    def _observation(self, frame: FrameLandmarks, K: np.ndarray, hands: dict, face: FaceResult | None) -> BodyObservation | None:
+    def _observation(
+        self, frame: FrameLandmarks, K: np.ndarray, hands: dict, face: FaceResult | None,
+        palm_offset: dict[str, np.ndarray | None],
+    ) -> BodyObservation | None:
         pose = frame.pose
         if pose is None:
             return None
@@ -301,6 +340,7 @@ class PoseFitter:
             weight=weight,
             hand_rot={s: (None if h is None else h.wrist) for s, h in hands.items()},
             head_rot=None if face is None else face.head,
+            palm_offset=palm_offset,
         )
 
     def _update(self, dt: float, body: Any, hands: dict, face: FaceResult | None) -> SmplxPose:

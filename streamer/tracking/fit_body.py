@@ -29,8 +29,9 @@ Per frame, small numpy problems (well under a millisecond each):
    hardly tell a pelvis tilt from a bent lower back and a pure warm start would drift there),
    so one step per frame suffices; a cold start takes three.
 3. **Hands and face win.** Where the hand model saw a hand, the pose's rough hand points are
-   ignored and the wrist takes the palm's orientation exactly; where the face mesh was seen, the
-   head takes the face's orientation exactly.
+   ignored and the wrist takes the palm's orientation exactly (where it saw the hand a moment ago,
+   the hand points turned by the offset measured then: :attr:`BodyObservation.palm_offset`); where
+   the face mesh was seen, the head takes the face's orientation exactly.
 
 Frames: inputs are in the *tracking world* of :mod:`.landmark_model` (+Y up, camera at the
 origin looking down -Z). Rotations are local (relative to the parent), as SMPL-X expects.
@@ -115,6 +116,12 @@ class BodyObservation:
         weight: [33] in [0, 1], from MediaPipe's visibility (0: ignore the landmark).
         hand_rot: per side, the observed global wrist rotation [3, 3] from the hand fit, or None.
         head_rot: the observed global head rotation [3, 3] from the face fit, or None.
+        palm_offset: per side, for a hand the hand model does not see in this frame: the rotation
+            ``P^T H`` from the pose's hand-point palm ``P`` to the hand model's ``H``, measured
+            when it last saw the hand (:attr:`BodyResult.palms`). The wrist then takes ``P @ offset``
+            as if the hand model had seen it, instead of the bare hand points, which differ from the
+            hand model's palm by tens of degrees: without it the wrist turned that far whenever
+            MediaPipe lost or found a hand.
     """
 
     world: np.ndarray
@@ -122,15 +129,18 @@ class BodyObservation:
     weight: np.ndarray
     hand_rot: dict[str, np.ndarray | None]
     head_rot: np.ndarray | None = None
+    palm_offset: dict[str, np.ndarray | None] | None = None
 
 
 @dataclass
 class BodyResult:
-    """Local rotations [22, 3, 3] (root first), translation [3] (SMPL-X ``transl``), legs seen."""
+    """Local rotations [22, 3, 3] (root first), translation [3] (SMPL-X ``transl``), legs seen, and
+    the palms of both hands (left, right) from the pose's hand points [2, 3, 3] (NaN where unseen)."""
 
     rot: np.ndarray
     transl: np.ndarray
     legs_seen: dict[str, bool]
+    palms: np.ndarray | None = None
 
 
 def _gram(Y: np.ndarray) -> np.ndarray:
@@ -553,11 +563,18 @@ class BodyFitter:
                 refinement then starts from it (warm start; the prior still pulls towards this
                 frame's analytic initialisation), which converges in fewer steps.
         """
+        lifted = self.lift(obs)
+        palms = self._hands_from_pose(lifted, obs.weight)
+        hand_rot = dict(obs.hand_rot)
+        for i, side in enumerate(("left", "right")):
+            offset = None if obs.palm_offset is None else obs.palm_offset.get(side)
+            if hand_rot.get(side) is None and offset is not None and np.isfinite(palms[i]).all():
+                hand_rot[side] = palms[i] @ offset
         weight = obs.weight.copy()
         for side in ("left", "right"):
-            if obs.hand_rot.get(side) is not None:  # the hand model's palm beats the pose's rough hand points
+            if hand_rot.get(side) is not None:  # the hand model's palm beats the pose's rough hand points
                 weight[[_L[f"{side}_pinky"], _L[f"{side}_index"], _L[f"{side}_thumb"]]] = 0.0
-        obs = BodyObservation(self.lift(obs), obs.image_n, weight, obs.hand_rot, obs.head_rot)
+        obs = BodyObservation(lifted, obs.image_n, weight, hand_rot, obs.head_rot)
         init, legs = self.initialise(obs)
         w_init = self.w_init.copy()
         for side in ("left", "right"):
@@ -594,4 +611,4 @@ class BodyFitter:
         for side in ("left", "right"):
             if obs.hand_rot.get(side) is not None:
                 rot[_J[f"{side}_wrist"]] = G[_J[f"{side}_elbow"]].T @ obs.hand_rot[side]
-        return BodyResult(rot=rot, transl=t, legs_seen=legs)
+        return BodyResult(rot=rot, transl=t, legs_seen=legs, palms=palms)
