@@ -9,6 +9,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+import torch
 from conftest import SHARED_DATA
 from conftest import SHARED_VIDEO as VIDEO
 from scipy.ndimage import gaussian_filter
@@ -197,6 +198,23 @@ def test_eval_animate_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) ->
     words = capsys.readouterr().out
     assert "mean PSNR" in words and "over 1 frames" in words
     assert "poses fitted to each frame's colours: kept in 1 of 1 frames" in words
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_eval_on_the_cuda_backend_scores_as_on_the_cpu(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """``--backend cuda`` renders the avatars (posed on the CPU) with gsplat: it failed on every GPU
+    before, the Gaussians left on the CPU. The two rasterizers agree to float rounding."""
+    scores = {}
+    for backend in ("cpu", "cuda"):
+        sheet = tmp_path / f"{backend}.png"
+        assert main(["eval", "recon", str(PHOTO), "--backend", backend, "--sheet", str(sheet), "--json"]) == 0
+        recon = json.loads(capsys.readouterr().out)
+        assert main(["eval", "animate", str(VIDEO), "--max-frames", "2", "--backend", backend, "--json"]) == 0
+        scores[backend] = (recon, json.loads(capsys.readouterr().out))
+        assert cv2.imread(str(sheet)) is not None
+    for cpu, gpu in zip(scores["cpu"], scores["cuda"], strict=True):
+        assert abs(cpu["psnr_db"] - gpu["psnr_db"]) < 0.05 and abs(cpu["ssim"] - gpu["ssim"]) < 0.005, (cpu, gpu)
 
 
 def _video_frame(index: int) -> np.ndarray:

@@ -27,7 +27,7 @@ import torch
 
 from ..body.model import BodyModel
 from ..errors import ReconstructionError
-from ..render import Camera, render
+from ..render import Camera, render, resolve_backend
 from .animation_sheet import ScoredFrame
 from .fit import FIT_ITERATIONS, Reconstruction, reconstruct_photo
 from .mask_edges import snap_to_edges
@@ -52,7 +52,13 @@ def render_np(
     background: tuple[float, float, float] = (0.0, 0.0, 0.0),
     backend: str = "cpu",
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Render to numpy: RGB [H, W, 3] and alpha [H, W], float in [0, 1]."""
+    """Render to numpy: RGB [H, W, 3] and alpha [H, W], float in [0, 1].
+
+    Gaussians on the CPU are copied to the GPU for the ``cuda`` backend (the evaluations render
+    each pose once, and pose on the CPU; the copy of ~50k Gaussians costs far less than the frame).
+    """
+    if resolve_backend(backend) == "cuda" and gaussians.means.device.type != "cuda":
+        gaussians = gaussians.to("cuda")
     rgb, alpha = render(gaussians, camera, background=background, backend=backend)
     return rgb.detach().cpu().numpy(), alpha.detach().cpu().numpy()
 
