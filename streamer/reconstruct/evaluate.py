@@ -54,8 +54,8 @@ def render_np(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Render to numpy: RGB [H, W, 3] and alpha [H, W], float in [0, 1].
 
-    Gaussians on the CPU are copied to the GPU for the ``cuda`` backend (the evaluations render
-    each pose once, and pose on the CPU; the copy of ~50k Gaussians costs far less than the frame).
+    Gaussians on the CPU are copied to the GPU for the ``cuda`` backend (the evaluations pose on
+    the CPU; a copy of ~50k Gaussians costs far less than the few renders of a frame).
     """
     if resolve_backend(backend) == "cuda" and gaussians.means.device.type != "cuda":
         gaussians = gaussians.to("cuda")

@@ -192,7 +192,8 @@ class PoseFitter:
         self._seen_body = False  # whether a body was seen since the reset
         self._prev_body = None  # last frame's raw body fit (warm start), None when unseen
         self._last_face: FaceResult | None = None  # the face of the last frame the face models ran on
-        # per side: the rotation from the pose's hand-point palm to the hand model's, and seconds since measured
+        # per side: the rotation from the pose's hand-point palm to the hand model's, and seconds since
+        # it was last measured
         self._palm_offset: dict[str, np.ndarray | None] = {"left": None, "right": None}
         self._palm_age = {"left": 0.0, "right": 0.0}
         self._last_t: float | None = None
@@ -277,30 +278,31 @@ class PoseFitter:
 
     def _palm_offsets(self, dt: float, hands: dict) -> dict[str, np.ndarray | None]:
         """The palm offsets for the hands the hand model missed this frame, eased out with their age
-        (:data:`PALM_OFFSET_S`)."""
+        (:data:`PALM_OFFSET_S`, smoothstep); every offset ages by ``dt`` (a measurement resets it)."""
         full, gone = PALM_OFFSET_S
         out: dict[str, np.ndarray | None] = {}
         for side, offset in self._palm_offset.items():
             out[side] = None
-            if hands[side] is not None or offset is None:
+            if offset is None:
                 continue
             self._palm_age[side] += dt
             age = self._palm_age[side]
             if age >= gone:
                 self._palm_offset[side] = None
+            elif hands[side] is not None:
+                continue
             elif age <= full:
                 out[side] = offset
             else:
-                out[side] = rodrigues(log_rot(offset) * (gone - age) / (gone - full))
+                x = (gone - age) / (gone - full)
+                out[side] = rodrigues(log_rot(offset) * (x * x * (3.0 - 2.0 * x)))
         return out
 
     def _measure_palm_offsets(self, body: Any, hands: dict) -> None:
         """Remember, per hand the hand model saw, the turn from the pose's hand-point palm to its palm."""
-        if body.palms is None:
-            return
-        for i, side in enumerate(("left", "right")):
-            if hands[side] is not None and np.isfinite(body.palms[i]).all():
-                self._palm_offset[side] = body.palms[i].T @ hands[side].wrist
+        for side, palm in body.palms.items():
+            if hands[side] is not None and palm is not None:
+                self._palm_offset[side] = palm.T @ hands[side].wrist
                 self._palm_age[side] = 0.0
 
     def _dt(self, frame: FrameLandmarks) -> float:

@@ -39,7 +39,7 @@ origin looking down -Z). Rotations are local (relative to the parent), as SMPL-X
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -117,11 +117,12 @@ class BodyObservation:
         hand_rot: per side, the observed global wrist rotation [3, 3] from the hand fit, or None.
         head_rot: the observed global head rotation [3, 3] from the face fit, or None.
         palm_offset: per side, for a hand the hand model does not see in this frame: the rotation
-            ``P^T H`` from the pose's hand-point palm ``P`` to the hand model's ``H``, measured
-            when it last saw the hand (:attr:`BodyResult.palms`). The wrist then takes ``P @ offset``
-            as if the hand model had seen it, instead of the bare hand points, which differ from the
-            hand model's palm by tens of degrees: without it the wrist turned that far whenever
-            MediaPipe lost or found a hand.
+            ``P^T H`` (in the palm's own frame) from the pose's hand-point palm ``P`` to the hand
+            model's ``H``, as measured when it last saw the hand (:attr:`BodyResult.palms`; the
+            live fitter passes it eased towards identity with its age). The wrist then takes
+            ``P @ offset`` as if the hand model had seen it, instead of the bare hand points, which
+            differ from the hand model's palm by tens of degrees: without it the wrist turned that
+            far whenever MediaPipe lost or found a hand.
     """
 
     world: np.ndarray
@@ -135,12 +136,13 @@ class BodyObservation:
 @dataclass
 class BodyResult:
     """Local rotations [22, 3, 3] (root first), translation [3] (SMPL-X ``transl``), legs seen, and
-    the palms of both hands (left, right) from the pose's hand points [2, 3, 3] (NaN where unseen)."""
+    per side the palm's global rotation [3, 3] from the pose's own hand points (None where they
+    were not seen well enough)."""
 
     rot: np.ndarray
     transl: np.ndarray
     legs_seen: dict[str, bool]
-    palms: np.ndarray | None = None
+    palms: dict[str, np.ndarray | None] = field(default_factory=dict)
 
 
 def _gram(Y: np.ndarray) -> np.ndarray:
@@ -308,8 +310,11 @@ class BodyFitter:
 
     # -- analytic initialisation ------------------------------------------------------------
 
-    def initialise(self, obs: BodyObservation) -> tuple[np.ndarray, dict[str, bool]]:
-        """Local rotations [22, 3, 3] from bone directions; which legs were seen."""
+    def initialise(self, obs: BodyObservation, palms: np.ndarray | None = None) -> tuple[np.ndarray, dict[str, bool]]:
+        """Local rotations [22, 3, 3] from bone directions; which legs were seen.
+
+        ``palms``: :meth:`_hands_from_pose` of the lifted landmarks, when the caller has it already.
+        """
         W, w = obs.world, obs.weight
         Q, J = self.Q, self.J
         G = np.broadcast_to(np.eye(3), (NUM, 3, 3)).copy()
@@ -331,7 +336,7 @@ class BodyFitter:
         half = rodrigues(log_rot(G_sp3.T @ head) / 2.0)
         G[_J["neck"]] = G_sp3 @ half
         G[_J["head"]] = head
-        self._init_arms(G, W, w, obs.hand_rot)
+        self._init_arms(G, W, w, obs.hand_rot, palms)
         legs_seen = self._init_legs(G, W, w)
         G[_J["left_foot"]] = G[_J["left_ankle"]]
         G[_J["right_foot"]] = G[_J["right_ankle"]]
@@ -368,7 +373,10 @@ class BodyFitter:
             return G_sp3
         return frame(x_obs, f_obs) @ frame(x_rest, f_rest).T
 
-    def _init_arms(self, G: np.ndarray, W: np.ndarray, w: np.ndarray, hand_rot: dict[str, np.ndarray | None]) -> None:
+    def _init_arms(
+        self, G: np.ndarray, W: np.ndarray, w: np.ndarray, hand_rot: dict[str, np.ndarray | None],
+        palms: np.ndarray | None = None,
+    ) -> None:
         """Shoulder, elbow and wrist global rotations of both arms (batched over the two sides)."""
         a = self._arm
         sh, el, wr = a["sh"], a["el"], a["wr"]
@@ -383,7 +391,7 @@ class BodyFitter:
         G[sh] = frame(u, n) @ a["rest_frame_T"]
         G[el] = rotation_between((G[sh] @ a["f0"][:, :, None])[..., 0], f) @ G[sh]
         # Wrist: the palm from the hand fit, else from the pose's hand points, else straight.
-        hand = self._hands_from_pose(W, w)
+        hand = (self._hands_from_pose(W, w) if palms is None else palms).copy()
         has = np.ones(2, dtype=bool)
         for i, side in enumerate(("left", "right")):
             if hand_rot.get(side) is not None:
@@ -575,7 +583,7 @@ class BodyFitter:
             if hand_rot.get(side) is not None:  # the hand model's palm beats the pose's rough hand points
                 weight[[_L[f"{side}_pinky"], _L[f"{side}_index"], _L[f"{side}_thumb"]]] = 0.0
         obs = BodyObservation(lifted, obs.image_n, weight, hand_rot, obs.head_rot)
-        init, legs = self.initialise(obs)
+        init, legs = self.initialise(obs, palms)
         w_init = self.w_init.copy()
         for side in ("left", "right"):
             if obs.hand_rot.get(side) is not None:
@@ -611,4 +619,5 @@ class BodyFitter:
         for side in ("left", "right"):
             if obs.hand_rot.get(side) is not None:
                 rot[_J[f"{side}_wrist"]] = G[_J[f"{side}_elbow"]].T @ obs.hand_rot[side]
-        return BodyResult(rot=rot, transl=t, legs_seen=legs, palms=palms)
+        seen_palms = {s: (palms[i] if np.isfinite(palms[i]).all() else None) for i, s in enumerate(("left", "right"))}
+        return BodyResult(rot=rot, transl=t, legs_seen=legs, palms=seen_palms)
