@@ -310,7 +310,9 @@ class BodyFitter:
 
     # -- analytic initialisation ------------------------------------------------------------
 
-    def initialise(self, obs: BodyObservation, palms: np.ndarray | None = None) -> tuple[np.ndarray, dict[str, bool]]:
+    def initialise(
+        self, obs: BodyObservation, palms: np.ndarray | None = None
+    ) -> tuple[np.ndarray, dict[str, bool]]:
         """Local rotations [22, 3, 3] from bone directions; which legs were seen.
 
         ``palms``: :meth:`_hands_from_pose` of the lifted landmarks, when the caller has it already.
@@ -619,5 +621,6 @@ class BodyFitter:
         for side in ("left", "right"):
             if obs.hand_rot.get(side) is not None:
                 rot[_J[f"{side}_wrist"]] = G[_J[f"{side}_elbow"]].T @ obs.hand_rot[side]
-        seen_palms = {s: (palms[i] if np.isfinite(palms[i]).all() else None) for i, s in enumerate(("left", "right"))}
-        return BodyResult(rot=rot, transl=t, legs_seen=legs, palms=seen_palms)
+        sides = ("left", "right")
+        seen = {side: palms[i] if np.isfinite(palms[i]).all() else None for i, side in enumerate(sides)}
+        return BodyResult(rot=rot, transl=t, legs_seen=legs, palms=seen)
