@@ -175,9 +175,6 @@ def test_an_image_only_hand_nearer_than_the_body_says_is_not_flattened(body):
         assert fingers.max() < 0.05 and np.linalg.norm(log_rot(true.wrist.T @ fit.wrist)) < 0.05, far
 
 
-# -- face ------------------------------------------------------------------------------------
-
-
 def _frames_with_rough_hand_points(
     body, n: int, hand_until: int, image_only: bool, turn: float = 0.7
 ) -> tuple[SmplxPose, list]:
@@ -255,6 +252,9 @@ def test_faint_hand_points_do_not_lose_the_body(body):
     fit = PoseFitter(body, K=K, smoothing=False).fit(faint)
     assert _arm_raised(body, fit)
     assert float(_mpjpe(body, SmplxPose.stack([fit]), gt)[0]) < 0.03
+
+
+# -- face ------------------------------------------------------------------------------------
 
 
 def test_face_channels_move_jaw_eyes_and_head(body):
