@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import secrets
 import stat
 import tempfile
 from collections.abc import Iterator
@@ -82,6 +83,11 @@ def _new_file_mode() -> int:
     return 0o666 & ~mask
 
 
+def _temp_name(path: Path) -> Path:
+    """A hidden name beside ``path`` that keeps its extension (writers detect formats by it)."""
+    return path.with_name(f".{path.stem}.{secrets.token_hex(4)}.tmp{path.suffix}")
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; on success it replaces ``path``, on error it is removed.
@@ -98,26 +104,35 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     path = Path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}", dir=path.parent)
     except OSError as exc:
         raise InputError(f"cannot write {path}: {exc.strerror or exc}") from None
-    os.close(fd)
+    # The name is chosen before the file exists and everything after it sits in the ``try``: a
+    # Ctrl-C or SIGTERM (raised between any two bytecodes) once the file is made still removes it.
+    tmp = _temp_name(path)
     try:
-        yield Path(tmp)
+        while True:
+            try:
+                os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+                break
+            except FileExistsError:  # another writer's temporary: not ours to remove
+                tmp = _temp_name(path)
+            except OSError as exc:
+                raise InputError(f"cannot write {path}: {exc.strerror or exc}") from None
+        yield tmp
         try:
             mode = stat.S_IMODE(os.stat(path).st_mode)  # replacing a file keeps its mode
         except OSError:
             mode = _new_file_mode()
-        os.chmod(tmp, mode)  # mkstemp makes it private (0o600)
+        os.chmod(tmp, mode)  # made private (0o600) above
         os.replace(tmp, path)
     except IsADirectoryError:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise InputError(f"{path} is a folder; give a file name") from None
     except OSError as exc:  # a full disk or quota, an I/O error: the old file stays as it was
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise InputError(f"cannot write {path}: {exc.strerror or exc}") from None
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
 
 

@@ -65,6 +65,27 @@ def test_a_failure_while_writing_leaves_the_old_file_and_no_temporary(tmp_path: 
     assert sorted(p.name for p in tmp_path.iterdir()) == ["clip.mp4"]
 
 
+def test_an_interrupt_just_after_the_temporary_is_made_still_removes_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ctrl-C or SIGTERM (a KeyboardInterrupt between two bytecodes) in the instant after the
+    temporary file appears, before the writer gets it: the file goes, the old output stays."""
+    target = tmp_path / "clip.mp4"
+    target.write_bytes(b"old")
+    real_close = os.close
+
+    def close_then_interrupt(fd: int) -> None:
+        real_close(fd)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(os, "close", close_then_interrupt)  # (the one call inside)
+    with pytest.raises(KeyboardInterrupt), atomic_path(target) as tmp:
+        tmp.write_bytes(b"never reached")
+    monkeypatch.undo()
+    assert target.read_bytes() == b"old"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["clip.mp4"]
+
+
 @contextlib.contextmanager
 def file_size_limit(limit: int):
     """Writes past ``limit`` bytes fail with EFBIG, as on a full disk (Python ignores SIGXFSZ)."""
