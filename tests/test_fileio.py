@@ -121,6 +121,30 @@ def test_a_video_that_fills_the_disk_is_an_input_error_and_leaves_nothing(tmp_pa
     assert list(tmp_path.iterdir()) == []
 
 
+def test_an_interrupt_while_the_video_encoder_opens_leaves_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ctrl-C or SIGTERM while PyAV opens the container and the codec (slow on a busy machine, and
+    the temporary file already exists): the writer never reaches its ``with``, so it cleans up itself."""
+    import av
+
+    from streamer.render.video import VideoWriter
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(av, "open", interrupted)
+    try:
+        VideoWriter(tmp_path / "clip.mp4", 128, 128)
+    except KeyboardInterrupt:
+        # looked at inside the handler, where the CLI ends the process on a SIGTERM: the garbage
+        # collector, which would close the half-made writer once the exception is dropped, never runs
+        left = list(tmp_path.iterdir())
+    else:
+        pytest.fail("the interrupt was swallowed")
+    assert left == []
+
+
 def test_new_files_get_the_umask_mode_and_replaced_files_keep_theirs(tmp_path: Path) -> None:
     old = os.umask(0o027)
     try:

@@ -37,7 +37,7 @@ class VideoWriter:
             self._stream.pix_fmt = "yuv420p"
             if codec == "libx264":
                 self._stream.options = {"crf": str(crf), "preset": "veryfast"}
-        except Exception as exc:
+        except BaseException as exc:  # (Ctrl-C or SIGTERM while the encoder opens included)
             self._tmp_ctx.__exit__(type(exc), exc, exc.__traceback__)
             raise
         self.frames = 0
