@@ -108,6 +108,46 @@ def test_refine_colours_fits_the_photo() -> None:
     assert score(out) > score(start) + 5.0, (score(start), score(out))
 
 
+def test_colours_the_photo_leaves_undecided_take_their_neighbours_mean() -> None:
+    """A plane whose left half lies inside the person mask (each Gaussian ~64 pixels there) and whose
+    right half does not (0 pixels): the right half's colours become the mean of themselves and their
+    8 grid neighbours, the left half's barely move, and a lone Gaussian with no neighbour within the
+    radius keeps its colour."""
+    from streamer.avatar import Gaussians
+    from streamer.reconstruct.fit import SMOOTH_NEIGHBOURS, SMOOTH_RADIUS_M, smooth_weak_colours
+    from streamer.render import Camera
+
+    assert SMOOTH_NEIGHBOURS == 8 and 0.02 * 2**0.5 < SMOOTH_RADIUS_M < 0.04  # the grid's 8 nearest
+    W = H = 200
+    cam = Camera(K=torch.tensor([[400.0, 0, 100], [0, 400.0, 100], [0, 0, 1]]), viewmat=torch.eye(4), width=W, height=H)
+    ij = torch.stack(torch.meshgrid(torch.arange(20), torch.arange(20), indexing="ij"), -1).reshape(-1, 2).float()
+    means = torch.cat([torch.cat([(ij - 9.5) * 0.02, torch.ones(len(ij), 1)], 1), torch.tensor([[10.0, 0, 1]])])
+    n = len(means)
+    gs = Gaussians(
+        means=means,
+        quats=torch.tensor([[1.0, 0, 0, 0]]).repeat(n, 1),
+        scales=torch.tensor([[0.01, 0.01, 1e-3]]).repeat(n, 1),
+        opacities=torch.full((n,), 0.97),
+        colors=torch.zeros(n, 3),
+    )
+    mask = np.zeros((H, W), bool)
+    mask[:, :100] = True  # x < 0: the left half of the plane
+    colors = np.random.default_rng(0).random((n, 3))
+    points = means.double().numpy()
+    out = smooth_weak_colours(gs, colors, points, mask, cam)
+
+    near = np.linalg.norm(points[:, None] - points[None], axis=-1) < SMOOTH_RADIUS_M  # (itself included)
+    mean = near @ colors / near.sum(1, keepdims=True)
+    interior = ((ij > 1) & (ij < 18)).all(1).numpy()  # away from the mask's edge and the plane's
+    right = np.append(interior & (points[:-1, 0] > 0.04), False)  # (footprints reach 3 sigma, 0.03 m)
+    left = np.append(interior & (points[:-1, 0] < -0.02), False)
+    assert right.sum() > 40 and left.sum() > 40
+    np.testing.assert_allclose(out[right], mean[right], atol=1e-9)  # unseen: the mean
+    moved = np.abs(out - colors)[left].sum(1) / np.abs(mean - colors)[left].sum(1)
+    assert (moved < 0.1).all(), moved.max()  # seen over ~64 pixels: 3 / 67 of the way
+    np.testing.assert_array_equal(out[-1], colors[-1])  # alone: nothing to blend with
+
+
 def test_refine_colours_keeps_barely_seen_colours() -> None:
     """Gaussians mostly hidden behind a layer (a blending weight of ~0.16 pixels each, against ~2
     for the layer) stay near their start colour while the layer moves to the photo: the photo
