@@ -85,7 +85,7 @@ def _new_file_mode() -> int:
 
 def _temp_name(path: Path) -> Path:
     """A hidden name beside ``path`` that keeps its extension (writers detect formats by it)."""
-    return path.with_name(f".{path.stem}.{secrets.token_hex(4)}.tmp{path.suffix}")
+    return path.with_name(f".{path.stem}.{secrets.token_hex(6)}.tmp{path.suffix}")
 
 
 @contextlib.contextmanager

@@ -101,8 +101,14 @@ def test_refine_colours_fits_the_photo() -> None:
         )
         return psnr(img.numpy(), photo, mask)
 
-    out = refine_colours(gs, start, active, photo, mask, cam, iterations=6)
+    out, mass = refine_colours(gs, start, active, photo, mask, cam, iterations=6)
     assert np.array_equal(out[~active], start[~active])
+    # each Gaussian's blending weight inside the mask: the pixels are shared out (1.2 px apart, so
+    # 1.44 each on average, the nearer of two overlapping ones taking more), none outside
+    inside = ((pix > 14) & (pix < 50)).all(1)
+    outside = ((pix < 8) | (pix > 56)).any(1)
+    assert abs(mass[inside].mean() - 1.44) < 0.1 and mass[inside].min() > 0.5, mass[inside].mean()
+    assert (mass[outside] == 0).all()
     assert ((out >= 0) & (out <= 1)).all()
     # 14.3 -> 21.1 dB with the exact adjoint (the earlier blurred-residual approximation reached ~16)
     assert score(out) > score(start) + 5.0, (score(start), score(out))
@@ -112,10 +118,11 @@ def test_colours_the_photo_leaves_undecided_take_their_neighbours_mean() -> None
     """A plane whose left half lies inside the person mask (each Gaussian ~64 pixels there) and whose
     right half does not (0 pixels): the right half's colours become the mean of themselves and their
     8 grid neighbours, the left half's barely move, and a lone Gaussian with no neighbour within the
-    radius keeps its colour."""
+    radius keeps its colour. The weights are the rasterizer's, as the colour fit has them."""
     from streamer.avatar import Gaussians
     from streamer.reconstruct.fit import SMOOTH_NEIGHBOURS, SMOOTH_RADIUS_M, smooth_weak_colours
     from streamer.render import Camera
+    from streamer.render.cpu import CpuRenderer
 
     assert SMOOTH_NEIGHBOURS == 8 and 0.02 * 2**0.5 < SMOOTH_RADIUS_M < 0.04  # the grid's 8 nearest
     W = H = 200
@@ -134,7 +141,8 @@ def test_colours_the_photo_leaves_undecided_take_their_neighbours_mean() -> None
     mask[:, :100] = True  # x < 0: the left half of the plane
     colors = np.random.default_rng(0).random((n, 3))
     points = means.double().numpy()
-    out = smooth_weak_colours(gs, colors, points, mask, cam)
+    _, mass = CpuRenderer().backproject(gs, cam, np.zeros((H, W, 3), np.float32), mask.astype(np.float32))
+    out = smooth_weak_colours(colors, mass, points)
 
     near = np.linalg.norm(points[:, None] - points[None], axis=-1) < SMOOTH_RADIUS_M  # (itself included)
     mean = near @ colors / near.sum(1, keepdims=True)
@@ -175,7 +183,7 @@ def test_refine_colours_keeps_barely_seen_colours() -> None:
     mask = np.zeros((H, W), bool)
     mask[12:36, 12:36] = True
     start = np.full((2 * n, 3), 0.3)
-    out = refine_colours(gs, start, np.ones(2 * n, bool), photo, mask, cam)
+    out, _ = refine_colours(gs, start, np.ones(2 * n, bool), photo, mask, cam)
     inner = (ij - 9.5).abs().max(1).values.numpy() < 6  # away from the layer's border
     moved_front = np.abs(out[:n][inner] - start[:n][inner]).mean()
     moved_back = np.abs(out[n:][inner] - start[n:][inner]).mean()

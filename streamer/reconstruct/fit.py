@@ -148,7 +148,7 @@ def refine_colours(
     mask: np.ndarray,
     camera: Camera,
     iterations: int | None = None,
-) -> np.ndarray:
+) -> tuple[np.ndarray, np.ndarray]:
     """Fit the colours of the Gaussians the photo sees so that the rendering reproduces the photo.
 
     The rendering is linear in the colours, ``render = W c`` with blending weights ``w_i(p)``.
@@ -171,17 +171,22 @@ def refine_colours(
         photo: the photo [H, W, 3] float in [0, 1].
         mask: the person mask [H, W] bool (residuals outside it do not count).
         camera: the photo's camera.
-        iterations: steps (default :data:`REFINE_ITERATIONS`).
+        iterations: steps (default :data:`REFINE_ITERATIONS`), at least 1.
 
     Returns:
-        [N, 3] colours in [0, 1]; inactive ones and those no masked pixel sees unchanged.
+        [N, 3] colours in [0, 1], inactive ones and those no masked pixel sees unchanged; and [N]
+        each Gaussian's blending weight (pixels) inside the mask, how firmly the photo decides it
+        (for :func:`smooth_weak_colours`).
     """
     from ..render.cpu import CpuRenderer
 
+    steps = REFINE_ITERATIONS if iterations is None else iterations
+    if steps < 1:
+        raise ValueError(f"refine_colours: iterations must be >= 1, got {steps}")
     cpu = CpuRenderer()
     out = np.clip(colors, 0.0, 1.0)
     m = mask.astype(np.float32)
-    for _ in range(REFINE_ITERATIONS if iterations is None else iterations):
+    for _ in range(steps):
         g = posed.replace(colors=torch.from_numpy(out).float())
         img, alpha = cpu.render(g, camera, background=(0.0, 0.0, 0.0))
         row = m / np.maximum(alpha.numpy(), REFINE_MIN_ALPHA)
@@ -189,12 +194,10 @@ def refine_colours(
         sums, mass = cpu.backproject(g, camera, resid, m)
         move = active & (mass > REFINE_MIN_MASS)
         out[move] = np.clip(out[move] + REFINE_STEP * sums[move] / (mass[move, None] + REFINE_DAMPING), 0.0, 1.0)
-    return out
+    return out, mass
 
 
-def smooth_weak_colours(
-    posed: Gaussians, colors: np.ndarray, points: np.ndarray, mask: np.ndarray, camera: Camera
-) -> np.ndarray:
+def smooth_weak_colours(colors: np.ndarray, mass: np.ndarray, points: np.ndarray) -> np.ndarray:
     """Blend each colour towards its neighbours' as far as the photo leaves it undecided.
 
     :func:`refine_colours` reproduces the photo exactly, and the colours it barely decides (edge-on
@@ -203,27 +206,22 @@ def smooth_weak_colours(
     dark streaks across a white jacket. So each colour moves towards the mean of itself and its
     :data:`SMOOTH_NEIGHBOURS` nearest neighbours (within :data:`SMOOTH_RADIUS_M`) by
     ``SMOOTH_MASS / (mass + SMOOTH_MASS)``, ``mass`` being its blending weight (pixels) inside the
-    mask: unseen ones take the mean, ones the photo shows over many pixels keep theirs. On the shared
+    person mask: unseen ones take the mean, ones the photo shows over many pixels keep theirs. On the shared
     video ``eval animate`` goes from 19.79 to 19.92 dB (the turning frames 151-250 gain most); the
     four photos' own re-rendering (``eval recon``) loses 0.9-1.8 dB (27.3-31.4 -> 26.0-30.2 dB),
     detail that only the photo's exact view kept.
 
     Args:
-        posed: the Gaussians in the photo's pose (their colours are not used).
         colors: [N, 3] colours.
+        mass: [N] blending weights (pixels) inside the person mask, as :func:`refine_colours` gives.
         points: [N, 3] positions to find the neighbours in (canonical: parts that touch in the
             photo, a hand on a hip, do not mix).
-        mask: the person mask [H, W] bool.
-        camera: the photo's camera.
 
     Returns:
         [N, 3] colours.
     """
     from scipy.spatial import cKDTree
 
-    from ..render.cpu import CpuRenderer
-
-    _, mass = CpuRenderer().backproject(posed, camera, np.zeros((*mask.shape, 3), np.float32), mask)
     dist, idx = cKDTree(points).query(points, k=SMOOTH_NEIGHBOURS + 1, distance_upper_bound=SMOOTH_RADIUS_M)
     near = np.isfinite(dist)  # (the point itself is always among them)
     idx = np.where(near, idx, 0)
@@ -454,8 +452,8 @@ def reconstruct_photo(
             colors = np.concatenate([colors, extra.colors.double().numpy()])
             active = np.concatenate([active, np.ones(len(extra), bool)])
             posed_g = Gaussians.concat([posed_g, extra.replace(colors=torch.zeros(len(extra), 3))])
-    colors = refine_colours(posed_g, colors, active, person.rgb / 255.0, mask, camera)
-    colors = smooth_weak_colours(posed_g, colors, canon.double().numpy(), mask, camera)
+    colors, mass = refine_colours(posed_g, colors, active, person.rgb / 255.0, mask, camera)
+    colors = smooth_weak_colours(colors, mass, canon.double().numpy())
 
     step("unpose")
     gaussians = Gaussians(
