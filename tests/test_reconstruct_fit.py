@@ -181,6 +181,35 @@ def test_unseen_colours_come_only_from_the_fill_sources(half_body, body, monkeyp
 
 
 @needs_photos
+def test_the_avatar_keeps_the_smoothed_colours_of_the_weakly_seen(body, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
+    """reconstruct_photo smooths the colours after their fit, with each Gaussian's blending weight in
+    the photo (``smooth_weak_colours``), and saves what the smoothing returns."""
+    from streamer.reconstruct import fit
+    from streamer.reconstruct.image import read_photo
+
+    calls = []
+    smooth = fit.smooth_weak_colours
+
+    def spy(colors: np.ndarray, mass: np.ndarray, points: np.ndarray) -> np.ndarray:
+        out = smooth(colors, mass, points)
+        calls.append((colors.copy(), mass, out))
+        return out
+
+    monkeypatch.setattr(fit, "smooth_weak_colours", spy)
+    with pytest.warns(UserWarning, match="does not show the whole body"):
+        r = fit.reconstruct_photo(read_photo(PHOTOS / "outdoor_man_small.jpg"), body)
+    assert len(calls) == 1
+    colors, mass, out = calls[0]
+    n = len(r.avatar)
+    assert colors.shape == (n, 3) and mass.shape == (n,)
+    # the photo shows the front (weight of a pixel or more; measured 57%), not the back (none: 18%)
+    assert 0.3 < (mass >= 1.0).mean() < 0.8 and (mass == 0).mean() > 0.1, ((mass >= 1.0).mean(), (mass == 0).mean())
+    assert not np.allclose(out, colors)
+    saved = r.avatar.gaussians.colors.numpy()
+    np.testing.assert_allclose(saved, np.clip(out, 0, 1), atol=1e-6)
+
+
+@needs_photos
 def test_a_hidden_hand_stays_inside_the_person(half_body, body) -> None:  # type: ignore[no-untyped-def]
     """outdoor_man_small's left hand is in his pocket: the landmark fit let the forearm hang straight
     from the elbow, outside him (949 Gaussians more than 8 px outside the mask, a sleeve-coloured

@@ -15,6 +15,11 @@ orientation and translation so that the avatar's own outline covers the mask and
   limbs that the silhouette cannot tell apart (an arm in front of the trunk) where the image says;
 * **prior**: the refined rotations stay near the tracked ones, the depth near the tracked depth.
 
+A turning body's outline says little about how far it has turned, and the live fitter lags behind
+a fast turn: a pose that fits badly is also refined from starts turned 25 degrees either way about
+the vertical, and the best fit wins (0.06 dB more in ``eval animate --stride 5``; 14.13 -> 14.26 dB
+in the turning frames).
+
 A frame whose tracked outline and landmarks already fit (calm motion) is left as tracked: moving
 the body by a pixel or two for the outline there only shifts the texture against the photo. Lining
 the texture up is the job of the colours (:mod:`.photo_refine`), which ``eval animate`` runs next.
@@ -27,6 +32,7 @@ no visibility test is needed.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -52,6 +58,9 @@ DEPTH_PRIOR_PX2_PER_M2 = (
 )
 MIN_START_PX2 = 6.0  # a tracked pose whose outline and landmarks are off by less (squared pixels) is kept
 ROOT_PRIOR_FACTOR = 4.0  # the root orientation moves less freely than the limbs
+TURN_TRY_PX2 = 10.0  # a tracked pose off by more (squared pixels) is also refined from starts turned ...
+TURN_TRY_DEG = 25.0  # ... this much either way about the vertical (the outline of a turning body is
+# ambiguous in its turn, and the live fitter lags behind a fast one); the best fit is kept
 
 
 @dataclass
@@ -153,10 +162,10 @@ class SilhouetteRefiner(PosedProjection):
 
         super().__init__(body, avatar.betas, camera)
         self.iterations = iterations
-        self.gen = np.random.default_rng(seed)
+        self.seed = seed
         g = avatar.gaussians
         n = len(g)
-        idx = np.sort(self.gen.choice(n, size=min(NUM_POINTS, n), replace=False))
+        idx = np.sort(np.random.default_rng(seed).choice(n, size=min(NUM_POINTS, n), replace=False))
         self.points = SkinnedPoints(
             canon=g.means.detach()[idx].float().cpu(), weights=avatar.skin_weights.detach()[idx].float().cpu()
         )
@@ -164,6 +173,7 @@ class SilhouetteRefiner(PosedProjection):
         self.lm_attach = torch.from_numpy(np.asarray(lm.pose_attach, dtype=np.int64))
         self.lm_rest = torch.from_numpy(np.asarray(lm.pose_rest, dtype=np.float32))
         self.last_start_px2: float | None = None  # the last frame's silhouette loss before refining
+        self.last_fit_px2: float | None = None  # ... and after (the prior left out)
 
     @classmethod
     def for_body(
@@ -215,7 +225,9 @@ class SilhouetteRefiner(PosedProjection):
         Returns:
             the refined pose; ``pose`` itself when the mask is empty or the tracked pose already
             fits (silhouette and landmark loss below :data:`MIN_START_PX2`: a few pixels of outline
-            are not worth the texture shift that moving the body would bring).
+            are not worth the texture shift that moving the body would bring). A pose off by more
+            than :data:`TURN_TRY_PX2` is refined three times, from itself and turned by
+            :data:`TURN_TRY_DEG` either way about the vertical, and the best fit is kept.
         """
         import cv2
         from scipy.spatial import cKDTree
@@ -224,12 +236,14 @@ class SilhouetteRefiner(PosedProjection):
         unseen = np.zeros_like(mask) if valid is None else ~np.asarray(valid, bool)
         mask = mask & ~unseen
         ys, xs = np.nonzero(mask)
+        self.last_start_px2 = self.last_fit_px2 = None
         if len(ys) < 50:
             return pose
         H, W = mask.shape
         dist_out = cv2.distanceTransform((~(mask | unseen)).astype(np.uint8), cv2.DIST_L2, 5).astype(np.float32)
         dist_t = torch.from_numpy(dist_out)[None, None]
-        pick = self.gen.choice(len(ys), size=min(NUM_MASK_SAMPLES, len(ys)), replace=False)
+        gen = np.random.default_rng(self.seed)  # afresh: a frame's result does not hang on the ones before
+        pick = gen.choice(len(ys), size=min(NUM_MASK_SAMPLES, len(ys)), replace=False)
         samples = torch.from_numpy(np.stack([xs[pick], ys[pick]], 1).astype(np.float32) + 0.5)
         spacing = float(np.sqrt(len(ys) / max(len(pick), 1)))  # pixels between neighbouring samples
         lm_obs = lm_w = None
@@ -241,13 +255,8 @@ class SilhouetteRefiner(PosedProjection):
                 lm_obs = torch.from_numpy(np.where(ok[:, None], img, 0.0)).float()
                 lm_w = torch.from_numpy(ok * vis).float()
 
-        free = FreePose(pose, self.betas)
-        opt = free.optimizer(LR_ROT, LR_TRANSL, LR_DECAY)
-        scale = torch.tensor([2.0 / W, 2.0 / H])
-        best, best_loss = free.snapshot(), float("inf")
-        self.last_start_px2 = None
-        for _ in range(self.iterations + 1):
-            x, lmk = self._pose_points(free.current())
+        def data_loss(current: SmplxPose) -> torch.Tensor:
+            x, lmk = self._pose_points(current)
             p = self.project(x)
             grid = (p * scale - 1.0)[None, None]  # [1, 1, P, 2] in [-1, 1]
             d_in = torch.nn.functional.grid_sample(dist_t, grid, align_corners=False, padding_mode="border")[
@@ -262,19 +271,52 @@ class SilhouetteRefiner(PosedProjection):
             if lm_obs is not None and lm_w is not None:
                 r = (self.project(lmk) - lm_obs) / LANDMARK_SIGMA_PX
                 loss = loss + (lm_w * (r**2).sum(1)).sum() / lm_w.sum().clamp_min(1.0) * spacing**2
-            if self.last_start_px2 is None:
-                self.last_start_px2 = float(loss.detach())
-                if self.last_start_px2 < min_start_px2:
-                    return pose  # already on the mask: small moves would only shift the texture
+            return loss
+
+        scale = torch.tensor([2.0 / W, 2.0 / H])
+        with torch.no_grad():
+            self.last_start_px2 = float(data_loss(FreePose(pose, self.betas).current()))
+        if self.last_start_px2 < min_start_px2:
+            self.last_fit_px2 = self.last_start_px2
+            return pose  # already on the mask: small moves would only shift the texture
+        starts = [pose]
+        if self.last_start_px2 > TURN_TRY_PX2:
+            starts += [self._turned(pose, sign * TURN_TRY_DEG) for sign in (-1.0, 1.0)]
+        results = [self._descend(start, data_loss) for start in starts]
+        best, self.last_fit_px2 = min(results, key=lambda r: r[1])
+        return best
+
+    def _turned(self, pose: SmplxPose, degrees: float) -> SmplxPose:
+        """``pose`` with its root turned by ``degrees`` about the camera's vertical axis (through the
+        pelvis, which the root orientation turns about)."""
+        from scipy.spatial.transform import Rotation
+
+        up = -self.R[1].double().numpy()  # the camera's up (its y axis points down), world frame
+        orient = pose.global_orient.detach()
+        turned = Rotation.from_rotvec(up * np.radians(degrees)) * Rotation.from_rotvec(
+            orient.double().cpu().numpy().reshape(3)
+        )
+        return pose.replace(global_orient=torch.as_tensor(turned.as_rotvec()).to(orient).reshape(orient.shape))
+
+    def _descend(
+        self, pose: SmplxPose, data_loss: Callable[[SmplxPose], torch.Tensor]
+    ) -> tuple[SmplxPose, float]:
+        """Adam on ``data_loss`` plus the prior from ``pose``: the best pose met and its data loss."""
+        free = FreePose(pose, self.betas)
+        opt = free.optimizer(LR_ROT, LR_TRANSL, LR_DECAY)
+        best, best_loss, best_fit = free.snapshot(), float("inf"), float("inf")
+        for _ in range(self.iterations + 1):
+            loss = data_loss(free.current())
+            fit = float(loss.detach())
             loss = loss + free.prior(PRIOR_PX2_PER_RAD2, DEPTH_PRIOR_PX2_PER_M2, self.R[2])
             value = float(loss.detach())
             if value < best_loss:
-                best_loss = value
+                best_loss, best_fit = value, fit
                 best = free.snapshot()
             opt.zero_grad()
             loss.backward()
             opt.step()
-        return free.result(best)
+        return free.result(best), best_fit
 
 
 class DecayingAdam:
