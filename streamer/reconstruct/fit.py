@@ -257,9 +257,16 @@ def fit_photo(body: BodyModel, person: Person) -> tuple[SmplxPose, Camera]:
     if lm is not None:
         # The landmarks alone leave what they do not see to the pose prior: a hand in a pocket
         # hangs straight from the elbow, outside the person, and became a sleeve-coloured stick.
+        # (No turned starts: a still photo's landmarks do not lag behind a turn as a video's fit does.)
         refiner = SilhouetteRefiner.for_body(body, pose.betas, camera)
         pose = refiner.refine(
-            pose, person.mask > 0.5, lm.image, lm.visibility, valid=person.valid, min_start_px2=FIT_TO_MASK_MIN_PX2
+            pose,
+            person.mask > 0.5,
+            lm.image,
+            lm.visibility,
+            valid=person.valid,
+            min_start_px2=FIT_TO_MASK_MIN_PX2,
+            try_turns=False,
         )
     return pose, camera
 

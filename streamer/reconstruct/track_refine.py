@@ -209,6 +209,7 @@ class SilhouetteRefiner(PosedProjection):
         visibility: np.ndarray | None = None,
         valid: np.ndarray | None = None,
         min_start_px2: float = MIN_START_PX2,
+        try_turns: bool = True,
     ) -> SmplxPose:
         """The pose moved to fit ``mask`` ([H, W] bool, the camera's pixels) and the landmarks.
 
@@ -221,6 +222,7 @@ class SilhouetteRefiner(PosedProjection):
                 of a crop beyond the photo's edge) the body may be anywhere: legs below a half-body
                 photo are not pulled up into it.
             min_start_px2: keep a pose whose starting loss is below this (squared pixels).
+            try_turns: also refine from turned starts (below) when the pose is far off.
 
         Returns:
             the refined pose; ``pose`` itself when the mask is empty or the tracked pose already
@@ -280,7 +282,7 @@ class SilhouetteRefiner(PosedProjection):
             self.last_fit_px2 = self.last_start_px2
             return pose  # already on the mask: small moves would only shift the texture
         starts = [pose]
-        if self.last_start_px2 > TURN_TRY_PX2:
+        if try_turns and self.last_start_px2 > TURN_TRY_PX2:
             starts += [self._turned(pose, sign * TURN_TRY_DEG) for sign in (-1.0, 1.0)]
         results = [self._descend(start, data_loss) for start in starts]
         best, self.last_fit_px2 = min(results, key=lambda r: r[1])
