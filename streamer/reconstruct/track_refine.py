@@ -257,7 +257,10 @@ class SilhouetteRefiner(PosedProjection):
                 lm_obs = torch.from_numpy(np.where(ok[:, None], img, 0.0)).float()
                 lm_w = torch.from_numpy(ok * vis).float()
 
+        scale = torch.tensor([2.0 / W, 2.0 / H])
+
         def data_loss(current: SmplxPose) -> torch.Tensor:
+            """Outline and landmark loss of a pose (squared pixels), without the prior."""
             x, lmk = self._pose_points(current)
             p = self.project(x)
             grid = (p * scale - 1.0)[None, None]  # [1, 1, P, 2] in [-1, 1]
@@ -275,7 +278,6 @@ class SilhouetteRefiner(PosedProjection):
                 loss = loss + (lm_w * (r**2).sum(1)).sum() / lm_w.sum().clamp_min(1.0) * spacing**2
             return loss
 
-        scale = torch.tensor([2.0 / W, 2.0 / H])
         with torch.no_grad():
             self.last_start_px2 = float(data_loss(FreePose(pose, self.betas).current()))
         if self.last_start_px2 < min_start_px2:
@@ -298,7 +300,8 @@ class SilhouetteRefiner(PosedProjection):
         turned = Rotation.from_rotvec(up * np.radians(degrees)) * Rotation.from_rotvec(
             orient.double().cpu().numpy().reshape(3)
         )
-        return pose.replace(global_orient=torch.as_tensor(turned.as_rotvec()).to(orient).reshape(orient.shape))
+        rotvec = torch.as_tensor(turned.as_rotvec()).to(orient).reshape(orient.shape)
+        return pose.replace(global_orient=rotvec)
 
     def _descend(
         self, pose: SmplxPose, data_loss: Callable[[SmplxPose], torch.Tensor]
