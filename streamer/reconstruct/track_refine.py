@@ -293,14 +293,12 @@ class SilhouetteRefiner(PosedProjection):
     def _turned(self, pose: SmplxPose, degrees: float) -> SmplxPose:
         """``pose`` with its root turned by ``degrees`` about the camera's vertical axis (through the
         pelvis, which the root orientation turns about)."""
-        from scipy.spatial.transform import Rotation
+        from ..tracking.rotations import axis_rotation, log_rot, rodrigues
 
         up = -self.R[1].double().numpy()  # the camera's up (its y axis points down), world frame
         orient = pose.global_orient.detach()
-        turned = Rotation.from_rotvec(up * np.radians(degrees)) * Rotation.from_rotvec(
-            orient.double().cpu().numpy().reshape(3)
-        )
-        rotvec = torch.as_tensor(turned.as_rotvec()).to(orient).reshape(orient.shape)
+        turned = axis_rotation(up, np.radians(degrees)) @ rodrigues(orient.double().cpu().numpy().reshape(3))
+        rotvec = torch.as_tensor(log_rot(turned)).to(orient).reshape(orient.shape)
         return pose.replace(global_orient=rotvec)
 
     def _descend(
