@@ -26,7 +26,7 @@ the texture up is the job of the colours (:mod:`.photo_refine`), which ``eval an
 
 Gaussian centres of the avatar are posed with its own skinning weights and skeleton, so the
 refinement fits exactly the shape that is rendered. A few dozen Adam steps per frame on the CPU
-(a fraction of a second). Occluded centres project inside the silhouette of the body in front, so
+(a fraction of a second; three times that in a frame refined from the turned starts too). Occluded centres project inside the silhouette of the body in front, so
 no visibility test is needed.
 """
 
