@@ -7,6 +7,7 @@ tests check the file as every other part of the product will see it.
 from __future__ import annotations
 
 import itertools
+import os
 from pathlib import Path
 
 import numpy as np
@@ -384,7 +385,10 @@ def test_files_are_reproducible_and_written_atomically(arrays: dict[str, np.ndar
     a = generate.write_npz(tmp_path / "a.npz", arrays)
     b = generate.write_npz(tmp_path / "sub" / "b.npz", arrays)
     assert a.read_bytes() == b.read_bytes()
-    assert a.stat().st_mode & 0o777 == 0o644, "a shared asset, not a private temporary file"
+    # the mode a plain open() gives (not the private mode of the temporary file it was written as)
+    umask = os.umask(0o022)
+    os.umask(umask)
+    assert a.stat().st_mode & 0o777 == 0o666 & ~umask
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.npz", "sub"], "no temporary files left"
     with np.load(a) as data:
         assert data["f"].tobytes() == arrays["f"].tobytes()
@@ -406,6 +410,26 @@ def test_a_new_model_version_is_a_new_cache_file(monkeypatch: pytest.MonkeyPatch
     finally:
         for path in built:
             path.unlink(missing_ok=True)
+
+
+def test_a_model_file_that_cannot_be_written_is_one_clear_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The folder is made but the file cannot be written (a full disk): the error still says where
+    and what to do, and leaves nothing behind."""
+    from streamer.body import model
+    from streamer.errors import BodyModelError
+
+    def full_disk(path: str, flags: int, mode: int = 0o777) -> int:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setenv("STREAMER_CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr(generate, "build_body_model", dict)  # (nothing to build: the write fails first)
+    monkeypatch.setattr("streamer.fileio.os.open", full_disk)
+    with pytest.raises(BodyModelError, match="cannot write the built-in body model into the cache folder") as err:
+        model.builtin_model_path()
+    assert "No space left on device" in str(err.value) and "set STREAMER_CACHE_DIR" in str(err.value)
+    assert [p.name for p in (tmp_path / "body").iterdir()] == []
 
 
 def test_a_cache_folder_that_cannot_be_written_is_one_clear_error(tmp_path: Path) -> None:

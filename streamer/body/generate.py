@@ -52,7 +52,6 @@ How it is made
 from __future__ import annotations
 
 import os
-import tempfile
 import zipfile
 from pathlib import Path
 
@@ -62,6 +61,7 @@ from streamer.body import _mesh_rig as rig
 from streamer.body import _mesh_shape as shp
 from streamer.body._mesh_build import NUM_VERTICES, build_mesh
 from streamer.body.joints import NUM_JOINTS, PARENTS
+from streamer.fileio import atomic_path
 
 __all__ = ["MODEL_VERSION", "SMPLX_VERTEX_IDS", "build_body_model", "write_body_model", "write_npz"]
 
@@ -150,26 +150,16 @@ def write_body_model(path: Path) -> Path:
 
 
 def write_npz(path: Path, arrays: dict[str, np.ndarray]) -> Path:
-    """Write ``arrays`` as a compressed ``.npz`` at ``path``, atomically and reproducibly."""
+    """Write ``arrays`` as a compressed ``.npz`` at ``path``: atomically
+    (:func:`~streamer.fileio.atomic_path`) and reproducibly (sorted entries, a fixed date)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            with zipfile.ZipFile(fh, "w", compression=zipfile.ZIP_DEFLATED) as zf:
-                for key in sorted(arrays):
-                    info = zipfile.ZipInfo(f"{key}.npy", date_time=(1980, 1, 1, 0, 0, 0))
-                    info.compress_type = zipfile.ZIP_DEFLATED
-                    with zf.open(info, "w", force_zip64=True) as entry:
-                        np.lib.format.write_array(
-                            entry, np.ascontiguousarray(arrays[key]), allow_pickle=False
-                        )
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp makes it private; the model is a plain shared asset
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        with zipfile.ZipFile(fh, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+            for key in sorted(arrays):
+                info = zipfile.ZipInfo(f"{key}.npy", date_time=(1980, 1, 1, 0, 0, 0))
+                info.compress_type = zipfile.ZIP_DEFLATED
+                with zf.open(info, "w", force_zip64=True) as entry:
+                    np.lib.format.write_array(entry, np.ascontiguousarray(arrays[key]), allow_pickle=False)
+        fh.flush()
+        os.fsync(fh.fileno())
     return path

@@ -14,7 +14,7 @@ import torch
 from smplx.lbs import batch_rodrigues
 from torch import Tensor
 
-from ..errors import BodyModelError, PoseError
+from ..errors import BodyModelError, InputError, PoseError
 from .joints import NUM_JOINTS, PARENTS
 from .kinematics import forward_kinematics
 from .pose import SmplxPose
@@ -45,10 +45,11 @@ def builtin_model_path() -> Path:
             if not path.exists():  # (a folder on the way that cannot be searched raises here)
                 path.parent.mkdir(parents=True, exist_ok=True)
                 generate.write_body_model(path)
-        except OSError as exc:
+        except (OSError, InputError) as exc:  # (InputError: the file could not be written, fileio.atomic_path)
+            why = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
             raise BodyModelError(
                 f"cannot write the built-in body model into the cache folder {path.parent} "
-                f"({exc.strerror or exc}): set STREAMER_CACHE_DIR to a folder you can write"
+                f"({why}): set STREAMER_CACHE_DIR to a folder you can write"
             ) from None
     return path
 
