@@ -206,6 +206,26 @@ def test_photometric_refine_keeps_a_pose_it_cannot_improve(body, demo_avatar) ->
         assert refiner.refine(target, frame, elsewhere) is target and not refiner.kept_last
 
 
+def test_the_photometric_check_scores_the_whole_mask_edge_included() -> None:
+    """A pose is kept on the error ``eval animate`` scores: every mask pixel counts, the outline too
+    (the check once skipped a 6-pixel edge and kept poses that lost more there than they gained
+    inside), and nothing outside the mask does."""
+    from streamer.reconstruct.photo_refine import agreement_error
+
+    mask = np.zeros((60, 40), bool)
+    mask[10:50, 10:30] = True
+    frame = np.full((60, 40, 3), 0.5)
+    edge = mask.copy()
+    edge[11:49, 11:29] = False  # the mask's outermost pixels
+    off_at_edge = frame.copy()
+    off_at_edge[edge] = 0.0  # black where the outline should be: the avatar falls short of it
+    outside = frame.copy()
+    outside[~mask] = 1.0
+    assert agreement_error(frame, frame, mask) == 0.0
+    assert agreement_error(outside, frame, mask) == 0.0
+    assert np.isclose(agreement_error(off_at_edge, frame, mask), 0.75 * edge.sum() / mask.sum())  # 3 x 0.5^2
+
+
 def test_refine_steps_as_torch_adam_without_importing_dynamo() -> None:
     """The hand-written Adam steps as torch's (with the exponential decay); and refining does not
     import torch._dynamo, which creating a torch.optim optimizer does (2 s at the start of reconstruct)."""

@@ -45,7 +45,7 @@ def builtin_model_path() -> Path:
             if not path.exists():  # (a folder on the way that cannot be searched raises here)
                 path.parent.mkdir(parents=True, exist_ok=True)
                 generate.write_body_model(path)
-        except (OSError, InputError) as exc:  # (InputError: the file could not be written, fileio.atomic_path)
+        except (OSError, InputError) as exc:  # InputError: fileio.atomic_path could not write the file
             why = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
             raise BodyModelError(
                 f"cannot write the built-in body model into the cache folder {path.parent} "

@@ -65,6 +65,15 @@ def _erode(mask: np.ndarray, margin: int) -> np.ndarray:
     return cv2.erode(mask.astype(np.uint8), np.ones((size, size), np.uint8)).astype(bool)
 
 
+def agreement_error(render: np.ndarray, frame: np.ndarray, mask: np.ndarray) -> float:
+    """Mean squared colour difference of ``render`` and ``frame`` ([H, W, 3], [0, 1]) over the whole
+    of ``mask``, edge included: the check that keeps a refined pose, on what ``eval animate`` scores.
+
+    Not robust, unlike the points' term: a robust measure here accepted poses that fit most of a
+    fast frame a little better and the rest much worse."""
+    return float(((render - frame) ** 2).sum(2)[mask].mean())
+
+
 def _robust(e: torch.Tensor) -> torch.Tensor:
     """Geman-McClure of squared residuals: about ``e`` when small, saturating at 1."""
     return e / (e + ROBUST_SCALE)
@@ -130,13 +139,6 @@ class PhotometricRefiner(PosedProjection):
         seen[ok] = inner[y[ok], x[ok]] & (cam[ok, 2] <= depth[y[ok], x[ok]] + DEPTH_TOL_M)
         return np.nonzero(seen)[0]
 
-    def _agreement_error(self, render: np.ndarray, frame: np.ndarray, mask: np.ndarray) -> float:
-        """Mean squared colour difference of the render and the frame inside ``mask``.
-
-        Not robust, unlike the points' term: a robust measure here accepted poses that fit most of a
-        fast frame a little better and the rest much worse."""
-        return float(((render - frame) ** 2).sum(2)[mask].mean())
-
     def refine(self, pose: SmplxPose, frame: np.ndarray, mask: np.ndarray) -> SmplxPose:
         """The pose moved so the avatar's colours line up with ``frame``'s inside ``mask``.
 
@@ -181,9 +183,7 @@ class PhotometricRefiner(PosedProjection):
                 loss.backward()
                 opt.step()
         refined = free.result()
-        if self._agreement_error(self._render(self._posed(refined)), rgb, mask) >= self._agreement_error(
-            start, rgb, mask
-        ):
+        if agreement_error(self._render(self._posed(refined)), rgb, mask) >= agreement_error(start, rgb, mask):
             return pose
         self.kept_last = True
         return refined
