@@ -164,6 +164,16 @@ def _inside_psnr(avatar, body, pose: SmplxPose, camera: Camera, frame: np.ndarra
     return masked_scores(img, alpha, frame / 255.0, mask)["psnr_db"]
 
 
+CHEST = JOINT_INDEX["spine2"] - 1  # (body_pose rows leave out the root)
+
+
+def _texture_off(target: SmplxPose) -> SmplxPose:
+    """``target`` 2 cm off sideways with the chest turned by 0.15 rad: the outline barely tells."""
+    body_pose = target.body_pose.clone()
+    body_pose[CHEST, 1] += 0.15
+    return target.replace(body_pose=body_pose, transl=target.transl + torch.tensor([0.02, 0.0, 0.0]))
+
+
 def test_photometric_refine_lines_the_texture_up_with_the_frame(body, demo_avatar) -> None:  # type: ignore[no-untyped-def]
     """The pose is 2 cm off sideways and the chest turned a little: the outline barely tells, the
     stripes do. The colour term moves the body back and turns the chest part of the way."""
@@ -173,10 +183,7 @@ def test_photometric_refine_lines_the_texture_up_with_the_frame(body, demo_avata
     camera = _camera()
     target = _target_pose()
     frame, mask = _frame(avatar, body, target, camera)
-    body_pose = target.body_pose.clone()
-    chest = JOINT_INDEX["spine2"] - 1
-    body_pose[chest, 1] += 0.15
-    off = target.replace(body_pose=body_pose, transl=target.transl + torch.tensor([0.02, 0.0, 0.0]))
+    off = _texture_off(target)
     refiner = PhotometricRefiner(body, avatar, camera)
     refined = refiner.refine(off, frame, mask)
     assert refiner.kept_last and refined is not off
@@ -184,7 +191,7 @@ def test_photometric_refine_lines_the_texture_up_with_the_frame(body, demo_avata
     after = _inside_psnr(avatar, body, refined, camera, frame, mask)
     assert after > before + 6.0, (before, after)  # measured: 12.8 -> 23.5 dB (16.5 after the first pass)
     assert abs(float(refined.transl[0] - target.transl[0])) < 0.007, refined.transl  # measured: 4.8 mm
-    turn = float(refined.body_pose[chest, 1] - target.body_pose[chest, 1])
+    turn = float(refined.body_pose[CHEST, 1] - target.body_pose[CHEST, 1])
     assert 0.0 < turn < 0.12, turn  # measured: 0.15 -> 0.10 rad
 
 
@@ -198,10 +205,7 @@ def test_photometric_refine_goes_on_from_the_pose_it_kept(body, demo_avatar, mon
     camera = _camera()
     target = _target_pose()
     frame, mask = _frame(avatar, body, target, camera)
-    body_pose = target.body_pose.clone()
-    chest = JOINT_INDEX["spine2"] - 1
-    body_pose[chest, 1] += 0.15
-    off = target.replace(body_pose=body_pose, transl=target.transl + torch.tensor([0.02, 0.0, 0.0]))
+    off = _texture_off(target)
     refiner = photo_refine.PhotometricRefiner(body, avatar, camera)
     results: dict[int, float] = {}
     for passes in (1, photo_refine.PASSES):
