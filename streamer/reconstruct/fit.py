@@ -279,6 +279,7 @@ def reconstruct_photo(
     seed: int = 0,
     crop: tuple[float, float, float, float] | None = None,
     progress: Callable[[str], None] | None = None,
+    search: Callable[[], Person] | None = None,
 ) -> Reconstruction:
     """Reconstruct an avatar from one photo.
 
@@ -291,6 +292,8 @@ def reconstruct_photo(
         seed: sampling seed (the result is deterministic for a seed).
         crop: a fixed 5:3 crop box (photo pixels) instead of one around the person.
         progress: called with each step's name when it starts.
+        search: gives the person in ``rgb`` instead of :func:`.person.find_person` (which then takes
+            no ``strict`` or ``crop``), e.g. a :class:`.person_search.PersonSearch`'s ``result``.
 
     Raises:
         ReconstructionError: no usable person (see :func:`.person.find_person`).
@@ -299,7 +302,7 @@ def reconstruct_photo(
 
     step("detect")
     body = (body or BodyModel.load()).to("cpu")
-    person = find_person(rgb, strict=strict, crop=crop)
+    person = search() if search is not None else find_person(rgb, strict=strict, crop=crop)
     if not person.full_body:
         warnings.warn(PART_BODY_WARNING, StreamerWarning, stacklevel=2)
     step("fit")

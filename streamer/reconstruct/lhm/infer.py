@@ -125,9 +125,12 @@ class LHMReconstructor:
         strict: bool = False,
         progress: Callable[[str], None] | None = None,
         crop: tuple[float, float, float, float] | None = None,
+        search: Callable[[], Person] | None = None,
     ) -> LHMReconstruction:
         """Reconstruct one photo ([H, W, 3] uint8 RGB); ``crop``: a fixed 5:3 box (photo pixels)
-        instead of one around the person (a video's frames share one camera).
+        instead of one around the person (a video's frames share one camera); ``search``: gives the
+        person instead of :func:`streamer.reconstruct.person.find_person` (as in
+        :func:`streamer.reconstruct.fit.reconstruct_photo`).
 
         Raises:
             ReconstructionError: no usable person (see :func:`streamer.reconstruct.person.find_person`).
@@ -135,7 +138,7 @@ class LHMReconstructor:
         step = StepClock(progress)
 
         step("detect")
-        person = find_person(rgb, strict=strict, crop=crop)
+        person = search() if search is not None else find_person(rgb, strict=strict, crop=crop)
         step("fit")
         pose, camera = fit_photo(self.body, person)
         step("prepare")
