@@ -234,6 +234,33 @@ def test_photometric_refine_keeps_a_pose_it_cannot_improve(body, demo_avatar) ->
         assert refiner.refine(target, frame, elsewhere) is target and not refiner.kept_last
 
 
+def test_photometric_refine_skips_a_frame_that_shows_too_little_of_the_person(  # type: ignore[no-untyped-def]
+    body, demo_avatar, monkeypatch
+) -> None:
+    """Under MIN_MASK_PX mask pixels (the person behind something, or leaving the picture) the pose
+    stays as the outline fit left it, and the frame costs no render."""
+    from streamer.reconstruct import photo_refine
+
+    avatar = _textured(demo_avatar)
+    camera = _camera()
+    target = _target_pose()
+    frame, mask = _frame(avatar, body, target, camera)
+    ys, xs = np.nonzero(mask)
+    cy, cx = int(ys.min() + 0.3 * (ys.max() - ys.min())), int(np.median(xs))  # the chest
+    patch = np.zeros_like(mask)
+    patch[cy - 9 : cy + 10, cx - 9 : cx + 10] = True  # 361 pixels, all on the person
+    assert (patch & mask).sum() == 361 < photo_refine.MIN_MASK_PX
+    off = _texture_off(target)
+    refiner = photo_refine.PhotometricRefiner(body, avatar, camera)
+    renders = []
+    render = refiner._render
+    monkeypatch.setattr(refiner, "_render", lambda posed: renders.append(1) or render(posed))
+    assert refiner.refine(off, frame, patch) is off and not refiner.kept_last
+    assert renders == []
+    monkeypatch.setattr(photo_refine, "MIN_MASK_PX", 300)  # (the same patch is then looked at)
+    assert refiner.refine(off, frame, patch) is off and len(renders) == 1  # (too few points to align)
+
+
 def test_the_photometric_check_scores_the_whole_mask_edge_included() -> None:
     """A pose is kept on the error ``eval animate`` scores: every mask pixel counts, the outline too
     (the check once skipped a 6-pixel edge and kept poses that lost more there than they gained
