@@ -34,6 +34,9 @@ from .mask_edges import snap_to_edges
 from .metrics import masked_scores
 
 SHEET_VIEWS = (("front", 0.0), ("side", 90.0), ("back", 180.0))
+#: The sheet shows the avatar with its arms lowered this far from the canonical T-pose (about 63
+#: degrees): spread out, the arms set the framing's width and the body filled a third of the tile.
+SHEET_ARMS_DOWN_RAD = 1.1
 
 
 @dataclass
@@ -90,9 +93,11 @@ def evaluate_photo(
 
 
 def contact_sheet(ev: PhotoEval, body: BodyModel, backend: str = "cpu", height: int = 500) -> np.ndarray:
-    """Photo crop | re-render | front, side, back of the avatar in its canonical pose. [height, 5 * width, 3] uint8"""
+    """Photo crop | re-render | front, side, back of the avatar in its canonical pose with the arms
+    lowered (:data:`SHEET_ARMS_DOWN_RAD`). [height, 5 * width, 3] uint8"""
     import cv2
 
+    from ..body.joints import JOINT_INDEX
     from ..body.pose import SmplxPose
 
     person = ev.recon.person
@@ -102,7 +107,11 @@ def contact_sheet(ev: PhotoEval, body: BodyModel, backend: str = "cpu", height: 
         ev.render + (1 - ev.alpha[..., None]),  # the render's colour is premultiplied by alpha
     ]
     avatar = ev.recon.avatar
-    rest = avatar.pose(body, SmplxPose.zeros(num_betas=len(avatar.betas)).replace(betas=avatar.betas))
+    arms_down = torch.zeros(21, 3)  # (body_pose rows leave out the root, joint 0)
+    arms_down[JOINT_INDEX["left_shoulder"] - 1, 2] = -SHEET_ARMS_DOWN_RAD
+    arms_down[JOINT_INDEX["right_shoulder"] - 1, 2] = SHEET_ARMS_DOWN_RAD
+    pose = SmplxPose.zeros(num_betas=len(avatar.betas)).replace(betas=avatar.betas, body_pose=arms_down)
+    rest = avatar.pose(body, pose)
     assert not isinstance(rest, list)  # one pose in, one set of Gaussians out
     for _, az in SHEET_VIEWS:
         cam = Camera.framing(rest.means, w, h, azimuth_deg=az, margin=1.05)
