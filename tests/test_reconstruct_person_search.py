@@ -81,17 +81,21 @@ def test_without_a_separate_process_the_search_runs_when_asked() -> None:
 
 @needs_photo
 def test_a_fresh_reconstruct_command_searches_beside_the_model_loading(tmp_path: Path) -> None:
-    """(a new process has not imported torch yet: the search goes to a second process)"""
-    out = tmp_path / "avatar.ply"
+    """A new process has not imported torch yet: the search goes to a second process. That one does
+    not run the caller's main module again, here a script without an ``if __name__`` guard."""
+    out, script = tmp_path / "avatar.ply", tmp_path / "script.py"
+    script.write_text(
+        "from streamer.cli import main\n"
+        "print('the script ran')\n"
+        f"main(['reconstruct', {str(PHOTO)!r}, '-o', {str(out)!r}, '--json'])\n"
+    )
     proc = subprocess.run(
-        [sys.executable, "-m", "streamer.cli", "reconstruct", str(PHOTO), "-o", str(out), "--json"],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
+        [sys.executable, str(script)], capture_output=True, text=True, timeout=300, check=False
     )
     assert proc.returncode == 0, proc.stderr
-    report = json.loads(proc.stdout)
+    ran, json_line = proc.stdout.splitlines()
+    assert ran == "the script ran" and "Traceback" not in proc.stderr, proc
+    report = json.loads(json_line)
     assert report["detect_beside_read_s"] > 0 and report["people"] == 1 and report["full_body"]
     assert report["gaussians"] > 40_000 and out.stat().st_size > 0
     # the wait for the search is part of the split; the search's own time ran beside read

@@ -6,15 +6,20 @@ about as long again finding the person (importing MediaPipe, then its pose and s
 second process while the caller loads; on two cores that hides most of the search's time.
 
 It pays only while that start-up is still ahead: once torch is imported in this process (a server,
-the tests, a second photo) the search runs here, when its result is asked for. The process is
-spawned, not forked: a fork copies a process's native thread pools in a state the child cannot use.
+the tests, a second photo) the search runs here, when its result is asked for.
+
+The second process is a fresh interpreter (not a fork: a fork copies native thread pools in a state
+the child cannot use) that runs :data:`_CHILD` and talks over two pipes of its own: it gets this
+process's ``sys.path`` and the photo, and answers with the person. Unlike ``multiprocessing``'s
+spawn it does not import the caller's main module again (a script without an
+``if __name__ == "__main__"`` guard would run twice), and it starts in a session of its own, so
+that Ctrl-C reaches only this process, which stops it.
 """
 
 from __future__ import annotations
 
-import multiprocessing
 import os
-import signal
+import subprocess
 import sys
 import threading
 import time
@@ -36,8 +41,9 @@ def _cpus() -> int:
 
 
 def worth_a_process() -> bool:
-    """Whether a separate process would hide the search: torch not yet imported here, 2+ CPUs."""
-    return "torch" not in sys.modules and _cpus() > 1
+    """Whether a separate process would hide the search: torch not yet imported here, 2+ CPUs (and
+    a POSIX system, where a child process can be handed pipes)."""
+    return "torch" not in sys.modules and _cpus() > 1 and os.name == "posix"
 
 
 class PersonSearch:
@@ -59,18 +65,26 @@ class PersonSearch:
     def __init__(self, rgb: np.ndarray, strict: bool = False, separate: bool | None = None) -> None:
         self.rgb, self.strict = rgb, strict
         self.seconds: float | None = None
-        self._process: multiprocessing.process.BaseProcess | None = None
+        self._process: subprocess.Popen[bytes] | None = None
         if not (worth_a_process() if separate is None else separate):
             return
-        ctx = multiprocessing.get_context("spawn")
-        self._answers, answers_end = ctx.Pipe(duplex=False)
-        photo_end, self._photo = ctx.Pipe(duplex=False)
-        self._process = ctx.Process(
-            target=_search, args=(photo_end, answers_end, strict), name="person-search", daemon=True
-        )
-        self._process.start()
-        photo_end.close()
-        answers_end.close()
+        photo_in, photo_out = os.pipe()
+        answers_in, answers_out = os.pipe()
+        try:
+            self._process = subprocess.Popen(
+                [sys.executable, "-c", _CHILD, str(photo_in), str(answers_out), str(int(strict))],
+                pass_fds=(photo_in, answers_out),
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+        except OSError:  # (no process to be had: out of memory, a process limit) it runs here then
+            for fd in (photo_in, photo_out, answers_in, answers_out):
+                os.close(fd)
+            return
+        os.close(photo_in)  # (the second process's ends)
+        os.close(answers_out)
+        self._photo = Connection(photo_out, readable=False)
+        self._answers = Connection(answers_in, writable=False)
         # The pixels go from a thread: a pipe holds 64 KiB, so sending them here would hold the caller
         # until the new process has started Python and asks for them.
         self._sender = threading.Thread(target=self._send_photo, name="person-search-photo", daemon=True)
@@ -103,13 +117,12 @@ class PersonSearch:
         """Stop the separate process (if any, and still running) and close its pipes."""
         if self._process is None:
             return
-        if self._process.is_alive():  # (after its answer it would only be tearing MediaPipe down)
-            self._process.terminate()
-        self._process.join()
+        if self._process.poll() is None:  # (after its answer it would only be tearing MediaPipe down)
+            self._process.kill()
+        self._process.wait()
         self._sender.join()  # (a send still under way has failed with the process gone)
         self._photo.close()
         self._answers.close()
-        self._process.close()
         self._process = None
 
     def __enter__(self) -> PersonSearch:  # noqa: PYI034 (a final class, in effect)
@@ -122,14 +135,29 @@ class PersonSearch:
 
     def _send_photo(self) -> None:
         try:
+            self._photo.send(sys.path)
             self._photo.send(self.rgb)
         except OSError:  # the process is gone: result() searches here
             pass
 
 
+#: The second process's program: this process's ``sys.path`` first (so that it imports the same
+#: ``streamer``), then :func:`_search`. A caller gone before it is done ends it without a word.
+_CHILD = """
+import sys
+from multiprocessing.connection import Connection
+photo, answers = Connection(int(sys.argv[1]), writable=False), Connection(int(sys.argv[2]), readable=False)
+try:
+    sys.path[:] = photo.recv()
+    from streamer.reconstruct.person_search import _search
+    _search(photo, answers, sys.argv[3] == "1")
+except (EOFError, BrokenPipeError):
+    sys.exit(1)
+"""
+
+
 def _search(photo: Connection, answers: Connection, strict: bool) -> None:
-    """The separate process: receive the photo, send back (person, error, warnings, seconds)."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the caller's: it stops this process
+    """The second process: receive the photo, send back (person, error, warnings, seconds)."""
     rgb = photo.recv()
     t0 = time.perf_counter()
     person, error = None, None
