@@ -9,6 +9,7 @@ import time
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -111,38 +112,14 @@ def load_method(args: argparse.Namespace, command: str = "reconstruct") -> Metho
                 file=sys.stderr,
             )
 
-        def run_lhm(
-            rgb: np.ndarray,
-            crop: Any = None,
-            progress: Callable[[str], None] | None = None,
-            search: Callable[[], Any] | None = None,
-        ) -> Any:
-            return lhm(rgb, strict=strict, crop=crop, progress=progress, search=search)
-
-        return Method(run_lhm, lhm.body, LHM_STEPS)
+        return Method(partial(lhm, strict=strict), lhm.body, LHM_STEPS)
 
     from ..assets import load_body
     from ..reconstruct.fit import STEPS, reconstruct_photo
 
     body = load_body(args.smplx_dir)
 
-    def run_fit(
-        rgb: np.ndarray,
-        crop: Any = None,
-        progress: Callable[[str], None] | None = None,
-        search: Callable[[], Any] | None = None,
-    ) -> Any:
-        return reconstruct_photo(
-            rgb,
-            body,
-            num_gaussians=args.gaussians,
-            strict=strict,
-            seed=seed,
-            crop=crop,
-            progress=progress,
-            search=search,
-        )
-
+    run_fit = partial(reconstruct_photo, body=body, num_gaussians=args.gaussians, strict=strict, seed=seed)
     return Method(run_fit, body, STEPS)
 
 
