@@ -270,10 +270,14 @@ class Session:
             self._send_control(protocol.error_message("internal", f"server error: {exc}"))
 
     def _stats_requested(self) -> None:
+        if self._stats_due:  # an answer is on its way: this request shares it
+            return
         wait = self._stats_sent_at + STATS_MIN_GAP_S - time.monotonic()
         if wait <= 0:
             self._answer_stats()
-        elif not self._stats_due:  # later requests within the gap share this answer
+        else:  # later requests within the gap share this answer
+            # (A busy loop can run the timer late: a request that came first then found the gap over
+            # and was answered, and the timer answered again a few milliseconds later.)
             self._stats_due = True
             asyncio.get_running_loop().call_later(wait, self._answer_stats)
 
