@@ -9,6 +9,7 @@ Every parser sets ``func=handler`` with ``handler(args) -> int`` (the exit code)
 from __future__ import annotations
 
 import argparse
+import gc
 import importlib
 import os
 import pkgutil
@@ -127,5 +128,19 @@ def main(argv: list[str] | None = None) -> int:
             signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
+def console() -> None:
+    """The console script's entry: :func:`main`, then the process's exit, sooner.
+
+    With torch loaded, the garbage collector's last passes over everything the modules made took
+    0.4 of the 0.6-0.8 s that Python spent ending the process after ``streamer reconstruct`` on
+    2 cores. No object of ours needs them: the commands have closed their files and processes by
+    now, and the operating system frees the memory. Freezing the heap skips them; everything else
+    about the exit (atexit handlers, threads joined, streams flushed) stays as it was.
+    """
+    code = main()
+    gc.freeze()
+    sys.exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    console()
