@@ -43,12 +43,18 @@ def sample_mask(mask: np.ndarray, pix: np.ndarray) -> np.ndarray:
 
 
 def body_silhouette(pix: np.ndarray, faces: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
-    """Filled image of the projected mesh. pix [V, 2] pixels, faces [F, 3] -> [H, W] bool."""
+    """Filled image of the projected mesh. pix [V, 2] pixels, faces [F, 3] -> [H, W] bool.
+
+    Each triangle is filled on its own (~30 ms for the body's 21k): one ``cv2.fillPoly`` over all of
+    them fills by the even-odd rule, and left holes wherever layers of the mesh overlap (the front
+    and back of every limb and of the trunk).
+    """
     import cv2
 
     img = np.zeros(shape, np.uint8)
     tris = np.round(pix[faces] * 4).astype(np.int32)  # 2 bits of sub-pixel precision
-    cv2.fillPoly(img, list(tris), (1,), lineType=cv2.LINE_8, shift=2)
+    for tri in tris:
+        cv2.fillConvexPoly(img, tri, (1,), lineType=cv2.LINE_8, shift=2)
     return img.astype(bool)
 
 
