@@ -77,6 +77,15 @@ OPACITY = 0.97
 FIT_ITERATIONS = 8
 REFINE_ITERATIONS = 10
 MAX_FOREARM_OFFSET_M = 0.06
+#: Outline vertices of the neck, collars and upper spine whose normal points up in the photo (cos to
+#: the image's up above UPWARD_COS) reach at most this far: cloth rises little above the shoulders,
+#: and what the mask holds there is hair (or a hat's brim) hanging from the head. Measured in full,
+#: it lifted the shoulders into "wings" of hair beside the head and pushed the neck's front out into
+#: a blob before the chin (eval recon on the long-hair photos +0.03 and +0.20 dB, the video's
+#: eval animate +0.05 dB; 0.02 m and 0.06 m gave less).
+MAX_UPWARD_OFFSET_M = 0.04
+UPWARD_COS = 0.5
+UPWARD_JOINTS = ("neck", "left_collar", "right_collar", "spine3")
 FRONT_DENSITY = 8  # sampling density of camera-facing surface relative to the rest
 REFINE_STEP = 2.0
 KNN_SIGMA = 0.8  # > 0: disc size = this times the mean distance to the KNN_K nearest samples
@@ -334,6 +343,10 @@ def reconstruct_photo(
     # (a pocket, a bag, the body behind), not cloth on the arm.
     forearm_v = np.isin(dominant_v, [JOINT_INDEX[n] for n in ("left_elbow", "right_elbow")])
     off = np.where(forearm_v, np.minimum(off, MAX_FOREARM_OFFSET_M), off)
+    upward = np.isin(dominant_v, [JOINT_INDEX[n] for n in UPWARD_JOINTS]) & (
+        (normals_np @ R.T)[:, 1] < -UPWARD_COS  # OpenCV camera: y points down
+    )
+    off = np.where(upward, np.minimum(off, MAX_UPWARD_OFFSET_M), off)
     offsets = spread_offsets(off, 4.0 * wgt, vertex_adjacency(faces_np, len(posed_np)), face_v | hands_v)
     facing = (normals_np @ R.T)[:, 2] > CROSS_SECTION_MIN_FACING  # facing away from the camera
     carried = cross_section_offsets(
