@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
-from streamer.reconstruct.silhouette import body_silhouette, outline_offsets
+from streamer.reconstruct.silhouette import body_silhouette
 
 
 def test_overlapping_triangles_fill_their_union() -> None:
