@@ -112,7 +112,8 @@ CROSS_SECTION_MIN_FACING = 0.5  # only vertices facing away from the camera this
 OUTLINE_PX = 6  # camera-facing discs line the mask's outermost pixels and take its blended colours (.gaps)
 EDGE_ON_COS = 0.2  # ... and surface Gaussians this edge-on (|cos| to the camera) there stay out of the colour fit
 HAIR_SOURCE_M = 0.06  # the hair colour comes from seen head Gaussians this far above the eyes (canonical;
-# most foreheads end 6-8 cm above the eyes), outline included: thin hair on top is mostly outline
+# most foreheads end 6-8 cm above the eyes), outline (OUTLINE_PX) left out while this share remains:
+HAIR_INNER_SHARE = 0.5
 STEPS = ("detect", "fit", "silhouette", "sample", "colour", "unpose")
 
 
@@ -447,6 +448,12 @@ def reconstruct_photo(
     hair_source = is_head & seen & (canon_np[:, 1] > eye_y + HAIR_SOURCE_M)
     where = fill_positions(canon_np, pix, cam_pts[:, 2], float(K[0, 0]), parts)
     outline = outline_band(mask & person.valid, OUTLINE_PX if COVER_GAPS else 0, person.valid)
+    # The outline's blend of hair and background (a bright sky) can outnumber the hair itself:
+    # leave it out while at least half the seen top of the head lies inside (short hair is mostly
+    # outline, and keeps it).
+    inner = hair_source & ~sample_mask(outline, pix)
+    if inner.sum() >= HAIR_INNER_SHARE * hair_source.sum():
+        hair_source = inner
     # not the hip behind a hand, nor the outline's blend of person and background
     sources = fill_sources(pix, cam_pts[:, 2], parts, seen, mask.shape, blended=outline)
     colors = np.where(seen[:, None], colors, fill_unseen(where, colors, sources, parts, hair_region, hair_source))
