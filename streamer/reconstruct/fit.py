@@ -81,8 +81,8 @@ MAX_FOREARM_OFFSET_M = 0.06
 #: the image's up above UPWARD_COS) reach at most this far: cloth rises little above the shoulders,
 #: and what the mask holds there is hair (or a hat's brim) hanging from the head. Measured in full,
 #: it lifted the shoulders into "wings" of hair beside the head and pushed the neck's front out into
-#: a blob before the chin (eval recon on the long-hair photos +0.03 and +0.20 dB, the video's
-#: eval animate +0.05 dB; 0.02 m and 0.06 m gave less).
+#: a blob before the chin (eval recon on the long-hair photos +0.03 and +0.20 dB, elderly_man_library
+#: -0.14, outdoor_man_small +0.08; the video's eval animate +0.05 dB; 0.02 m and 0.06 m gave less).
 MAX_UPWARD_OFFSET_M = 0.04
 UPWARD_COS = 0.5
 UPWARD_JOINTS = ("neck", "left_collar", "right_collar", "spine3")
